@@ -1,0 +1,2 @@
+//! Enforce a least-privilege capability profile on OCI identity-domain users.
+pub mod fdk;
