@@ -1,2 +1,9 @@
-//! Enforce a least-privilege capability profile on OCI identity-domain users.
+//! Enforce a least-privilege capability profile on OCI identity-domain users that arrive through SAML
+//! JIT or SCIM provisioning.
+//!
+//! Data flows one way: invocation body ([`audit`]) → validated targets ([`names`]) → planned changes
+//! ([`profile`]) → signed requests ([`signer`], [`identity_domain`]) → report ([`apply`]). [`fdk`] is the
+//! Fn platform protocol and knows nothing of identity domains.
 pub mod fdk;
+pub mod handler;
+pub mod telemetry;
