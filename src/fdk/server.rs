@@ -185,6 +185,15 @@ async fn handle(inner: Arc<Inner>, request: Request) -> Response {
     };
     let deadline = ctx.deadline;
     let gateway = ctx.is_gateway();
+    if ctx.remaining().is_zero() {
+        // No budget left: starting work now could only be cut off half-way.
+        tracing::error!("the call arrived with its deadline already passed");
+        return platform_error(
+            &inner,
+            StatusCode::GATEWAY_TIMEOUT,
+            "the call deadline had already passed",
+        );
+    }
     let call = AssertUnwindSafe(inner.handler.call(ctx, payload)).catch_unwind();
     match tokio::time::timeout_at(deadline, call).await {
         Ok(Ok(Ok(response))) => success(&inner, response, gateway),
@@ -361,5 +370,150 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    fn settings(max_body: usize) -> FdkSettings {
+        let mut s = FdkSettings::new(
+            "fdk-rust-test/1.2.3".into(),
+            "rust/test".into(),
+            FnConfig::default(),
+        );
+        s.max_body_bytes = max_body;
+        s
+    }
+
+    /// Answers with what the handler saw, so each header edge case can be asserted on.
+    async fn inspect(ctx: CallContext, payload: Payload) -> Result<FnResponse, HandlerError> {
+        let payload = match payload {
+            Payload::Complete(b) => serde_json::json!({ "len": b.len() }),
+            Payload::TooLarge { limit, received } => {
+                serde_json::json!({ "limit": limit, "received": received })
+            }
+        };
+        if ctx.header("x-fail").is_some() {
+            return Err("asked to fail".into());
+        }
+        Ok(FnResponse::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "callId": ctx.call_id,
+                "remainingMs": ctx.remaining().as_millis() as u64,
+                "hasPlatformDeadline": ctx.platform_deadline.is_some(),
+                "gateway": ctx.gateway.as_ref().map(|g| g.headers.clone()),
+                "payload": payload,
+            }),
+        ))
+    }
+
+    async fn call(
+        req: HttpRequest<Body>,
+        max_body: usize,
+    ) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = router(inspect, settings(max_body))
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn post() -> axum::http::request::Builder {
+        HttpRequest::builder().method("POST").uri("/call")
+    }
+
+    #[tokio::test]
+    async fn non_utf8_call_id_and_bad_deadline_do_not_panic() {
+        let req = post()
+            .header("fn-call-id", HeaderValue::from_bytes(b"\xff\xfe").unwrap())
+            .header("fn-deadline", "2030-02-30T00:00:00Z")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = call(req, 1024).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["fn-fdk-version"], "fdk-rust-test/1.2.3");
+        assert_eq!(body["callId"], serde_json::Value::Null);
+        assert_eq!(body["hasPlatformDeadline"], false);
+        assert!(body["remainingMs"].as_u64().unwrap() > 29_000);
+    }
+
+    #[tokio::test]
+    async fn past_deadline_gives_504_at_once() {
+        let req = post()
+            .header("fn-deadline", "2001-01-01T00:00:00Z")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, _) = call(req, 1024).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(headers["fn-fdk-runtime"], "rust/test");
+    }
+
+    #[tokio::test]
+    async fn gateway_headers_are_unprefixed_for_the_handler() {
+        let req = post()
+            .header("fn-intent", "HTTPREQUEST")
+            .header("fn-http-h-x-a", "1")
+            .header("fn-http-h-accept", "text/plain")
+            .header("x-other", "2")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = call(req, 1024).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["fn-http-status"], "200");
+        assert_eq!(
+            body["gateway"],
+            serde_json::json!([["x-a", "1"], ["accept", "text/plain"]])
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_reported_not_truncated() {
+        let (_, _, body) = call(post().body(Body::from(vec![0u8; 100])).unwrap(), 64).await;
+        assert_eq!(
+            body["payload"],
+            serde_json::json!({ "limit": 64, "received": 100 })
+        );
+        let (_, _, body) = call(post().body(Body::from(vec![0u8; 64])).unwrap(), 64).await;
+        assert_eq!(body["payload"], serde_json::json!({ "len": 64 }));
+    }
+
+    #[tokio::test]
+    async fn errors_and_strange_requests_stay_within_200_502_504() {
+        let (status, headers, _) = call(
+            post().header("x-fail", "1").body(Body::empty()).unwrap(),
+            64,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(headers.contains_key("fn-fdk-version"));
+        for (method, uri) in [
+            ("GET", "/call"),
+            ("DELETE", "/call"),
+            ("POST", "/"),
+            ("POST", "/call/extra"),
+        ] {
+            let req = HttpRequest::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
+            let (status, headers, _) = call(req, 64).await;
+            assert_eq!(status, StatusCode::BAD_GATEWAY, "{method} {uri}");
+            assert!(headers.contains_key("fn-fdk-runtime"));
+        }
     }
 }

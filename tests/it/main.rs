@@ -1,1 +1,2 @@
 mod fdk_platform;
+mod platform_harness;
