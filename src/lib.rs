@@ -1,3 +1,4 @@
 //! Enforce a least-privilege capability profile on OCI identity-domain users.
 pub mod fdk;
 pub mod names;
+pub mod profile;
