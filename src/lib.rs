@@ -2,8 +2,12 @@
 //! JIT or SCIM provisioning.
 //!
 //! Data flows one way: invocation body ([`audit`]) → validated targets ([`names`]) → planned changes
-//! ([`profile`]) → signed requests ([`signer`], [`identity_domain`]) → report ([`apply`]). [`fdk`] is the
+//! ([`profile`]) → signed requests (`signer`, `identity_domain`) → report (`apply`). [`fdk`] is the
 //! Fn platform protocol and knows nothing of identity domains.
+pub mod audit;
+pub mod config;
 pub mod fdk;
 pub mod handler;
+pub mod names;
+pub mod profile;
 pub mod telemetry;

@@ -1,0 +1,1059 @@
+//! Payload intake: what an invocation body asks for, and which audit records act on whom.
+//!
+//! ```
+//! use oci_user_capabilities::audit::{parse_invocation, triage, Invocation, Triage};
+//! use oci_user_capabilities::config::{DomainPolicy, EventTypes};
+//!
+//! let body = br#"[{"id": "e1", "type": "com.example.UserJit", "data": {"additionalDetails": {
+//!     "adminResourceId": "8f2e4c6a1b3d5f7091a2b3c4d5e6f708", "adminResourceType": "User",
+//!     "domainName": "idcs-0123456789abcdef0123456789abcdef"}}}]"#;
+//! let Invocation::Records(records) = parse_invocation(body).unwrap() else { unreachable!() };
+//! let domains = DomainPolicy::new(None, "https://{domain}.identity.oraclecloud.com").unwrap();
+//! let Triage::Act(target) = triage(&records[0], &EventTypes::default(), &domains) else {
+//!     unreachable!()
+//! };
+//! assert_eq!(target.user_id.as_str(), "8f2e4c6a1b3d5f7091a2b3c4d5e6f708");
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{DomainDecision, DomainPolicy, EventTypes};
+use crate::names::{truncated, DomainUrl, UserId};
+
+/// The Functions invoke body limit.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// What an invocation body asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    /// Audit records (a batch, or a single record/event as a batch of one), not yet triaged.
+    Records(Vec<Value>),
+    Reconcile(ReconcileRequest),
+}
+
+/// `{"reconcile": {...}}`: page over a domain's users and apply the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReconcileRequest {
+    pub domain: String,
+    #[serde(default)]
+    pub filter: Option<String>,
+    #[serde(default)]
+    pub start_index: Option<u64>,
+    #[serde(default)]
+    pub max_users: Option<u64>,
+}
+
+// A misspelt field in an operator's request would otherwise be silently dropped (e.g. a
+// `maxuser` that was meant to bound the run), so unknown fields are refused here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileEnvelope {
+    reconcile: ReconcileRequest,
+}
+
+/// A body that cannot be understood; Display is the human reason (with the JSON path where one
+/// applies). Retrying cannot fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PayloadError(String);
+
+impl PayloadError {
+    fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}
+
+const EXPECTED_SHAPES: &str =
+    "a JSON array of audit records, one audit record or event object, or {\"reconcile\": {...}}";
+
+/// Array -> `Records`; object with `reconcile` -> `Reconcile`; any other object -> a batch of one.
+/// Everything else is a [`PayloadError`].
+pub fn parse_invocation(body: &[u8]) -> Result<Invocation, PayloadError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(PayloadError::new(format!(
+            "body is {} bytes, over the limit of {MAX_BODY_BYTES} bytes (6 MiB)",
+            body.len()
+        )));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        PayloadError::new(format!(
+            "body is not valid UTF-8 (first bad byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+    if text.trim().is_empty() {
+        return Err(PayloadError::new("empty body"));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        PayloadError::new(format!(
+            "body is not valid JSON ({e}); expected {EXPECTED_SHAPES}"
+        ))
+    })?;
+    match value {
+        Value::Array(records) => Ok(Invocation::Records(records)),
+        Value::Object(ref obj) if obj.contains_key("reconcile") => {
+            let envelope: ReconcileEnvelope =
+                from_value_with_path(&value, "").map_err(PayloadError::new)?;
+            Ok(Invocation::Reconcile(envelope.reconcile))
+        }
+        Value::Object(_) => Ok(Invocation::Records(vec![value])),
+        other => Err(PayloadError::new(format!(
+            "expected {EXPECTED_SHAPES}, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Deserialises `T` from `value`; an error names the JSON path, prefixed by `prefix`.
+fn from_value_with_path<T: DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        match (prefix.is_empty(), path.as_str()) {
+            (true, ".") => inner,
+            (true, _) => format!("{path}: {inner}"),
+            (false, ".") => format!("{}: {inner}", prefix.trim_end_matches('.')),
+            (false, _) => format!("{prefix}{path}: {inner}"),
+        }
+    })
+}
+
+/// The user a selected record acts on, with the domain URL already decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub event_id: Option<String>,
+    /// The domain value as the record gave it (a domain name, display name or OCID).
+    pub domain: String,
+    pub domain_url: DomainUrl,
+    pub user_id: UserId,
+    pub user_name: Option<String>,
+}
+
+/// What to do with one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Triage {
+    Act(Target),
+    Ignored {
+        event_id: Option<String>,
+        domain: Option<String>,
+        reason: String,
+    },
+    Rejected {
+        event_id: Option<String>,
+        domain: Option<String>,
+        user_id: Option<String>,
+        user_name: Option<String>,
+        reason: String,
+    },
+}
+
+pub const REASON_NOT_SELECTED: &str = "event type not selected";
+pub const REASON_OUTSIDE_DOMAINS: &str = "domain not in DOMAINS";
+pub const REASON_NOT_OBJECT: &str = "record is not a JSON object";
+
+// The fields that decide selection, read first and on their own: a record that is not selected
+// is ignored even when fields we would only read for a selected record are malformed.
+#[derive(Deserialize)]
+struct SelectionRecord {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    id: Option<String>,
+    // The OCI Events (CloudEvents 0.1) spelling of type and id.
+    #[serde(rename = "eventType")]
+    event_type: Option<String>,
+    #[serde(rename = "eventID")]
+    event_id: Option<String>,
+    data: Option<SelectionData>,
+}
+
+#[derive(Deserialize)]
+struct SelectionData {
+    #[serde(rename = "eventName")]
+    event_name: Option<String>,
+    #[serde(rename = "additionalDetails")]
+    additional_details: Option<SelectionDetails>,
+}
+
+#[derive(Deserialize)]
+struct SelectionDetails {
+    #[serde(rename = "eventId")]
+    event_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SubjectRecord {
+    data: Option<SubjectData>,
+}
+
+#[derive(Deserialize)]
+struct SubjectData {
+    #[serde(rename = "additionalDetails")]
+    additional_details: Option<SubjectDetails>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SubjectDetails {
+    admin_resource_id: Option<String>,
+    admin_resource_name: Option<String>,
+    admin_resource_type: Option<String>,
+    actor_id: Option<String>,
+    actor_name: Option<String>,
+    domain_name: Option<String>,
+    domain_id: Option<String>,
+    domain_display_name: Option<String>,
+}
+
+/// Audit records often carry "" for an absent value; treat it as absent.
+fn present(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// Decides whether `record` acts, on which user in which domain, following PRODUCT.md
+/// "Which records act, on whom".
+///
+/// Accepts the Service Connector (CloudEvents 1.0) record, the OCI Events object
+/// (`eventType`/`eventID`), and the Console's `{"logContent": {...}}` wrapper. Empty strings
+/// count as absent. Never panics, whatever the value.
+pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Triage {
+    let Some(outer) = record.as_object() else {
+        return rejected(None, None, None, None, REASON_NOT_OBJECT.to_owned());
+    };
+    // The Console log viewer wraps the record; unwrap it unless the object is itself a record.
+    let (record, prefix) = match outer.get("logContent") {
+        Some(inner) if !outer.contains_key("data") => {
+            if !inner.is_object() {
+                return rejected(
+                    None,
+                    None,
+                    None,
+                    None,
+                    format!("logContent: expected a JSON object, got {}", kind(inner)),
+                );
+            }
+            (inner, "logContent.")
+        }
+        _ => (record, ""),
+    };
+
+    let selection: SelectionRecord = match from_value_with_path(record, prefix) {
+        Ok(s) => s,
+        Err(reason) => {
+            return rejected(raw_event_id(record), None, None, None, reason);
+        }
+    };
+    let event_id = present(selection.id).or(present(selection.event_id));
+    let type_ = present(selection.type_).or(present(selection.event_type));
+    let (event_name, detail_event_id) = match selection.data {
+        Some(d) => (d.event_name, d.additional_details.and_then(|a| a.event_id)),
+        None => (None, None),
+    };
+    if !events.selects(
+        event_name.as_deref(),
+        detail_event_id.as_deref(),
+        type_.as_deref(),
+    ) {
+        return Triage::Ignored {
+            event_id,
+            domain: None,
+            reason: REASON_NOT_SELECTED.to_owned(),
+        };
+    }
+
+    let subject: SubjectRecord = match from_value_with_path(record, prefix) {
+        Ok(s) => s,
+        Err(reason) => {
+            let domain = raw_domain(record);
+            return rejected(event_id, domain, None, None, reason);
+        }
+    };
+    let details = subject
+        .data
+        .and_then(|d| d.additional_details)
+        .unwrap_or_default();
+    decide(event_id, details, domains)
+}
+
+fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -> Triage {
+    let domain = present(d.domain_name)
+        .or(present(d.domain_id))
+        .or(present(d.domain_display_name));
+
+    let admin_id = present(d.admin_resource_id);
+    let admin_type = present(d.admin_resource_type);
+    // The user named by an admin-resource record is the resource, not the actor (who may be an
+    // administrator or the sign-on app). "User" is compared case-insensitively so a differently
+    // cased type never makes us act on the actor instead.
+    let (user_id, user_name, id_field) = match &admin_type {
+        Some(t) if t.eq_ignore_ascii_case("User") => (
+            admin_id,
+            present(d.admin_resource_name),
+            "data.additionalDetails.adminResourceId (adminResourceType is User)",
+        ),
+        None if admin_id.is_some() => (
+            admin_id,
+            present(d.admin_resource_name),
+            "data.additionalDetails.adminResourceId",
+        ),
+        _ => (
+            present(d.actor_id),
+            present(d.actor_name),
+            "data.additionalDetails.actorId (no adminResourceId of type User)",
+        ),
+    };
+
+    let domain_url = match &domain {
+        Some(value) => match domains.resolve(value) {
+            DomainDecision::Allowed { url } => Some(url),
+            DomainDecision::OutsideAllowList => {
+                return Triage::Ignored {
+                    event_id,
+                    domain,
+                    reason: REASON_OUTSIDE_DOMAINS.to_owned(),
+                }
+            }
+            DomainDecision::Invalid { reason } => {
+                let user_id = user_id.as_deref().map(truncated);
+                return rejected(event_id, domain, user_id, user_name, reason);
+            }
+        },
+        None => None,
+    };
+
+    let (user_id, domain_url) = match (user_id, domain_url) {
+        (Some(u), Some(url)) => (u, url),
+        (user_id, domain_url) => {
+            let mut missing = Vec::new();
+            if user_id.is_none() {
+                missing.push(id_field);
+            }
+            if domain_url.is_none() {
+                missing.push("data.additionalDetails.domainName (or domainId, domainDisplayName)");
+            }
+            let reason = format!("missing {}", missing.join(" and "));
+            let user_id = user_id.as_deref().map(truncated);
+            return rejected(event_id, domain, user_id, user_name, reason);
+        }
+    };
+
+    match UserId::parse(&user_id) {
+        Ok(parsed) => Triage::Act(Target {
+            event_id,
+            domain: domain.unwrap_or_default(),
+            domain_url,
+            user_id: parsed,
+            user_name,
+        }),
+        Err(e) => rejected(
+            event_id,
+            domain,
+            Some(truncated(&user_id)),
+            user_name,
+            e.to_string(),
+        ),
+    }
+}
+
+fn rejected(
+    event_id: Option<String>,
+    domain: Option<String>,
+    user_id: Option<String>,
+    user_name: Option<String>,
+    reason: String,
+) -> Triage {
+    Triage::Rejected {
+        event_id,
+        domain,
+        user_id,
+        user_name,
+        reason,
+    }
+}
+
+// Best-effort context for a record whose typed reading failed, so the report can still say
+// which event it was.
+fn raw_event_id(record: &Value) -> Option<String> {
+    ["id", "eventID"]
+        .iter()
+        .find_map(|k| record.get(k).and_then(Value::as_str))
+        .filter(|s| !s.is_empty())
+        .map(truncated)
+}
+
+fn raw_domain(record: &Value) -> Option<String> {
+    let details = record.get("data")?.get("additionalDetails")?;
+    ["domainName", "domainId", "domainDisplayName"]
+        .iter()
+        .find_map(|k| details.get(k).and_then(Value::as_str))
+        .filter(|s| !s.is_empty())
+        .map(truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const SEED: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/samples/sch-batch-userjit-seed-style.json"
+    ));
+    const RECONSTRUCTION: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/samples/idcs-sch-batch-jit-RECONSTRUCTION.json"
+    ));
+    const REAL_AUDIT: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/samples/idcs-sch-batch-audit-real.json"
+    ));
+    const LEGACY_AUDIT_EVENT: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/samples/idcs-auditevent-scim-doc.json"
+    ));
+
+    const DOMAIN: &str = "idcs-0123456789abcdef0123456789abcdef";
+    const USER: &str = "8f2e4c6a1b3d5f7091a2b3c4d5e6f708";
+    const TEMPLATE: &str = "https://{domain}.identity.oraclecloud.com";
+
+    fn any_domain() -> DomainPolicy {
+        DomainPolicy::new(None, TEMPLATE).unwrap()
+    }
+
+    fn records(body: &str) -> Vec<Value> {
+        match parse_invocation(body.as_bytes()).unwrap() {
+            Invocation::Records(r) => r,
+            other => panic!("not records: {other:?}"),
+        }
+    }
+
+    fn act(t: Triage) -> Target {
+        match t {
+            Triage::Act(target) => target,
+            other => panic!("expected Act, got {other:?}"),
+        }
+    }
+
+    fn rejection(t: Triage) -> String {
+        match t {
+            Triage::Rejected { reason, .. } => reason,
+            other => panic!("expected Rejected, got {other:?}"),
+        }
+    }
+
+    fn ignored(t: Triage) -> String {
+        match t {
+            Triage::Ignored { reason, .. } => reason,
+            other => panic!("expected Ignored, got {other:?}"),
+        }
+    }
+
+    /// A minimal selected record with the given additionalDetails.
+    fn record(details: Value) -> Value {
+        json!({"id": "ev-1", "type": "com.example.UserJit", "data": {"additionalDetails": details}})
+    }
+
+    // ---- parse_invocation ----
+
+    #[test]
+    fn batch_array_is_records() {
+        assert_eq!(records(SEED).len(), 2);
+        assert_eq!(records("[]").len(), 0);
+        assert_eq!(records("[1, \"x\", null]").len(), 3);
+    }
+
+    #[test]
+    fn single_object_is_a_batch_of_one() {
+        let r = records(r#"{"id": "x", "data": {}}"#);
+        assert_eq!(r, vec![json!({"id": "x", "data": {}})]);
+    }
+
+    #[test]
+    fn reconcile_request() {
+        let inv = parse_invocation(
+            br#"{"reconcile": {"domain": "Default", "filter": "userName sw \"a\"", "startIndex": 51, "maxUsers": 500}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            inv,
+            Invocation::Reconcile(ReconcileRequest {
+                domain: "Default".into(),
+                filter: Some("userName sw \"a\"".into()),
+                start_index: Some(51),
+                max_users: Some(500),
+            })
+        );
+        let inv = parse_invocation(br#"{"reconcile": {"domain": "d", "filter": null}}"#).unwrap();
+        assert_eq!(
+            inv,
+            Invocation::Reconcile(ReconcileRequest {
+                domain: "d".into(),
+                filter: None,
+                start_index: None,
+                max_users: None,
+            })
+        );
+    }
+
+    #[test]
+    fn reconcile_errors_name_the_path() {
+        let err = |b: &str| parse_invocation(b.as_bytes()).unwrap_err().to_string();
+        assert_eq!(
+            err(r#"{"reconcile": {"domain": "d", "maxUsers": "x"}}"#),
+            "reconcile.maxUsers: invalid type: string \"x\", expected u64"
+        );
+        assert_eq!(
+            err(r#"{"reconcile": {"domain": "d", "startIndex": -1}}"#),
+            "reconcile.startIndex: invalid value: integer `-1`, expected u64"
+        );
+        assert!(err(r#"{"reconcile": {}}"#).contains("reconcile: missing field `domain`"));
+        assert!(err(r#"{"reconcile": {"domain": 5}}"#).contains("reconcile.domain: invalid type"));
+        assert!(err(r#"{"reconcile": {"domain": "d", "maxuser": 1}}"#)
+            .contains("reconcile.maxuser: unknown field `maxuser`"));
+        assert!(err(r#"{"reconcile": "d"}"#).contains("reconcile: invalid type: string"));
+        assert!(
+            err(r#"{"reconcile": {"domain": "d"}, "extra": 1}"#).contains("unknown field `extra`")
+        );
+    }
+
+    #[test]
+    fn bad_bodies_say_what_was_expected() {
+        let err = |b: &[u8]| parse_invocation(b).unwrap_err().to_string();
+        assert_eq!(err(b""), "empty body");
+        assert_eq!(err(b"  \n"), "empty body");
+        assert!(err(b"{").starts_with("body is not valid JSON"));
+        assert!(err(b"{").contains("expected a JSON array of audit records"));
+        assert!(err(b"\xff\xfe[]").starts_with("body is not valid UTF-8"));
+        assert!(err(b"42").ends_with("got a number"));
+        assert!(err(b"\"x\"").ends_with("got a string"));
+        assert!(err(b"null").ends_with("got null"));
+        assert!(err(b"true").ends_with("got a boolean"));
+        assert!(err(b"[] []").starts_with("body is not valid JSON"));
+
+        let mut big = vec![b' '; MAX_BODY_BYTES + 1];
+        big[0] = b'[';
+        assert!(err(&big).contains("over the limit"));
+        // Exactly at the limit is accepted.
+        let mut limit = vec![b' '; MAX_BODY_BYTES];
+        limit[0] = b'[';
+        limit[MAX_BODY_BYTES - 1] = b']';
+        assert_eq!(
+            parse_invocation(&limit).unwrap(),
+            Invocation::Records(vec![])
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let body = "[".repeat(100_000);
+        assert!(parse_invocation(body.as_bytes()).is_err());
+    }
+
+    // ---- triage on the samples ----
+
+    #[test]
+    fn seed_style_jit_acts_on_the_actor() {
+        let batch = records(SEED);
+        let t = act(triage(&batch[0], &EventTypes::default(), &any_domain()));
+        assert_eq!(
+            t.event_id.as_deref(),
+            Some("9a7d3c1e-5b2f-4e8a-9c0d-1e2f3a4b5c6d")
+        );
+        assert_eq!(t.user_id.as_str(), "7c1e5f0a2b3d4c5e8f9a0b1c2d3e4f50");
+        assert_eq!(t.user_name.as_deref(), Some("maria.garcia@example.com"));
+        assert_eq!(t.domain, DOMAIN);
+        assert_eq!(
+            t.domain_url.as_str(),
+            format!("https://{DOMAIN}.identity.oraclecloud.com")
+        );
+    }
+
+    #[test]
+    fn real_list_events_record_is_ignored() {
+        for batch in [records(SEED), records(REAL_AUDIT)] {
+            let last = batch.last().unwrap();
+            let t = triage(last, &EventTypes::default(), &any_domain());
+            assert_eq!(
+                t,
+                Triage::Ignored {
+                    event_id: Some("93e7a143-650b-4632-8a53-a464f45ee3c5".into()),
+                    domain: None,
+                    reason: REASON_NOT_SELECTED.into(),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn reconstruction_acts_on_the_admin_resource_not_the_actor() {
+        let batch = records(RECONSTRUCTION);
+        let t = act(triage(&batch[0], &EventTypes::default(), &any_domain()));
+        assert_eq!(t.user_id.as_str(), USER);
+        assert_eq!(t.user_name.as_deref(), Some("jane.doe@example.com"));
+        assert_eq!(t.domain, DOMAIN);
+        assert_eq!(
+            t.event_id.as_deref(),
+            Some("5b0f2f3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b")
+        );
+    }
+
+    #[test]
+    fn reconstruction_selected_by_event_id() {
+        let batch = records(RECONSTRUCTION);
+        let events = EventTypes::parse("admin.user.create.success").unwrap();
+        assert!(matches!(
+            triage(&batch[0], &events, &any_domain()),
+            Triage::Act(_)
+        ));
+        // And nothing selects it when no name matches.
+        let events = EventTypes::parse("sso.session.create.success").unwrap();
+        assert_eq!(
+            ignored(triage(&batch[0], &events, &any_domain())),
+            REASON_NOT_SELECTED
+        );
+    }
+
+    #[test]
+    fn legacy_audit_event_fields_name_the_admin_resource() {
+        // The legacy AuditEvent carries the same keys flat; placed under additionalDetails they
+        // must pick the created user, not the administrator.
+        let list: Value = serde_json::from_str(LEGACY_AUDIT_EVENT).unwrap();
+        let mut details = list["Resources"][0].clone();
+        details["domainName"] = json!(DOMAIN);
+        let events = EventTypes::parse("admin.user.create.success").unwrap();
+        let t = act(triage(
+            &json!({"id": "legacy", "data": {"additionalDetails": details}}),
+            &events,
+            &any_domain(),
+        ));
+        assert_eq!(t.user_id.as_str(), "a06ff8169b3640a29792a15ece75c906");
+        assert_eq!(t.user_name.as_deref(), Some("csaladna@example.com"));
+    }
+
+    #[test]
+    fn oci_events_object() {
+        let event = json!({
+            "eventType": "com.oraclecloud.identitycontrolplane.createuser",
+            "cloudEventsVersion": "0.1",
+            "eventTypeVersion": "2.0",
+            "eventID": "ev-events-1",
+            "source": "IdentityControlPlane",
+            "data": {
+                "resourceId": "ocid1.user.oc1..aaaaexample",
+                "additionalDetails": {"adminResourceId": USER, "domainName": DOMAIN}
+            }
+        });
+        let events = EventTypes::parse("CreateUser").unwrap();
+        let t = act(triage(&event, &events, &any_domain()));
+        assert_eq!(t.event_id.as_deref(), Some("ev-events-1"));
+        assert_eq!(t.user_id.as_str(), USER);
+        assert_eq!(t.user_name, None);
+        // Through parse_invocation as a single object too.
+        let body = serde_json::to_vec(&event).unwrap();
+        let Invocation::Records(batch) = parse_invocation(&body).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            triage(&batch[0], &events, &any_domain()),
+            Triage::Act(_)
+        ));
+    }
+
+    #[test]
+    fn log_content_wrapper_is_unwrapped() {
+        let inner = records(RECONSTRUCTION).remove(0);
+        let wrapped = json!({"datetime": 1, "logContent": inner, "regionId": "eu-frankfurt-1"});
+        let t = act(triage(&wrapped, &EventTypes::default(), &any_domain()));
+        assert_eq!(t.user_id.as_str(), USER);
+
+        let mut bad = wrapped.clone();
+        bad["logContent"]["data"]["additionalDetails"]["adminResourceId"] = json!(7);
+        let reason = rejection(triage(&bad, &EventTypes::default(), &any_domain()));
+        assert!(
+            reason.starts_with(
+                "logContent.data.additionalDetails.adminResourceId: invalid type: integer `7`"
+            ),
+            "{reason}"
+        );
+        let reason = rejection(triage(
+            &json!({"logContent": "x"}),
+            &EventTypes::default(),
+            &any_domain(),
+        ));
+        assert_eq!(reason, "logContent: expected a JSON object, got a string");
+    }
+
+    // ---- selection and malformed records ----
+
+    #[test]
+    fn non_object_record_is_rejected() {
+        for v in [json!(1), json!("x"), json!(null), json!([]), json!(true)] {
+            assert_eq!(
+                rejection(triage(&v, &EventTypes::default(), &any_domain())),
+                REASON_NOT_OBJECT
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_type_in_a_selected_record_names_the_path() {
+        let r = record(json!({"adminResourceId": 12, "domainName": DOMAIN}));
+        let t = triage(&r, &EventTypes::default(), &any_domain());
+        let Triage::Rejected {
+            event_id,
+            domain,
+            reason,
+            ..
+        } = t
+        else {
+            panic!("{t:?}")
+        };
+        assert_eq!(
+            reason,
+            "data.additionalDetails.adminResourceId: invalid type: integer `12`, expected a string"
+        );
+        assert_eq!(event_id.as_deref(), Some("ev-1"));
+        assert_eq!(domain.as_deref(), Some(DOMAIN));
+    }
+
+    #[test]
+    fn malformed_but_unselected_record_is_ignored() {
+        let r = json!({"type": "com.example.ListEvents",
+                       "data": {"additionalDetails": {"adminResourceId": 12, "domainName": []}}});
+        assert_eq!(
+            ignored(triage(&r, &EventTypes::default(), &any_domain())),
+            REASON_NOT_SELECTED
+        );
+    }
+
+    #[test]
+    fn malformed_selection_fields_are_rejected() {
+        let cases = [
+            (
+                json!({"type": 5}),
+                "type: invalid type: integer `5`, expected a string",
+            ),
+            (
+                json!({"id": 5, "type": "x.UserJit"}),
+                "id: invalid type: integer `5`",
+            ),
+            (json!({"data": "x"}), "data: invalid type: string \"x\""),
+            (
+                json!({"data": {"eventName": false}}),
+                "data.eventName: invalid type: boolean",
+            ),
+            (
+                json!({"data": {"additionalDetails": {"eventId": {}}}}),
+                "data.additionalDetails.eventId: invalid type: map",
+            ),
+        ];
+        for (r, prefix) in cases {
+            let reason = rejection(triage(&r, &EventTypes::default(), &any_domain()));
+            assert!(reason.starts_with(prefix), "{reason}");
+        }
+        // The event id is still reported when it was readable.
+        let t = triage(
+            &json!({"id": "ev-9", "type": 5}),
+            &EventTypes::default(),
+            &any_domain(),
+        );
+        assert!(matches!(t, Triage::Rejected { event_id: Some(ref e), .. } if e == "ev-9"));
+    }
+
+    #[test]
+    fn nulls_and_unknown_fields_are_tolerated() {
+        let r = json!({"id": null, "type": null, "extra": {"a": 1},
+                       "data": {"eventName": "UserJit", "additionalDetails": {
+                           "adminResourceId": USER, "adminResourceType": null,
+                           "adminResourceName": null, "domainName": DOMAIN, "other": 1.5}}});
+        let t = act(triage(&r, &EventTypes::default(), &any_domain()));
+        assert_eq!(t.event_id, None);
+        assert_eq!(t.user_name, None);
+        // data or additionalDetails null: selected by type, then missing fields.
+        let r = json!({"type": "x.UserJit", "data": {"additionalDetails": null}});
+        let reason = rejection(triage(&r, &EventTypes::default(), &any_domain()));
+        assert!(
+            reason.starts_with("missing data.additionalDetails.actorId"),
+            "{reason}"
+        );
+        let r = json!({"type": "x.UserJit", "data": null});
+        assert!(rejection(triage(&r, &EventTypes::default(), &any_domain())).contains("domainName"));
+    }
+
+    // ---- user choice ----
+
+    #[test]
+    fn user_choice_follows_admin_resource_type() {
+        let events = EventTypes::default();
+        let actor = "11111111111111111111111111111111";
+        let base = json!({"adminResourceId": USER, "adminResourceName": "admin-res",
+                          "actorId": actor, "actorName": "actor", "domainName": DOMAIN});
+        let with_type = |t: Value| {
+            let mut d = base.clone();
+            d["adminResourceType"] = t;
+            act(triage(&record(d), &events, &any_domain()))
+        };
+        assert_eq!(with_type(json!("User")).user_id.as_str(), USER);
+        assert_eq!(with_type(json!("USER")).user_id.as_str(), USER);
+        assert_eq!(with_type(json!(null)).user_id.as_str(), USER);
+        assert_eq!(with_type(json!("")).user_id.as_str(), USER);
+        let g = with_type(json!("Group"));
+        assert_eq!(
+            (g.user_id.as_str(), g.user_name.as_deref()),
+            (actor, Some("actor"))
+        );
+
+        // Type User but no id: rejected, never the actor.
+        let d = json!({"adminResourceType": "User", "actorId": actor, "domainName": DOMAIN});
+        let reason = rejection(triage(&record(d), &events, &any_domain()));
+        assert_eq!(
+            reason,
+            "missing data.additionalDetails.adminResourceId (adminResourceType is User)"
+        );
+    }
+
+    #[test]
+    fn missing_user_and_domain_are_named() {
+        let events = EventTypes::default();
+        let reason = rejection(triage(&record(json!({})), &events, &any_domain()));
+        assert_eq!(
+            reason,
+            "missing data.additionalDetails.actorId (no adminResourceId of type User) and \
+             data.additionalDetails.domainName (or domainId, domainDisplayName)"
+        );
+        let t = triage(
+            &record(json!({"actorId": USER, "actorName": "n"})),
+            &events,
+            &any_domain(),
+        );
+        let Triage::Rejected {
+            user_id,
+            user_name,
+            reason,
+            ..
+        } = t
+        else {
+            panic!("{t:?}")
+        };
+        assert_eq!(
+            reason,
+            "missing data.additionalDetails.domainName (or domainId, domainDisplayName)"
+        );
+        assert_eq!(user_id.as_deref(), Some(USER));
+        assert_eq!(user_name.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn adversarial_user_ids_are_rejected() {
+        let events = EventTypes::default();
+        for bad in [
+            "../x".to_owned(),
+            "?filter=".to_owned(),
+            "%2e%2e".to_owned(),
+            USER[..31].to_owned(),
+            format!("{USER}0"),
+            USER.to_uppercase(),
+            format!("{USER}\n"),
+            format!("{}\u{441}", &USER[..31]),
+            "x".repeat(1000),
+        ] {
+            let t = triage(
+                &record(json!({"adminResourceId": bad, "domainName": DOMAIN})),
+                &events,
+                &any_domain(),
+            );
+            let Triage::Rejected {
+                user_id, reason, ..
+            } = t
+            else {
+                panic!("accepted {bad:?}: {t:?}")
+            };
+            assert!(
+                reason.starts_with("user id: expected 32 lower-case hex digits"),
+                "{reason}"
+            );
+            assert!(user_id.unwrap().chars().count() <= 81);
+        }
+    }
+
+    #[test]
+    fn adversarial_domains_are_rejected_without_allow_list() {
+        let events = EventTypes::default();
+        for bad in [
+            "evil.example#".to_owned(),
+            format!("{DOMAIN}@evil.example"),
+            "../".to_owned(),
+            format!("idcs-%30{}", &DOMAIN[6..]),
+            format!("idcs-{}", DOMAIN[5..].to_uppercase()),
+            format!("{DOMAIN} "),
+            format!("{DOMAIN}\n"),
+            format!("idcs-\u{ff10}{}", &DOMAIN[6..]),
+            "Default".to_owned(),
+        ] {
+            let t = triage(
+                &record(json!({"adminResourceId": USER, "domainName": bad})),
+                &events,
+                &any_domain(),
+            );
+            let Triage::Rejected {
+                domain,
+                reason,
+                user_id,
+                ..
+            } = t
+            else {
+                panic!("accepted {bad:?}: {t:?}")
+            };
+            assert!(reason.starts_with("domain name: expected"), "{reason}");
+            assert_eq!(domain.as_deref(), Some(bad.as_str()));
+            assert_eq!(user_id.as_deref(), Some(USER));
+        }
+    }
+
+    #[test]
+    fn domain_fallback_order() {
+        let events = EventTypes::default();
+        let p = DomainPolicy::new(
+            Some(&format!(
+                "Default=https://a.example,ocid1.domain.oc1..x=https://b.example,{DOMAIN}"
+            )),
+            TEMPLATE,
+        )
+        .unwrap();
+        let host = |d: Value| {
+            act(triage(&record(d), &events, &p))
+                .domain_url
+                .host()
+                .to_owned()
+        };
+        let mut d = json!({"adminResourceId": USER, "domainDisplayName": "Default"});
+        assert_eq!(host(d.clone()), "a.example");
+        d["domainId"] = json!("ocid1.domain.oc1..x");
+        assert_eq!(host(d.clone()), "b.example");
+        d["domainName"] = json!(DOMAIN);
+        assert_eq!(
+            host(d.clone()),
+            format!("{DOMAIN}.identity.oraclecloud.com")
+        );
+        // An empty domainName falls back like an absent one.
+        d["domainName"] = json!("");
+        assert_eq!(host(d), "b.example");
+    }
+
+    #[test]
+    fn allow_list_by_display_name_and_outside() {
+        let events = EventTypes::default();
+        let p = DomainPolicy::new(Some("Default=http://127.0.0.1:8080"), TEMPLATE).unwrap();
+        let d = json!({"adminResourceId": USER, "domainDisplayName": "Default"});
+        let t = act(triage(&record(d), &events, &p));
+        assert_eq!(t.domain, "Default");
+        assert_eq!(t.domain_url.as_str(), "http://127.0.0.1:8080");
+
+        // The reconstruction names the domain by domainName first, which DOMAINS lacks.
+        let batch = records(RECONSTRUCTION);
+        assert_eq!(
+            triage(&batch[0], &events, &p),
+            Triage::Ignored {
+                event_id: Some("5b0f2f3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into()),
+                domain: Some(DOMAIN.into()),
+                reason: REASON_OUTSIDE_DOMAINS.into(),
+            }
+        );
+        // Outside the list wins over a missing user: it is another domain's business.
+        let t = triage(&record(json!({"domainName": "Other"})), &events, &p);
+        assert_eq!(ignored(t), REASON_OUTSIDE_DOMAINS);
+    }
+
+    // ---- never panics ----
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("id".to_owned()),
+            Just("type".to_owned()),
+            Just("eventType".to_owned()),
+            Just("eventID".to_owned()),
+            Just("data".to_owned()),
+            Just("eventName".to_owned()),
+            Just("additionalDetails".to_owned()),
+            Just("eventId".to_owned()),
+            Just("adminResourceId".to_owned()),
+            Just("adminResourceName".to_owned()),
+            Just("adminResourceType".to_owned()),
+            Just("actorId".to_owned()),
+            Just("actorName".to_owned()),
+            Just("domainName".to_owned()),
+            Just("domainId".to_owned()),
+            Just("domainDisplayName".to_owned()),
+            Just("logContent".to_owned()),
+            Just("reconcile".to_owned()),
+            "\\PC{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            Just(json!("UserJit")),
+            Just(json!(USER)),
+            Just(json!(DOMAIN)),
+            Just(json!("User")),
+            "\\PC{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..8)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn parse_invocation_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_invocation(&bytes);
+        }
+
+        #[test]
+        fn parse_invocation_never_panics_on_json(v in json_value()) {
+            let _ = parse_invocation(&serde_json::to_vec(&v).unwrap());
+        }
+
+        #[test]
+        fn triage_never_panics(v in json_value()) {
+            let events = EventTypes::parse("UserJit,admin.user.create.success").unwrap();
+            let listed = DomainPolicy::new(
+                Some(&format!("Default=https://a.example,{DOMAIN}")), TEMPLATE).unwrap();
+            for policy in [any_domain(), listed] {
+                // Wrapped in each accepted shape so the deeper readers are reached.
+                let shapes = [
+                    v.clone(),
+                    json!({"type": "x.UserJit", "data": v.clone()}),
+                    json!({"type": "x.UserJit", "data": {"additionalDetails": v.clone()}}),
+                    json!({"logContent": v.clone()}),
+                ];
+                for shape in &shapes {
+                    if let Triage::Act(t) = triage(shape, &events, &policy) {
+                        prop_assert!(UserId::parse(t.user_id.as_str()).is_ok());
+                    }
+                }
+            }
+        }
+    }
+}

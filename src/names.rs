@@ -1,0 +1,501 @@
+//! Validated names: identity-domain names, user ids and identity-domain URLs.
+//!
+//! Each type can only hold a value that passed its check, so code further down never has to ask
+//! again whether a string is safe to put in a URL.
+//!
+//! ```
+//! use oci_user_capabilities::names::{DomainName, DomainUrl, UserId};
+//!
+//! let domain = DomainName::parse("idcs-0123456789abcdef0123456789abcdef").unwrap();
+//! let user = UserId::parse("8f2e4c6a1b3d5f7091a2b3c4d5e6f708").unwrap();
+//! let base = DomainUrl::parse(&format!("https://{domain}.identity.oraclecloud.com:443/")).unwrap();
+//! let url = base.endpoint(&["admin", "v1", "Users", user.as_str()], &[("attributes", "userName")]);
+//! assert_eq!(
+//!     url.as_str(),
+//!     "https://idcs-0123456789abcdef0123456789abcdef.identity.oraclecloud.com\
+//!      /admin/v1/Users/8f2e4c6a1b3d5f7091a2b3c4d5e6f708?attributes=userName"
+//! );
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Serialize, Serializer};
+use url::{Host, Url};
+
+/// Longest part of an offending value that an error message repeats.
+const SHOWN_CHARS: usize = 80;
+
+/// Everything but RFC 3986 "unreserved" characters is encoded, in path segments and in query
+/// pairs alike, so no value can add a segment, a query, or a fragment.
+const STRICT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+const DOMAIN_PREFIX: &str = "idcs-";
+const HEX_ID_LEN: usize = 32;
+
+/// A value from outside cut to [`SHOWN_CHARS`] characters ("…" marks the cut), so reports and
+/// logs stay bounded whatever the input held.
+pub(crate) fn truncated(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_owned(),
+    }
+}
+
+/// [`truncated`], quoted with escapes, so an error message stays one readable line.
+pub(crate) fn shown(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// Why a name was refused. Display says what was expected and repeats the value (truncated).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("domain name: expected \"idcs-\" followed by 32 lower-case hex digits, got {}", shown(.value))]
+    DomainName { value: String },
+    #[error("user id: expected 32 lower-case hex digits, got {}", shown(.value))]
+    UserId { value: String },
+    #[error("domain URL: {reason}, got {}", shown(.value))]
+    DomainUrl { value: String, reason: String },
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    // Bytes, not chars: any multi-byte look-alike fails here.
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// An identity-domain name: `idcs-` and 32 lower-case hex digits, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainName(String);
+
+impl DomainName {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let valid = s.len() == DOMAIN_PREFIX.len() + HEX_ID_LEN
+            && s.strip_prefix(DOMAIN_PREFIX).is_some_and(is_lower_hex);
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::DomainName {
+                value: s.to_owned(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A user's SCIM id: 32 lower-case hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if s.len() == HEX_ID_LEN && is_lower_hex(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::UserId {
+                value: s.to_owned(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The base URL of an identity domain: `https://host[:port]`, or `http://` to a loopback address
+/// (for local tests), with no path, query, fragment or credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DomainUrl {
+    url: Url,
+    /// The serialisation without the trailing '/' that `Url` always keeps.
+    base: String,
+}
+
+impl DomainUrl {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let refuse = |reason: &str| NameError::DomainUrl {
+            value: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        // The URL parser silently strips surrounding spaces and inner tabs/newlines and reads '\'
+        // as '/'; refuse them instead of guessing what was meant.
+        if s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+        {
+            return Err(refuse(
+                "must not contain spaces, control characters or '\\'",
+            ));
+        }
+        let url = Url::parse(s).map_err(|e| refuse(&format!("not a valid URL ({e})")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&url) => {}
+            "http" => {
+                return Err(refuse(
+                    "http is allowed only to a loopback address; use https",
+                ))
+            }
+            _ => return Err(refuse("expected an https URL")),
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(refuse("has no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refuse("must not contain a user name or password"));
+        }
+        if url.query().is_some() {
+            return Err(refuse("must not have a query"));
+        }
+        if url.fragment().is_some() {
+            return Err(refuse("must not have a fragment"));
+        }
+        // Check the raw text too: the parser resolves "/." and "/x/.." to "/", which would hide
+        // a path the operator typed.
+        let after_scheme = s.split_once("://").map_or(s, |(_, rest)| rest);
+        let raw_path_ok = match after_scheme.find('/') {
+            None => true,
+            Some(i) => i + 1 == after_scheme.len(),
+        };
+        if url.path() != "/" || !raw_path_ok {
+            return Err(refuse(
+                "must not have a path (only the scheme, host and port)",
+            ));
+        }
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        Ok(Self { url, base })
+    }
+
+    /// E.g. `https://idcs-….identity.oraclecloud.com` (no trailing '/').
+    pub fn as_str(&self) -> &str {
+        &self.base
+    }
+
+    /// The host as it goes in the `host` header (IPv6 in brackets), without the port.
+    pub fn host(&self) -> &str {
+        self.url.host_str().unwrap_or_default()
+    }
+
+    /// The explicit port, if any (a default port for the scheme is never kept).
+    pub fn port(&self) -> Option<u16> {
+        self.url.port()
+    }
+
+    /// True for http(s) to 127.0.0.0/8, ::1 or "localhost".
+    pub fn is_loopback(&self) -> bool {
+        is_loopback(&self.url)
+    }
+
+    /// base + "/" + the given path segments, each percent-encoded as a path segment (ids are
+    /// already safe; this is defence in depth), plus query pairs percent-encoded (space as %20).
+    ///
+    /// A segment that is only "." or ".." would be collapsed by any URL parser and so address a
+    /// parent path; such a segment is sent with its '%' escaped as well ("%252E"), which names a
+    /// resource that cannot exist instead of a different endpoint.
+    pub fn endpoint(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut path = String::new();
+        for segment in segments {
+            path.push('/');
+            if matches!(*segment, "." | "..") {
+                path.push_str(&"%252E".repeat(segment.len()));
+            } else {
+                path.extend(utf8_percent_encode(segment, STRICT));
+            }
+        }
+        let mut url = self.url.clone();
+        url.set_path(if path.is_empty() { "/" } else { &path });
+        if query.is_empty() {
+            url.set_query(None);
+        } else {
+            let pairs: Vec<String> = query
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        utf8_percent_encode(k, STRICT),
+                        utf8_percent_encode(v, STRICT)
+                    )
+                })
+                .collect();
+            url.set_query(Some(&pairs.join("&")));
+        }
+        url
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(d)) => d == "localhost",
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+macro_rules! string_like {
+    ($ty:ty) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+    };
+}
+
+string_like!(DomainName);
+string_like!(UserId);
+string_like!(DomainUrl);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn domain_name_accepts_exact_form() {
+        let name = format!("idcs-{HEX}");
+        let d = DomainName::parse(&name).unwrap();
+        assert_eq!(d.as_str(), name);
+        assert_eq!(d.to_string(), name);
+        assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{name}\""));
+    }
+
+    #[test]
+    fn domain_name_refuses_adversarial_inputs() {
+        let cases = [
+            "evil.example#".to_owned(),
+            format!("idcs-{HEX}@evil.example"),
+            "../".to_owned(),
+            format!("idcs-%30{}", &HEX[1..]),
+            format!("idcs-{}", HEX.to_uppercase()),
+            format!("IDCS-{HEX}"),
+            // Cyrillic 'с' (U+0441) in place of the hex 'c'.
+            format!("idcs-{}", HEX.replacen('c', "\u{441}", 1)),
+            // Fullwidth digit zero.
+            format!("idcs-\u{ff10}{}", &HEX[1..]),
+            format!("idcs-{HEX}\n"),
+            format!("idcs-{HEX} "),
+            format!(" idcs-{HEX}"),
+            format!("idcs-{HEX}0"),
+            format!("idcs-{}", &HEX[1..]),
+            format!("idcs-{}", "a".repeat(10_000)),
+            format!("idcs-{HEX}.identity.oraclecloud.com"),
+            "".to_owned(),
+            "idcs-".to_owned(),
+            HEX.to_owned(),
+        ];
+        for case in &cases {
+            assert!(DomainName::parse(case).is_err(), "accepted {case:?}");
+        }
+    }
+
+    #[test]
+    fn user_id_accepts_exact_form() {
+        let id = UserId::parse(HEX).unwrap();
+        assert_eq!(id.as_str(), HEX);
+        assert_eq!(serde_json::to_value(&id).unwrap(), serde_json::json!(HEX));
+    }
+
+    #[test]
+    fn user_id_refuses_adversarial_inputs() {
+        let cases = [
+            "../x".to_owned(),
+            "?filter=".to_owned(),
+            "%2e%2e".to_owned(),
+            HEX[..31].to_owned(),
+            format!("{HEX}0"),
+            HEX.to_uppercase(),
+            format!("{HEX}\n"),
+            format!("{HEX} "),
+            format!("{}\u{441}", &HEX[..31]),
+            format!("\u{ff10}{}", &HEX[1..]),
+            format!("{}/..", &HEX[..28]),
+            format!("{}%2F", &HEX[..29]),
+            "ocid1.user.oc1..aaaaaaaaexample".to_owned(),
+            "g".repeat(32),
+            "".to_owned(),
+            "a".repeat(100_000),
+        ];
+        for case in &cases {
+            assert!(UserId::parse(case).is_err(), "accepted {case:?}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_was_expected_and_truncate_the_value() {
+        let long = "x".repeat(500);
+        let msg = UserId::parse(&long).unwrap_err().to_string();
+        assert!(msg.starts_with("user id: expected 32 lower-case hex digits, got \"xxx"));
+        assert!(msg.ends_with('…'), "{msg}");
+        assert!(msg.len() < 150, "{msg}");
+
+        let msg = DomainName::parse("idcs-x\n").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "domain name: expected \"idcs-\" followed by 32 lower-case hex digits, got \"idcs-x\\n\""
+        );
+
+        // Truncation counts characters, so a multi-byte value never splits a character.
+        let wide = "é".repeat(200);
+        let msg = UserId::parse(&wide).unwrap_err().to_string();
+        assert!(msg.contains(&"é".repeat(80)));
+        assert!(!msg.contains(&"é".repeat(81)));
+    }
+
+    #[test]
+    fn domain_url_normalises_port_and_slash() {
+        let u = DomainUrl::parse("https://x.identity.oraclecloud.com:443/").unwrap();
+        assert_eq!(u.as_str(), "https://x.identity.oraclecloud.com");
+        assert_eq!(u.host(), "x.identity.oraclecloud.com");
+        assert_eq!(u.port(), None);
+        assert!(!u.is_loopback());
+        assert_eq!(u.to_string(), u.as_str());
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            "\"https://x.identity.oraclecloud.com\""
+        );
+
+        let u = DomainUrl::parse("https://x.example:8443").unwrap();
+        assert_eq!(u.as_str(), "https://x.example:8443");
+        assert_eq!(u.port(), Some(8443));
+    }
+
+    #[test]
+    fn domain_url_allows_http_to_loopback_only() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "http://localhost:3000/",
+            "http://[::1]:9000",
+        ] {
+            let u = DomainUrl::parse(ok).unwrap();
+            assert!(u.is_loopback(), "{ok}");
+            assert!(!u.as_str().ends_with('/'), "{ok}");
+        }
+        assert_eq!(
+            DomainUrl::parse("http://127.0.0.1:8080").unwrap().as_str(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            DomainUrl::parse("http://[::1]:9000").unwrap().host(),
+            "[::1]"
+        );
+        assert!(DomainUrl::parse("https://127.0.0.1").unwrap().is_loopback());
+    }
+
+    #[test]
+    fn domain_url_refuses_unsafe_forms() {
+        let cases = [
+            "http://example.com",
+            "http://10.0.0.1",
+            "http://localhost.evil.example",
+            "http://[::2]",
+            "https://user@host",
+            "https://user:pw@host",
+            "ftp://host",
+            "ftp://",
+            "https://h/path",
+            "https://h/.",
+            "https://h/x/..",
+            "https://h//",
+            "https://h?q",
+            "https://h?",
+            "https://h#f",
+            "https://h#",
+            "https://",
+            "host.example",
+            " https://h",
+            "https://h ",
+            "https://h\n",
+            "https://h\\x",
+            "https:\\\\h",
+            "file:///etc/passwd",
+            "",
+        ];
+        for case in cases {
+            assert!(DomainUrl::parse(case).is_err(), "accepted {case:?}");
+        }
+        let msg = DomainUrl::parse("http://example.com")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "domain URL: http is allowed only to a loopback address; use https, got \"http://example.com\""
+        );
+    }
+
+    #[test]
+    fn endpoint_encodes_segments_and_query() {
+        let base = DomainUrl::parse("https://h.example").unwrap();
+        let url = base.endpoint(
+            &["admin", "v1", "Users", HEX],
+            &[
+                ("filter", "userName eq \"a b\"&x=#"),
+                ("attributes", "userName,urn:x:User"),
+            ],
+        );
+        assert_eq!(
+            url.as_str(),
+            format!(
+                "https://h.example/admin/v1/Users/{HEX}\
+                 ?filter=userName%20eq%20%22a%20b%22%26x%3D%23\
+                 &attributes=userName%2Curn%3Ax%3AUser"
+            )
+        );
+        assert_eq!(url.host_str(), Some("h.example"));
+    }
+
+    #[test]
+    fn endpoint_cannot_be_steered_by_a_segment() {
+        let base = DomainUrl::parse("http://127.0.0.1:8080").unwrap();
+        let url = base.endpoint(&["Users", "../x?filter=#f/%2e%2e"], &[]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8080/Users/..%2Fx%3Ffilter%3D%23f%2F%252e%252e"
+        );
+        assert_eq!(url.query(), None);
+        assert_eq!(url.fragment(), None);
+
+        for dots in [".", ".."] {
+            let url = base.endpoint(&["admin", "v1", "Users", dots], &[]);
+            assert!(
+                url.path().starts_with("/admin/v1/Users/%252E"),
+                "{}",
+                url.path()
+            );
+        }
+        let url = base.endpoint(&[], &[]);
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
+    }
+}

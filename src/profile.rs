@@ -1,0 +1,608 @@
+//! The capability profile: which of a user's eight capabilities are forced on or off, and the
+//! `UserCapabilitiesChanger` body that applies it.
+//!
+//! ```
+//! use oci_user_capabilities::profile::{Capability, CurrentCapabilities, Profile};
+//!
+//! let profile = Profile::parse("api_keys=on,smtp_credentials=off").unwrap();
+//! let current = CurrentCapabilities::default()
+//!     .with(Capability::ApiKeys, Some(true))
+//!     .with(Capability::SmtpCredentials, Some(true))
+//!     .with(Capability::Console, Some(false));
+//! let changes = profile.diff(&current);
+//! assert_eq!(changes.len(), 1);
+//! assert_eq!(changes[0].capability, Capability::SmtpCredentials);
+//! assert_eq!(
+//!     String::from_utf8(profile.put_body(&current)).unwrap(),
+//!     r#"{"schemas":["urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger"],"canUseApiKeys":true,"canUseSmtpCredentials":false,"canUseConsole":false}"#
+//! );
+//! ```
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::names::shown;
+
+pub const CAPABILITIES_URN: &str =
+    "urn:ietf:params:scim:schemas:oracle:idcs:extension:capabilities:User";
+pub const USER_EXTENSION_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User";
+pub const CHANGER_SCHEMA: &str = "urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger";
+
+/// What `plan` shows for a capability the profile leaves alone.
+pub const UNMANAGED_PLACEHOLDER: &str = "<unchanged: depends on the user's current value>";
+
+/// One of the eight capabilities. The discriminant is the index into [`Capability::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    ApiKeys,
+    AuthTokens,
+    ConsolePassword,
+    CustomerSecretKeys,
+    DbCredentials,
+    OAuth2ClientCredentials,
+    SmtpCredentials,
+    Console,
+}
+
+impl Capability {
+    /// In the order of PRODUCT.md's table, which is also the key order of the PUT body.
+    pub const ALL: [Capability; 8] = [
+        Capability::ApiKeys,
+        Capability::AuthTokens,
+        Capability::ConsolePassword,
+        Capability::CustomerSecretKeys,
+        Capability::DbCredentials,
+        Capability::OAuth2ClientCredentials,
+        Capability::SmtpCredentials,
+        Capability::Console,
+    ];
+
+    /// The configuration name, e.g. `api_keys`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::ApiKeys => "api_keys",
+            Capability::AuthTokens => "auth_tokens",
+            Capability::ConsolePassword => "console_password",
+            Capability::CustomerSecretKeys => "customer_secret_keys",
+            Capability::DbCredentials => "db_credentials",
+            Capability::OAuth2ClientCredentials => "oauth2_client_credentials",
+            Capability::SmtpCredentials => "smtp_credentials",
+            Capability::Console => "console",
+        }
+    }
+
+    /// The SCIM attribute, e.g. `canUseApiKeys` (spellings as in the identity-domains SDK models).
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Capability::ApiKeys => "canUseApiKeys",
+            Capability::AuthTokens => "canUseAuthTokens",
+            Capability::ConsolePassword => "canUseConsolePassword",
+            Capability::CustomerSecretKeys => "canUseCustomerSecretKeys",
+            Capability::DbCredentials => "canUseDbCredentials",
+            Capability::OAuth2ClientCredentials => "canUseOAuth2ClientCredentials",
+            Capability::SmtpCredentials => "canUseSmtpCredentials",
+            Capability::Console => "canUseConsole",
+        }
+    }
+
+    /// Exact, case-sensitive match on the configuration name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Capability {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// Why a `CAPABILITIES` value was refused; each variant names the entry and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("lists no capabilities; expected NAME=on|off entries separated by commas")]
+    Empty,
+    #[error("entry {position} is empty (stray comma?)")]
+    EmptyEntry { position: usize },
+    #[error("entry {}: expected NAME=on or NAME=off", shown(.entry))]
+    MissingValue { entry: String },
+    #[error("entry {}: unknown capability {} (known: {})", shown(.entry), shown(.name), known_names())]
+    UnknownName { entry: String, name: String },
+    #[error("entry {}: value {} is not on, off, true or false", shown(.entry), shown(.value))]
+    BadValue { entry: String, value: String },
+    #[error("entry {}: capability {name} is listed more than once", shown(.entry))]
+    Duplicate { entry: String, name: &'static str },
+}
+
+fn known_names() -> String {
+    Capability::ALL.map(Capability::name).join(", ")
+}
+
+/// Per capability: `Some(true)` on, `Some(false)` off, `None` unmanaged (left as the user has it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    values: [Option<bool>; 8],
+}
+
+impl Default for Profile {
+    /// PRODUCT.md's baked-in profile: API keys and auth tokens on, every other credential off,
+    /// console unmanaged.
+    fn default() -> Self {
+        let mut values = [Some(false); 8];
+        values[Capability::ApiKeys.index()] = Some(true);
+        values[Capability::AuthTokens.index()] = Some(true);
+        values[Capability::Console.index()] = None;
+        Self { values }
+    }
+}
+
+impl Profile {
+    /// Parses `api_keys=on,auth_tokens=off`.
+    ///
+    /// Names are case-sensitive (as PRODUCT.md writes them). Values are `on`/`off`, and also
+    /// `true`/`false` because DRY_RUN takes those, in any ASCII case. ASCII whitespace around
+    /// entries, names and values is ignored, so the prose form `api_keys=on, auth_tokens=on`
+    /// works. Names not listed are unmanaged; listing nothing is an error.
+    pub fn parse(spec: &str) -> Result<Self, ProfileError> {
+        if spec.trim_ascii().is_empty() {
+            return Err(ProfileError::Empty);
+        }
+        let mut values = [None; 8];
+        for (i, raw) in spec.split(',').enumerate() {
+            let entry = raw.trim_ascii();
+            if entry.is_empty() {
+                return Err(ProfileError::EmptyEntry { position: i + 1 });
+            }
+            let Some((name, value)) = entry.split_once('=') else {
+                return Err(ProfileError::MissingValue {
+                    entry: entry.to_owned(),
+                });
+            };
+            let (name, value) = (name.trim_ascii(), value.trim_ascii());
+            let capability =
+                Capability::from_name(name).ok_or_else(|| ProfileError::UnknownName {
+                    entry: entry.to_owned(),
+                    name: name.to_owned(),
+                })?;
+            let on = parse_switch(value).ok_or_else(|| ProfileError::BadValue {
+                entry: entry.to_owned(),
+                value: value.to_owned(),
+            })?;
+            let slot = &mut values[capability.index()];
+            if slot.is_some() {
+                return Err(ProfileError::Duplicate {
+                    entry: entry.to_owned(),
+                    name: capability.name(),
+                });
+            }
+            *slot = Some(on);
+        }
+        Ok(Self { values })
+    }
+
+    pub fn get(&self, c: Capability) -> Option<bool> {
+        self.values[c.index()]
+    }
+
+    /// The managed capabilities with their target value, in [`Capability::ALL`] order.
+    pub fn managed(&self) -> impl Iterator<Item = (Capability, bool)> + '_ {
+        Capability::ALL
+            .into_iter()
+            .filter_map(|c| self.get(c).map(|v| (c, v)))
+    }
+
+    /// Managed capabilities whose current value differs (an unknown current value counts as
+    /// differing, so a user we cannot read fully is still brought to the profile).
+    pub fn diff(&self, current: &CurrentCapabilities) -> Vec<Change> {
+        self.managed()
+            .filter(|&(c, to)| current.get(c) != Some(to))
+            .map(|(capability, to)| Change {
+                capability,
+                from: current.get(capability),
+                to,
+            })
+            .collect()
+    }
+
+    /// The full `UserCapabilitiesChanger` PUT body as compact JSON with keys in
+    /// [`Capability::ALL`] order: managed values from the profile, unmanaged ones copied from
+    /// `current`. An unmanaged capability whose current value is unknown is omitted rather than
+    /// guessed.
+    pub fn put_body(&self, current: &CurrentCapabilities) -> Vec<u8> {
+        // Written by hand: every key and the schema URN are constants needing no escaping, and
+        // the byte layout is then fixed by this code rather than by a map's ordering.
+        let mut body = format!("{{\"schemas\":[\"{CHANGER_SCHEMA}\"]");
+        for c in Capability::ALL {
+            if let Some(v) = self.get(c).or_else(|| current.get(c)) {
+                body.push_str(&format!(",\"{}\":{v}", c.attribute()));
+            }
+        }
+        body.push('}');
+        body.into_bytes()
+    }
+
+    /// For the offline `plan` command: managed values as booleans, unmanaged ones as
+    /// [`UNMANAGED_PLACEHOLDER`]. (A `serde_json::Value` map orders keys alphabetically.)
+    pub fn plan_body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("schemas".to_owned(), Value::from(vec![CHANGER_SCHEMA]));
+        for c in Capability::ALL {
+            let value = match self.get(c) {
+                Some(v) => Value::Bool(v),
+                None => Value::from(UNMANAGED_PLACEHOLDER),
+            };
+            body.insert(c.attribute().to_owned(), value);
+        }
+        Value::Object(body)
+    }
+
+    /// `api_keys=on,auth_tokens=on,console_password=off,…` (managed capabilities only); parses
+    /// back to the same profile.
+    pub fn describe(&self) -> String {
+        self.managed()
+            .map(|(c, v)| format!("{}={}", c.name(), if v { "on" } else { "off" }))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// True when no managed capability differs from `current`.
+    pub fn is_satisfied_by(&self, current: &CurrentCapabilities) -> bool {
+        self.diff(current).is_empty()
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+fn parse_switch(value: &str) -> Option<bool> {
+    if value.eq_ignore_ascii_case("on") || value.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if value.eq_ignore_ascii_case("off") || value.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A user's capabilities as read from the identity domain; `None` where the value is unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CurrentCapabilities {
+    values: [Option<bool>; 8],
+}
+
+impl CurrentCapabilities {
+    /// From a SCIM user resource (the whole user JSON): reads the [`CAPABILITIES_URN`] object.
+    /// A missing extension, missing attribute or non-boolean value becomes `None`.
+    pub fn from_user(user: &Value) -> Self {
+        let extension = user.get(CAPABILITIES_URN).and_then(Value::as_object);
+        let values = Capability::ALL.map(|c| {
+            extension
+                .and_then(|ext| ext.get(c.attribute()))
+                .and_then(Value::as_bool)
+        });
+        Self { values }
+    }
+
+    pub fn get(&self, c: Capability) -> Option<bool> {
+        self.values[c.index()]
+    }
+
+    /// Builder, mainly for tests.
+    pub fn with(mut self, c: Capability, v: Option<bool>) -> Self {
+        self.values[c.index()] = v;
+        self
+    }
+}
+
+/// One managed capability that a PUT would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub capability: Capability,
+    pub from: Option<bool>,
+    pub to: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const USERS_LIST: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/samples/idcs-users-listresponse-doc.json"
+    ));
+    const PUT_REQUEST: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/samples/idcs-usercapabilitieschanger-put-request.json"
+    ));
+
+    fn all(v: Option<bool>) -> CurrentCapabilities {
+        Capability::ALL
+            .into_iter()
+            .fold(CurrentCapabilities::default(), |acc, c| acc.with(c, v))
+    }
+
+    #[test]
+    fn names_and_attributes_match_the_product_table() {
+        let table: Vec<(&str, &str)> = Capability::ALL
+            .into_iter()
+            .map(|c| (c.name(), c.attribute()))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                ("api_keys", "canUseApiKeys"),
+                ("auth_tokens", "canUseAuthTokens"),
+                ("console_password", "canUseConsolePassword"),
+                ("customer_secret_keys", "canUseCustomerSecretKeys"),
+                ("db_credentials", "canUseDbCredentials"),
+                ("oauth2_client_credentials", "canUseOAuth2ClientCredentials"),
+                ("smtp_credentials", "canUseSmtpCredentials"),
+                ("console", "canUseConsole"),
+            ]
+        );
+        for c in Capability::ALL {
+            assert_eq!(Capability::from_name(c.name()), Some(c));
+            assert_eq!(c.to_string(), c.name());
+        }
+        assert_eq!(Capability::from_name("API_KEYS"), None);
+        assert_eq!(Capability::from_name("canUseApiKeys"), None);
+    }
+
+    #[test]
+    fn attributes_match_the_documented_changer_body() {
+        let sample: Value = serde_json::from_str(PUT_REQUEST).unwrap();
+        let keys: Vec<&String> = sample.as_object().unwrap().keys().collect();
+        for c in Capability::ALL {
+            // The doc sample predates canUseConsole.
+            if c != Capability::Console {
+                assert!(keys.iter().any(|k| *k == c.attribute()), "{c}");
+            }
+        }
+        assert_eq!(sample["schemas"][0], CHANGER_SCHEMA);
+    }
+
+    #[test]
+    fn default_profile_is_the_baked_in_one() {
+        let p = Profile::default();
+        assert_eq!(
+            p.describe(),
+            "api_keys=on,auth_tokens=on,console_password=off,customer_secret_keys=off,\
+             db_credentials=off,oauth2_client_credentials=off,smtp_credentials=off"
+        );
+        assert_eq!(p.get(Capability::Console), None);
+        assert_eq!(Profile::parse(&p.describe()).unwrap(), p);
+    }
+
+    #[test]
+    fn parse_accepts_on_off_true_false_and_spaces() {
+        let p =
+            Profile::parse(" api_keys = on , auth_tokens=OFF,console=true,smtp_credentials=False")
+                .unwrap();
+        assert_eq!(p.get(Capability::ApiKeys), Some(true));
+        assert_eq!(p.get(Capability::AuthTokens), Some(false));
+        assert_eq!(p.get(Capability::Console), Some(true));
+        assert_eq!(p.get(Capability::SmtpCredentials), Some(false));
+        assert_eq!(p.get(Capability::DbCredentials), None);
+        assert_eq!(
+            p.describe(),
+            "api_keys=on,auth_tokens=off,smtp_credentials=off,console=on"
+        );
+        // The prose form in PRODUCT.md.
+        let prose = "api_keys=on, auth_tokens=on, console_password=off, customer_secret_keys=off, \
+                     db_credentials=off, oauth2_client_credentials=off, smtp_credentials=off";
+        assert_eq!(Profile::parse(prose).unwrap(), Profile::default());
+    }
+
+    #[test]
+    fn parse_errors_name_the_entry_and_reason() {
+        let err = |s: &str| Profile::parse(s).unwrap_err();
+        assert_eq!(err(""), ProfileError::Empty);
+        assert_eq!(err("  "), ProfileError::Empty);
+        assert_eq!(
+            err("api_keys=on,,auth_tokens=on"),
+            ProfileError::EmptyEntry { position: 2 }
+        );
+        assert_eq!(
+            err("api_keys=on,"),
+            ProfileError::EmptyEntry { position: 2 }
+        );
+        assert_eq!(
+            err("api_keys"),
+            ProfileError::MissingValue {
+                entry: "api_keys".into()
+            }
+        );
+        assert!(matches!(
+            err("API_KEYS=on"),
+            ProfileError::UnknownName { .. }
+        ));
+        assert!(matches!(
+            err("api-keys=on"),
+            ProfileError::UnknownName { .. }
+        ));
+        assert!(matches!(err("api_keys=yes"), ProfileError::BadValue { .. }));
+        assert!(matches!(err("api_keys="), ProfileError::BadValue { .. }));
+        assert!(matches!(
+            err("api_keys=on,api_keys=off"),
+            ProfileError::Duplicate {
+                name: "api_keys",
+                ..
+            }
+        ));
+
+        assert_eq!(
+            err("api_kyes=on").to_string(),
+            "entry \"api_kyes=on\": unknown capability \"api_kyes\" (known: api_keys, auth_tokens, \
+             console_password, customer_secret_keys, db_credentials, oauth2_client_credentials, \
+             smtp_credentials, console)"
+        );
+        assert_eq!(
+            err("smtp_credentials=maybe").to_string(),
+            "entry \"smtp_credentials=maybe\": value \"maybe\" is not on, off, true or false"
+        );
+        assert_eq!(
+            err("console=on,console=off").to_string(),
+            "entry \"console=off\": capability console is listed more than once"
+        );
+        assert_eq!(
+            err("a,,b").to_string(),
+            "entry \"a\": expected NAME=on or NAME=off"
+        );
+    }
+
+    #[test]
+    fn current_capabilities_from_the_documented_user() {
+        let list: Value = serde_json::from_str(USERS_LIST).unwrap();
+        let current = CurrentCapabilities::from_user(&list["Resources"][0]);
+        for c in Capability::ALL {
+            let expected = if c == Capability::Console {
+                None
+            } else {
+                Some(true)
+            };
+            assert_eq!(current.get(c), expected, "{c}");
+        }
+    }
+
+    #[test]
+    fn current_capabilities_are_tolerant() {
+        assert_eq!(CurrentCapabilities::from_user(&json!(null)), all(None));
+        assert_eq!(CurrentCapabilities::from_user(&json!({})), all(None));
+        assert_eq!(
+            CurrentCapabilities::from_user(&json!({ CAPABILITIES_URN: "x" })),
+            all(None)
+        );
+        let user = json!({ CAPABILITIES_URN: {
+            "canUseApiKeys": "true", "canUseAuthTokens": null, "canUseConsole": false,
+            "canUseDbCredentials": 1 } });
+        assert_eq!(
+            CurrentCapabilities::from_user(&user),
+            all(None).with(Capability::Console, Some(false))
+        );
+    }
+
+    #[test]
+    fn put_body_default_profile_all_true_console_false() {
+        let current = all(Some(true)).with(Capability::Console, Some(false));
+        let body = Profile::default().put_body(&current);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            concat!(
+                r#"{"schemas":["urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger"],"#,
+                r#""canUseApiKeys":true,"canUseAuthTokens":true,"canUseConsolePassword":false,"#,
+                r#""canUseCustomerSecretKeys":false,"canUseDbCredentials":false,"#,
+                r#""canUseOAuth2ClientCredentials":false,"canUseSmtpCredentials":false,"#,
+                r#""canUseConsole":false}"#
+            )
+        );
+    }
+
+    #[test]
+    fn put_body_omits_unknown_unmanaged_values() {
+        let current = all(Some(true)).with(Capability::Console, None);
+        let body = Profile::default().put_body(&current);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            concat!(
+                r#"{"schemas":["urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger"],"#,
+                r#""canUseApiKeys":true,"canUseAuthTokens":true,"canUseConsolePassword":false,"#,
+                r#""canUseCustomerSecretKeys":false,"canUseDbCredentials":false,"#,
+                r#""canUseOAuth2ClientCredentials":false,"canUseSmtpCredentials":false}"#
+            )
+        );
+    }
+
+    #[test]
+    fn put_body_is_valid_json_and_managed_values_win() {
+        let profile = Profile::parse("console=on,api_keys=off").unwrap();
+        let current = all(Some(false)).with(Capability::SmtpCredentials, Some(true));
+        let body: Value = serde_json::from_slice(&profile.put_body(&current)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "schemas": [CHANGER_SCHEMA],
+                "canUseApiKeys": false, "canUseAuthTokens": false, "canUseConsolePassword": false,
+                "canUseCustomerSecretKeys": false, "canUseDbCredentials": false,
+                "canUseOAuth2ClientCredentials": false, "canUseSmtpCredentials": true,
+                "canUseConsole": true,
+            })
+        );
+        // Nothing known and nothing managed beyond the profile: only the managed keys.
+        let body = profile.put_body(&all(None));
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            format!(
+                r#"{{"schemas":["{CHANGER_SCHEMA}"],"canUseApiKeys":false,"canUseConsole":true}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn diff_lists_managed_differences_including_unknown() {
+        let p = Profile::default();
+        let current = all(Some(true))
+            .with(Capability::DbCredentials, None)
+            .with(Capability::AuthTokens, None)
+            .with(Capability::Console, Some(true));
+        let changes = p.diff(&current);
+        let expected = [
+            (Capability::AuthTokens, None, true),
+            (Capability::ConsolePassword, Some(true), false),
+            (Capability::CustomerSecretKeys, Some(true), false),
+            (Capability::DbCredentials, None, false),
+            (Capability::OAuth2ClientCredentials, Some(true), false),
+            (Capability::SmtpCredentials, Some(true), false),
+        ]
+        .map(|(capability, from, to)| Change {
+            capability,
+            from,
+            to,
+        });
+        assert_eq!(changes, expected);
+        assert!(!p.is_satisfied_by(&current));
+
+        let compliant = all(Some(false))
+            .with(Capability::ApiKeys, Some(true))
+            .with(Capability::AuthTokens, Some(true))
+            .with(Capability::Console, None);
+        assert!(p.diff(&compliant).is_empty());
+        assert!(p.is_satisfied_by(&compliant));
+    }
+
+    #[test]
+    fn plan_body_shows_placeholders_for_unmanaged() {
+        let body = Profile::default().plan_body();
+        assert_eq!(body["schemas"], json!([CHANGER_SCHEMA]));
+        assert_eq!(body["canUseApiKeys"], json!(true));
+        assert_eq!(body["canUseSmtpCredentials"], json!(false));
+        assert_eq!(body["canUseConsole"], json!(UNMANAGED_PLACEHOLDER));
+        assert_eq!(body.as_object().unwrap().len(), 9);
+    }
+
+    #[test]
+    fn managed_iterates_in_table_order() {
+        let p = Profile::parse("console=off,api_keys=on").unwrap();
+        let managed: Vec<_> = p.managed().collect();
+        assert_eq!(
+            managed,
+            [(Capability::ApiKeys, true), (Capability::Console, false)]
+        );
+        assert_eq!(p.to_string(), "api_keys=on,console=off");
+    }
+}
