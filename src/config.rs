@@ -132,12 +132,26 @@ struct Template {
     /// not inside the host (then URLs cannot be matched back to a domain name).
     host_affixes: Option<(String, String)>,
     loopback: bool,
+    /// A loopback URL without `{domain}`: every domain goes to that one test server (the reference
+    /// function's convention for local runs). Never allowed for a non-loopback URL.
+    fixed: Option<DomainUrl>,
 }
 
 impl Template {
     fn parse(template: &str) -> Result<Self, ConfigError> {
         let err = |reason: String| ConfigError::new(KEY_TEMPLATE, reason);
         let Some((prefix, suffix)) = template.split_once(PLACEHOLDER) else {
+            if let Ok(url) = DomainUrl::parse(template) {
+                if url.is_loopback() {
+                    return Ok(Self {
+                        prefix: template.to_owned(),
+                        suffix: String::new(),
+                        host_affixes: None,
+                        loopback: true,
+                        fixed: Some(url),
+                    });
+                }
+            }
             return Err(err(format!(
                 "must contain {PLACEHOLDER} once, got {}",
                 shown(template)
@@ -164,10 +178,14 @@ impl Template {
             suffix: suffix.to_owned(),
             host_affixes,
             loopback: sample.is_loopback(),
+            fixed: None,
         })
     }
 
     fn url_for(&self, name: &DomainName) -> Result<DomainUrl, String> {
+        if let Some(url) = &self.fixed {
+            return Ok(url.clone());
+        }
         // Only an already-validated name is substituted, and its character set is the sample's,
         // so this cannot fail for a template that passed `parse`; report rather than assume.
         DomainUrl::parse(&format!("{}{name}{}", self.prefix, self.suffix))
@@ -617,6 +635,23 @@ mod tests {
             .contains("query"));
         assert!(err("ftp://{domain}.example").reason.contains("https"));
         assert_eq!(err("http://{domain}.example").key, KEY_TEMPLATE);
+        // Without {domain}, only a loopback test server is accepted, and it serves every domain.
+        assert!(
+            err("https://idcs-0123456789abcdef0123456789abcdef.identity.oraclecloud.com")
+                .reason
+                .contains("once")
+        );
+        let p = DomainPolicy::new(None, "http://127.0.0.1:18080").unwrap();
+        assert_eq!(
+            p.resolve(NAME),
+            DomainDecision::Allowed {
+                url: url("http://127.0.0.1:18080")
+            }
+        );
+        assert!(matches!(
+            p.resolve("not-a-domain"),
+            DomainDecision::Invalid { .. }
+        ));
 
         // The :443 and a trailing slash are normalised away.
         let p = DomainPolicy::new(None, "https://{domain}.identity.oraclecloud.com:443/").unwrap();
