@@ -4,10 +4,14 @@
 //! Data flows one way: invocation body ([`audit`]) → validated targets ([`names`]) → planned changes
 //! ([`profile`]) → signed requests (`signer`, `identity_domain`) → report (`apply`). [`fdk`] is the
 //! Fn platform protocol and knows nothing of identity domains.
+pub mod apply;
 pub mod audit;
 pub mod config;
 pub mod fdk;
 pub mod handler;
+pub mod identity_domain;
 pub mod names;
+pub mod plan;
 pub mod profile;
+pub mod reconcile;
 pub mod telemetry;

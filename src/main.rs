@@ -1,16 +1,33 @@
-//! Command line: `serve` (the function), and the operator commands.
+//! Command line: `serve` (the function), `plan` (offline), and the operator commands `apply` and
+//! `reconcile`. Exit codes: 0 done, 1 some record failed, 2 bad usage or configuration.
 
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use oci_user_capabilities::apply::{log_report, Engine, Report};
+use oci_user_capabilities::audit::{parse_invocation, Invocation};
+use oci_user_capabilities::config::{Config, LogFormat};
 use oci_user_capabilities::fdk::{self, FdkSettings, FnConfig, ListenerSpec};
+use oci_user_capabilities::handler::Function;
+use oci_user_capabilities::identity_domain::{ClientSettings, IdentityDomainClient};
+use oci_user_capabilities::names::DomainUrl;
+use oci_user_capabilities::reconcile::{reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE};
+use oci_user_capabilities::signer::{default_oci_config_path, ApiKeyProvider, CredentialsProvider, ResourcePrincipal};
 use oci_user_capabilities::telemetry::{self, LogStyle};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "oci-user-capabilities",
     version,
-    about = "Enforce a least-privilege capability profile on OCI identity-domain users"
+    about = "Enforce a least-privilege capability profile on OCI identity-domain users",
+    long_about = "Enforce a least-privilege capability profile on OCI identity-domain users.\n\n\
+        The profile and the other settings come from the same environment variables as the function's \
+        configuration (CAPABILITIES, EVENT_TYPES, DOMAINS, IDENTITY_DOMAIN_URL_TEMPLATE, DRY_RUN, \
+        MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,6 +38,71 @@ struct Cli {
 enum Command {
     /// Run as the OCI Function (Fn http-stream on the socket named by FN_LISTENER).
     Serve,
+    /// Show, offline, what the function would do with a payload: no network, no credentials.
+    Plan {
+        /// Payload file (a Service Connector batch, one audit record, or a reconcile request); `-` or
+        /// nothing reads standard input.
+        file: Option<PathBuf>,
+    },
+    /// Process a payload against the identity domains now, as the function would.
+    Apply {
+        /// Payload file; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    /// Bring every matching user of one identity domain to the profile, page by page.
+    Reconcile {
+        /// The identity domain's URL, e.g. https://idcs-….identity.oraclecloud.com (http only to loopback).
+        #[arg(long)]
+        domain: String,
+        /// SCIM filter selecting the users [default: JIT-created users]
+        #[arg(long)]
+        filter: Option<String>,
+        /// Stop after this many users (the report says where to continue).
+        #[arg(long)]
+        max_users: Option<u64>,
+        /// 1-based index to start from (a previous run's nextStartIndex).
+        #[arg(long, default_value_t = 1)]
+        start_index: u64,
+        /// Users per page (at most 1000).
+        #[arg(long, default_value_t = MAX_PAGE_SIZE, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        page_size: u64,
+        #[command(flatten)]
+        run: RunOptions,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunOptions {
+    /// Read and report, never write.
+    #[arg(long)]
+    dry_run: bool,
+    /// How to sign requests [default: resource-principal when its variables are set, else api-key]
+    #[arg(long, value_enum)]
+    auth: Option<AuthKind>,
+    /// OCI config file for api-key and security-token auth [default: ~/.oci/config]
+    #[arg(long)]
+    config_file: Option<PathBuf>,
+    /// Profile in the OCI config file.
+    #[arg(long, default_value = "DEFAULT")]
+    profile: String,
+    /// Output format [default: table on a terminal, else json]
+    #[arg(long, value_enum)]
+    output: Option<OutputKind>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthKind {
+    ApiKey,
+    SecurityToken,
+    ResourcePrincipal,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputKind {
+    Json,
+    Table,
 }
 
 fn main() -> ExitCode {
@@ -28,15 +110,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     match cli.command {
         Command::Serve => serve(),
+        Command::Plan { file } => plan(file),
+        Command::Apply { file, run } => operator(run, |ctx| Box::pin(apply(ctx, file))),
+        Command::Reconcile { domain, filter, max_users, start_index, page_size, run } => {
+            let job = ReconcileArgs { domain, filter, max_users, start_index, page_size };
+            operator(run, move |ctx| Box::pin(reconcile_command(ctx, job)))
+        }
     }
 }
 
@@ -46,37 +130,72 @@ fn refuse(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    // Two workers at most: the work is I/O bound apart from RSA signing, and Fn caps a container at 50
+    // processes/threads. Blocking threads serve DNS look-ups only.
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).max_blocking_threads(2).enable_all().build()
+}
+
+fn client_settings(config: &Config) -> ClientSettings {
+    ClientSettings { max_requests_per_second: config.max_requests_per_second, ..ClientSettings::default() }
+}
+
 fn serve() -> ExitCode {
-    let env = |k: &str| std::env::var(k).ok();
     let spec = match ListenerSpec::from_lookup(&env) {
         Ok(spec) => spec,
         Err(e) => return refuse(e),
     };
-    telemetry::init(LogStyle::from_value(env("LOG_FORMAT").as_deref()));
+    // Configuration and credentials are checked before the socket exists: a function that cannot work
+    // must not look ready. Both are quick (a few small files, one key parse).
+    let config = match Config::from_lookup(&env) {
+        Ok(c) => c,
+        Err(e) => return refuse(e),
+    };
+    let credentials = match ResourcePrincipal::from_env(&env, std::time::SystemTime::now()) {
+        Ok(rp) => rp,
+        Err(e) => return refuse(e),
+    };
+    telemetry::init(log_style(config.log_format));
     telemetry::install_panic_hook();
-
-    // Two workers at most: the work is I/O bound apart from RSA signing, and Fn caps a container at 50
-    // processes/threads. Blocking threads serve DNS look-ups only.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => return refuse(format_args!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async {
-        // Bind first: the platform gives the container 5 s to announce the socket.
         let listener = match spec.bind() {
             Ok(l) => l,
             Err(e) => return refuse(e),
         };
-        let config = FnConfig::from_process_env();
-        let settings = FdkSettings::new(telemetry::fdk_version(), telemetry::fdk_runtime(), config);
-        let app = fdk::router(oci_user_capabilities::handler::placeholder, settings);
-        tracing::info!(socket = %spec.announced.display(), "ready");
-        let served = fdk::serve(listener, app, fdk::shutdown_signal()).await;
+        // After the bind: the TLS client set-up is the slowest part of the start.
+        let client = match IdentityDomainClient::new(Arc::new(credentials), client_settings(&config)) {
+            Ok(c) => c,
+            Err(e) => {
+                spec.cleanup();
+                return refuse(e);
+            }
+        };
+        let engine = Engine {
+            client,
+            profile: config.profile.clone(),
+            dry_run: config.dry_run,
+            max_concurrency: config.max_concurrency,
+        };
+        let function = Arc::new(Function { config: Arc::new(config), engine });
+        let settings = FdkSettings::new(telemetry::fdk_version(), telemetry::fdk_runtime(), FnConfig::from_process_env());
+        let handler = move |ctx, payload| {
+            let function = Arc::clone(&function);
+            async move { function.call(ctx, payload).await }
+        };
+        tracing::info!(
+            socket = %spec.announced.display(),
+            profile = %Function::describe_profile(&handler_profile()),
+            "ready"
+        );
+        let served = fdk::serve(listener, fdk::router(handler, settings), fdk::shutdown_signal()).await;
         spec.cleanup();
         match served {
             Ok(()) => {
@@ -89,4 +208,305 @@ fn serve() -> ExitCode {
             }
         }
     })
+}
+
+fn handler_profile() -> String {
+    Config::from_lookup(&env).map(|c| c.profile.describe()).unwrap_or_default()
+}
+
+fn log_style(format: LogFormat) -> LogStyle {
+    match format {
+        LogFormat::Json => LogStyle::Json,
+        LogFormat::Text => LogStyle::Text,
+    }
+}
+
+fn read_payload(file: Option<PathBuf>) -> Result<Vec<u8>, String> {
+    match file {
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("cannot read standard input: {e}"))?;
+            Ok(buf)
+        }
+    }
+}
+
+fn plan(file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::from_lookup(&env) {
+        Ok(c) => c,
+        Err(e) => return refuse(e),
+    };
+    let body = match read_payload(file) {
+        Ok(b) => b,
+        Err(e) => return refuse(e),
+    };
+    match oci_user_capabilities::plan::plan(&body, &config) {
+        Ok(plan) => {
+            let text = serde_json::to_string_pretty(&plan).unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => refuse(format_args!("payload: {e}")),
+    }
+}
+
+/// What the operator commands share: configuration, credentials, the client and the output format.
+struct OperatorContext {
+    config: Config,
+    engine: Engine,
+    output: OutputKind,
+}
+
+type OperatorFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode>>>;
+
+fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFuture) -> ExitCode {
+    let mut config = match Config::from_lookup(&env) {
+        Ok(c) => c,
+        Err(e) => return refuse(e),
+    };
+    if run.dry_run {
+        config.dry_run = true;
+    }
+    telemetry::init(match env("LOG_FORMAT") {
+        Some(_) => log_style(config.log_format),
+        None => LogStyle::Text,
+    });
+    let credentials = match credentials(&run) {
+        Ok(c) => c,
+        Err(e) => return refuse(e),
+    };
+    let output = run.output.unwrap_or(if std::io::stdout().is_terminal() { OutputKind::Table } else { OutputKind::Json });
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return refuse(format_args!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let client = match IdentityDomainClient::new(credentials, client_settings(&config)) {
+            Ok(c) => c,
+            Err(e) => return refuse(e),
+        };
+        tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
+        let engine = Engine {
+            client,
+            profile: config.profile.clone(),
+            dry_run: config.dry_run,
+            max_concurrency: config.max_concurrency,
+        };
+        body(OperatorContext { config, engine, output }).await
+    })
+}
+
+fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, String> {
+    let kind = run.auth.unwrap_or(if env("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() {
+        AuthKind::ResourcePrincipal
+    } else {
+        AuthKind::ApiKey
+    });
+    match kind {
+        AuthKind::ResourcePrincipal => ResourcePrincipal::from_env(&env, std::time::SystemTime::now())
+            .map(|rp| Arc::new(rp) as Arc<dyn CredentialsProvider>)
+            .map_err(|e| e.to_string()),
+        AuthKind::ApiKey | AuthKind::SecurityToken => {
+            let home = env("HOME").map(PathBuf::from);
+            let path = match &run.config_file {
+                Some(p) => p.clone(),
+                None => default_oci_config_path(home.as_deref())
+                    .ok_or("no --config-file given and HOME is not set to find ~/.oci/config")?,
+            };
+            ApiKeyProvider::from_oci_config(&path, &run.profile, home.as_deref())
+                .map(|p| Arc::new(p) as Arc<dyn CredentialsProvider>)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Operators have no platform deadline; this bounds one run all the same.
+const OPERATOR_BUDGET: Duration = Duration::from_secs(6 * 3600);
+
+async fn apply(ctx: OperatorContext, file: Option<PathBuf>) -> ExitCode {
+    let body = match read_payload(file) {
+        Ok(b) => b,
+        Err(e) => return refuse(e),
+    };
+    let records = match parse_invocation(&body) {
+        Ok(Invocation::Records(records)) => records,
+        Ok(Invocation::Reconcile(_)) => return refuse("payload is a reconcile request: use the reconcile command"),
+        Err(e) => return refuse(format_args!("payload: {e}")),
+    };
+    let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+    let report = ctx.engine.process_records(&records, &ctx.config.event_types, &ctx.config.domains, deadline).await;
+    log_report(&report);
+    print_apply(&report, ctx.output);
+    if report.needs_retry() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+struct ReconcileArgs {
+    domain: String,
+    filter: Option<String>,
+    max_users: Option<u64>,
+    start_index: u64,
+    page_size: u64,
+}
+
+async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCode {
+    // The operator names the domain on the command line, so any valid identity-domain URL is accepted
+    // (https, or http to a loopback address for local tests).
+    let domain = match DomainUrl::parse(&args.domain) {
+        Ok(d) => d,
+        Err(e) => return refuse(format_args!("--domain: {e}")),
+    };
+    let filter = args.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string());
+    let progress_on_tty = std::io::stderr().is_terminal();
+    let mut total: Option<ReconcileReport> = None;
+    let mut next = args.start_index.max(1);
+    loop {
+        // One page per step, so progress shows as the scan goes.
+        let left = args.max_users.map(|m| m.saturating_sub(total.as_ref().map_or(0, |t| t.scanned)));
+        if left == Some(0) {
+            break;
+        }
+        let step = left.map_or(args.page_size, |l| l.min(args.page_size));
+        let job = ReconcileJob {
+            domain: domain.clone(),
+            filter: filter.clone(),
+            start_index: next,
+            max_users: Some(step),
+            page_size: args.page_size,
+        };
+        let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+        let part = reconcile(&ctx.engine, &job, deadline).await;
+        let finished = part.next_start_index.is_none() || part.error.is_some();
+        let resume = part.next_start_index;
+        let merged = merge(total.take(), part);
+        let line = format!(
+            "reconcile: scanned {} of {}, applied {}, unchanged {}, failed {}",
+            merged.scanned,
+            merged.total_results.map_or("?".to_string(), |t| t.to_string()),
+            merged.applied,
+            merged.unchanged,
+            merged.failed
+        );
+        if progress_on_tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+        total = Some(merged);
+        match resume {
+            Some(n) if !finished => next = n,
+            _ => break,
+        }
+    }
+    if progress_on_tty {
+        eprintln!();
+    }
+    let Some(report) = total else { return ExitCode::SUCCESS };
+    print_reconcile(&report, ctx.output);
+    if report.needs_retry() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Folds one step's report into the running total.
+fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileReport {
+    let Some(mut t) = total else { return part };
+    t.scanned += part.scanned;
+    t.applied += part.applied;
+    t.unchanged += part.unchanged;
+    t.rejected += part.rejected;
+    t.failed += part.failed;
+    t.total_results = part.total_results.or(t.total_results);
+    t.next_start_index = part.next_start_index;
+    t.stopped_because = part.stopped_because;
+    t.error = part.error;
+    t.users.extend(part.users);
+    t
+}
+
+fn print_apply(report: &Report, output: OutputKind) {
+    let mut out = std::io::stdout().lock();
+    if output == OutputKind::Json {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
+        return;
+    }
+    let _ = writeln!(out, "{:>5}  {:<9}  {:<32}  {:<30}  {}", "INDEX", "OUTCOME", "USER ID", "USER NAME", "DETAIL");
+    for r in &report.results {
+        let detail = if r.changed.is_empty() {
+            r.reason.clone().unwrap_or_default()
+        } else {
+            r.changed
+                .iter()
+                .map(|(k, [from, to])| format!("{k} {}→{}", show(*from), show(*to)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<9}  {:<32}  {:<30}  {}",
+            r.index,
+            r.outcome.as_str(),
+            r.user_id.as_deref().unwrap_or("-"),
+            r.user_name.as_deref().unwrap_or("-"),
+            detail
+        );
+    }
+    let _ = writeln!(
+        out,
+        "received {}: applied {}, unchanged {}, ignored {}, rejected {}, failed {}{}",
+        report.received,
+        report.applied,
+        report.unchanged,
+        report.ignored,
+        report.rejected,
+        report.failed,
+        if report.dry_run { " (dry run: nothing written)" } else { "" }
+    );
+}
+
+fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
+    let mut out = std::io::stdout().lock();
+    if output == OutputKind::Json {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
+        return;
+    }
+    for u in &report.users {
+        let _ = writeln!(
+            out,
+            "{:<9}  {:<32}  {:<30}  {}",
+            serde_json::to_value(u.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            u.user_id.as_deref().unwrap_or("-"),
+            u.user_name.as_deref().unwrap_or("-"),
+            u.reason.clone().unwrap_or_else(|| u.changed.keys().copied().collect::<Vec<_>>().join(","))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{}: scanned {}, applied {}, unchanged {}, rejected {}, failed {}{}{}",
+        report.domain,
+        report.scanned,
+        report.applied,
+        report.unchanged,
+        report.rejected,
+        report.failed,
+        report.next_start_index.map(|n| format!("; continue with --start-index {n}")).unwrap_or_default(),
+        report.error.as_ref().map(|e| format!("; stopped: {e}")).unwrap_or_default(),
+    );
+}
+
+fn show(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unset",
+    }
 }
