@@ -7,7 +7,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
-    #[error("method {method:?}: cannot be signed; only GET, HEAD, DELETE, PUT, POST and PATCH can")]
+    #[error(
+        "method {method:?}: cannot be signed; only GET, HEAD, DELETE, PUT, POST and PATCH can"
+    )]
     UnsupportedMethod { method: String },
     #[error("url: {reason}")]
     InvalidUrl { reason: String },
@@ -42,7 +44,10 @@ pub enum KeyError {
     #[error("private key: cannot decrypt the encrypted PKCS#8 key (wrong passphrase or damaged key): {reason}")]
     Decrypt { reason: String },
     #[error("private key: not a valid {format} RSA key: {reason}")]
-    Parse { format: &'static str, reason: String },
+    Parse {
+        format: &'static str,
+        reason: String,
+    },
 }
 
 /// Why credentials could not be loaded or refreshed.
@@ -84,7 +89,9 @@ pub enum CredentialError {
         profile: String,
         key: &'static str,
     },
-    #[error("{path}: {key} of profile [{profile}] starts with `~` but the home directory is unknown")]
+    #[error(
+        "{path}: {key} of profile [{profile}] starts with `~` but the home directory is unknown"
+    )]
     NoHomeDirectory {
         path: PathBuf,
         profile: String,

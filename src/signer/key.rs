@@ -43,12 +43,10 @@ impl PrivateKey {
                     reason: e.to_string(),
                 })?
             }
-            "PRIVATE KEY" => {
-                RsaPrivateKey::from_pkcs8_pem(text).map_err(|e| KeyError::Parse {
-                    format: "PKCS#8",
-                    reason: e.to_string(),
-                })?
-            }
+            "PRIVATE KEY" => RsaPrivateKey::from_pkcs8_pem(text).map_err(|e| KeyError::Parse {
+                format: "PKCS#8",
+                reason: e.to_string(),
+            })?,
             "ENCRYPTED PRIVATE KEY" => {
                 let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
                 RsaPrivateKey::from_pkcs8_encrypted_pem(text, passphrase.expose().as_bytes())

@@ -112,12 +112,11 @@ fn load_key_file(
             path: key_file.to_owned(),
             source,
         })?;
-    let key = PrivateKey::from_pem(pem.expose(), passphrase).map_err(|source| {
-        CredentialError::Key {
+    let key =
+        PrivateKey::from_pem(pem.expose(), passphrase).map_err(|source| CredentialError::Key {
             what: what.to_owned(),
             source,
-        }
-    })?;
+        })?;
     Ok(Arc::new(key))
 }
 
@@ -271,11 +270,12 @@ impl<'a> ProfileView<'a> {
     }
 
     fn require(&self, key: &'static str) -> Result<&'a str, CredentialError> {
-        self.get(key).ok_or_else(|| CredentialError::MissingConfigKey {
-            path: self.path.to_owned(),
-            profile: self.profile.to_owned(),
-            key,
-        })
+        self.get(key)
+            .ok_or_else(|| CredentialError::MissingConfigKey {
+                path: self.path.to_owned(),
+                profile: self.profile.to_owned(),
+                key,
+            })
     }
 
     /// A file path with `~` expanded against `home`.
@@ -341,7 +341,8 @@ mod tests {
 
     #[test]
     fn profile_falls_back_to_default_and_expands_home() {
-        let ini = parse("[DEFAULT]\ntenancy=t\nkey_file=~/.oci/key.pem\n[p]\nuser=u\ntenancy=\n").unwrap();
+        let ini = parse("[DEFAULT]\ntenancy=t\nkey_file=~/.oci/key.pem\n[p]\nuser=u\ntenancy=\n")
+            .unwrap();
         let path = Path::new("/cfg");
         let view = ProfileView::new(&ini, path, "p").unwrap();
         assert_eq!(view.get("user"), Some("u"));
@@ -357,7 +358,10 @@ mod tests {
         ));
         let err = view.require("fingerprint").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/cfg") && msg.contains("[p]") && msg.contains("fingerprint"), "{msg}");
+        assert!(
+            msg.contains("/cfg") && msg.contains("[p]") && msg.contains("fingerprint"),
+            "{msg}"
+        );
         let err = ProfileView::new(&ini, path, "nope").err().unwrap();
         assert!(err.to_string().contains("[nope]"));
     }

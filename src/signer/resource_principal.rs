@@ -57,7 +57,10 @@ impl ResourcePrincipal {
         })?;
         let provider = ResourcePrincipal { cache, region };
         let exp = provider.claims().exp;
-        let now_secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now_secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         if exp <= now_secs {
             // Files are re-read on use; an inline token will be refused by the service.
             tracing::warn!(exp, "resource principal session token has already expired");

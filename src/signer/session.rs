@@ -101,13 +101,15 @@ impl Source {
     fn read(&self, what: &str) -> Result<Secret, CredentialError> {
         match self {
             Source::Content(secret) => Ok(secret.clone()),
-            Source::File(path) => std::fs::read_to_string(path)
-                .map(Secret::new)
-                .map_err(|source| CredentialError::ReadFile {
-                    what: what.to_owned(),
-                    path: path.clone(),
-                    source,
-                }),
+            Source::File(path) => {
+                std::fs::read_to_string(path)
+                    .map(Secret::new)
+                    .map_err(|source| CredentialError::ReadFile {
+                        what: what.to_owned(),
+                        path: path.clone(),
+                        source,
+                    })
+            }
         }
     }
 
@@ -186,7 +188,10 @@ impl SessionCache {
 
     /// Re-reads token and key under the write lock; on error the cache is left as it was.
     /// With `only_if_stale_at`, a reload that another thread finished meanwhile is reused.
-    fn reload(&self, only_if_stale_at: Option<SystemTime>) -> Result<Arc<Credentials>, CredentialError> {
+    fn reload(
+        &self,
+        only_if_stale_at: Option<SystemTime>,
+    ) -> Result<Arc<Credentials>, CredentialError> {
         let mut guard = self.state.write().map_err(|_| CredentialError::Poisoned)?;
         if let Some(now) = only_if_stale_at {
             if !expires_soon(guard.claims.exp, now) {
@@ -221,7 +226,10 @@ fn expires_soon(exp: u64, now: SystemTime) -> bool {
     exp.saturating_sub(unix_seconds(now)) < REFRESH_BEFORE_EXP_SECS
 }
 
-fn read_session(spec: &SessionSpec, previous: Option<&Session>) -> Result<Session, CredentialError> {
+fn read_session(
+    spec: &SessionSpec,
+    previous: Option<&Session>,
+) -> Result<Session, CredentialError> {
     let token_text = spec.token.read(&spec.token_what)?;
     // A JWT never holds whitespace; a trailing newline in the file would break the header.
     let token = token_text.expose().trim_ascii();
@@ -234,12 +242,13 @@ fn read_session(spec: &SessionSpec, previous: Option<&Session>) -> Result<Sessio
                 Some(source) => Some(read_passphrase(source, &spec.passphrase_what)?),
                 None => None,
             };
-            let key = PrivateKey::from_pem(key_pem.expose(), passphrase.as_ref()).map_err(
-                |source| CredentialError::Key {
-                    what: spec.key_what.clone(),
-                    source,
-                },
-            )?;
+            let key =
+                PrivateKey::from_pem(key_pem.expose(), passphrase.as_ref()).map_err(|source| {
+                    CredentialError::Key {
+                        what: spec.key_what.clone(),
+                        source,
+                    }
+                })?;
             Arc::new(key)
         }
     };

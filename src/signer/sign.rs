@@ -395,7 +395,11 @@ mod tests {
         let cases = [
             ("https://h.example.com", "h.example.com", "/"),
             ("https://h.example.com?a=b", "h.example.com", "/?a=b"),
-            ("https://h.example.com:443/p?q=%3A:x#frag", "h.example.com:443", "/p?q=%3A:x"),
+            (
+                "https://h.example.com:443/p?q=%3A:x#frag",
+                "h.example.com:443",
+                "/p?q=%3A:x",
+            ),
             ("HTTP://127.0.0.1:18080/a/b/", "127.0.0.1:18080", "/a/b/"),
             ("https://[::1]:8443/x", "[::1]:8443", "/x"),
             ("https://h/p?", "h", "/p?"),
@@ -436,7 +440,10 @@ mod tests {
     #[test]
     fn get_signs_three_headers_and_fills_date_from_now() {
         let signed = sign("get", "https://h.example.com/a?b=c", &[], b"").unwrap();
-        assert_eq!(signed.signed_headers(), ["date", "(request-target)", "host"]);
+        assert_eq!(
+            signed.signed_headers(),
+            ["date", "(request-target)", "host"]
+        );
         assert_eq!(
             signed.signing_string(),
             format!("date: {DATE}\n(request-target): get /a?b=c\nhost: h.example.com")
@@ -536,18 +543,30 @@ mod tests {
             ("x-a", "zqtrail\t"),
         ] {
             let err = sign("GET", "https://h/", &[(name, value)], b"").unwrap_err();
-            assert!(matches!(err, SignError::InvalidHeaderValue { .. }), "{value:?}");
+            assert!(
+                matches!(err, SignError::InvalidHeaderValue { .. }),
+                "{value:?}"
+            );
             assert!(!err.to_string().contains(value));
             assert!(err.to_string().contains("x-a"));
         }
         for name in ["", "bad name", "bad:name", "caf\u{e9}"] {
             let err = sign("GET", "https://h/", &[(name, "v")], b"").unwrap_err();
-            assert!(matches!(err, SignError::InvalidHeaderName { .. }), "{name:?}");
+            assert!(
+                matches!(err, SignError::InvalidHeaderName { .. }),
+                "{name:?}"
+            );
         }
         let err = sign("GET", "https://h/", &[("date", "a"), ("Date", "b")], b"").unwrap_err();
         assert!(matches!(err, SignError::DuplicateHeader { .. }));
         // Unsigned headers may repeat.
-        assert!(sign("GET", "https://h/", &[("accept", "a"), ("Accept", "b")], b"").is_ok());
+        assert!(sign(
+            "GET",
+            "https://h/",
+            &[("accept", "a"), ("Accept", "b")],
+            b""
+        )
+        .is_ok());
     }
 
     #[test]

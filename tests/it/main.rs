@@ -1,1 +1,2 @@
 mod fdk_platform;
+mod signer_vectors;
