@@ -2,8 +2,9 @@
 //! JIT or SCIM provisioning.
 //!
 //! Data flows one way: invocation body ([`audit`]) → validated targets ([`names`]) → planned changes
-//! ([`profile`]) → signed requests (`signer`, `identity_domain`) → report (`apply`). [`fdk`] is the
-//! Fn platform protocol and knows nothing of identity domains.
+//! ([`profile`]) → signed requests ([`signer`], [`identity_domain`]) → report ([`apply`],
+//! [`reconcile`]). [`fdk`] is the Fn platform protocol and knows nothing of identity domains; [`signer`]
+//! knows nothing of Fn.
 pub mod apply;
 pub mod audit;
 pub mod config;
@@ -14,4 +15,5 @@ pub mod names;
 pub mod plan;
 pub mod profile;
 pub mod reconcile;
+pub mod signer;
 pub mod telemetry;

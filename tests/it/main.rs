@@ -1,2 +1,3 @@
 mod fdk_platform;
 mod platform_harness;
+mod signer_vectors;
