@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async {
+        let shutdown = fdk::ShutdownSignal::install();
         let listener = match spec.bind() {
             Ok(l) => l,
             Err(e) => {
@@ -82,12 +83,7 @@ fn main() -> ExitCode {
             "rust/test".into(),
             FnConfig::from_process_env(),
         );
-        let served = fdk::serve(
-            listener,
-            fdk::router(handle, settings),
-            fdk::shutdown_signal(),
-        )
-        .await;
+        let served = fdk::serve(listener, fdk::router(handle, settings), shutdown.wait()).await;
         spec.cleanup();
         if served.is_ok() {
             ExitCode::SUCCESS

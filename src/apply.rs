@@ -155,8 +155,14 @@ impl Report {
         };
         if report.ignored > IGNORED_LISTED_MAX {
             let mut summary = BTreeMap::new();
-            for r in report.results.iter().filter(|r| r.outcome == Outcome::Ignored) {
-                *summary.entry(r.reason.clone().unwrap_or_default()).or_insert(0) += 1;
+            for r in report
+                .results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Ignored)
+            {
+                *summary
+                    .entry(r.reason.clone().unwrap_or_default())
+                    .or_insert(0) += 1;
             }
             report.results.retain(|r| r.outcome != Outcome::Ignored);
             report.ignored_summary = Some(summary);
@@ -205,7 +211,10 @@ impl Engine {
         for (index, record) in records.iter().enumerate() {
             match triage(record, events, domains) {
                 Triage::Act(target) => {
-                    let key = (target.domain_url.as_str().to_string(), target.user_id.as_str().to_string());
+                    let key = (
+                        target.domain_url.as_str().to_string(),
+                        target.user_id.as_str().to_string(),
+                    );
                     let slot = *by_user.entry(key).or_insert_with(|| {
                         work.push(UserWork {
                             domain_url: target.domain_url.clone(),
@@ -216,20 +225,44 @@ impl Engine {
                     });
                     work[slot].records.push((index, target));
                 }
-                Triage::Ignored { event_id, domain, reason } => {
-                    results.push(RecordResult { event_id, domain, ..RecordResult::new(index, Outcome::Ignored) }.reason(reason));
-                }
-                Triage::Rejected { event_id, domain, user_id, user_name, reason } => {
+                Triage::Ignored {
+                    event_id,
+                    domain,
+                    reason,
+                } => {
                     results.push(
-                        RecordResult { event_id, domain, user_id, user_name, ..RecordResult::new(index, Outcome::Rejected) }
-                            .reason(reason),
+                        RecordResult {
+                            event_id,
+                            domain,
+                            ..RecordResult::new(index, Outcome::Ignored)
+                        }
+                        .reason(reason),
+                    );
+                }
+                Triage::Rejected {
+                    event_id,
+                    domain,
+                    user_id,
+                    user_name,
+                    reason,
+                } => {
+                    results.push(
+                        RecordResult {
+                            event_id,
+                            domain,
+                            user_id,
+                            user_name,
+                            ..RecordResult::new(index, Outcome::Rejected)
+                        }
+                        .reason(reason),
                     );
                 }
             }
         }
         let concurrency = self.max_concurrency.max(1);
-        let mut done = futures_util::stream::iter(work.into_iter().map(|w| self.process_user(w, deadline)))
-            .buffer_unordered(concurrency);
+        let mut done =
+            futures_util::stream::iter(work.into_iter().map(|w| self.process_user(w, deadline)))
+                .buffer_unordered(concurrency);
         while let Some(user_results) = done.next().await {
             results.extend(user_results);
         }
@@ -247,21 +280,38 @@ impl Engine {
                 .collect::<Vec<_>>()
         };
         if Instant::now() + START_MARGIN >= deadline {
-            return fail_all("deadline reached before this user was processed".into(), Vec::new(), Outcome::Failed);
+            return fail_all(
+                "deadline reached before this user was processed".into(),
+                Vec::new(),
+                Outcome::Failed,
+            );
         }
-        let user = match self.client.get_user(&work.domain_url, &work.user_id, deadline).await {
+        let user = match self
+            .client
+            .get_user(&work.domain_url, &work.user_id, deadline)
+            .await
+        {
             Ok(answer) => answer,
             Err(Failure { error, ecids }) => {
                 let (outcome, reason) = match error.status() {
-                    Some(404) => (Outcome::Rejected, "user not found in the identity domain".to_string()),
-                    _ if error.retryable() => (Outcome::Failed, format!("reading the user: {error}")),
+                    Some(404) => (
+                        Outcome::Rejected,
+                        "user not found in the identity domain".to_string(),
+                    ),
+                    _ if error.retryable() => {
+                        (Outcome::Failed, format!("reading the user: {error}"))
+                    }
                     _ => (Outcome::Rejected, format!("reading the user: {error}")),
                 };
                 return fail_all(reason, ecids, outcome);
             }
         };
         let mut ecids = user.ecids;
-        let actual_name = user.value.get("userName").and_then(|v| v.as_str()).map(str::to_string);
+        let actual_name = user
+            .value
+            .get("userName")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
 
         let mut results = Vec::with_capacity(work.records.len());
@@ -278,7 +328,9 @@ impl Engine {
                     target.user_name.as_deref().unwrap_or_default(),
                     actual_name.as_deref().unwrap_or("<no userName>")
                 );
-                results.push(RecordResult::for_target(*index, target, Outcome::Rejected).reason(reason));
+                results.push(
+                    RecordResult::for_target(*index, target, Outcome::Rejected).reason(reason),
+                );
                 continue;
             }
             if let Some((first, outcome)) = acted {
@@ -286,14 +338,19 @@ impl Engine {
                     .reason(format!("duplicate of record {first}"));
                 // A failed first attempt leaves the user unfinished: its duplicates must be retried too.
                 let result = if outcome == Outcome::Failed {
-                    RecordResult { outcome: Outcome::Failed, ..result }
+                    RecordResult {
+                        outcome: Outcome::Failed,
+                        ..result
+                    }
                 } else {
                     result
                 };
                 results.push(result);
                 continue;
             }
-            let mut result = self.enforce(&work, target, *index, &current, &mut ecids, deadline).await;
+            let mut result = self
+                .enforce(&work, target, *index, &current, &mut ecids, deadline)
+                .await;
             result.request_ids = ecids.clone();
             acted = Some((*index, result.outcome));
             results.push(result);
@@ -311,7 +368,9 @@ impl Engine {
         ecids: &mut Vec<String>,
         deadline: Instant,
     ) -> RecordResult {
-        let done = self.enforce_user(&work.domain_url, &work.user_id, current, deadline).await;
+        let done = self
+            .enforce_user(&work.domain_url, &work.user_id, current, deadline)
+            .await;
         ecids.extend(done.ecids);
         RecordResult {
             changed: done.changed,
@@ -335,18 +394,32 @@ impl Engine {
         }
         let changed = changed_map(&changes);
         if self.dry_run {
-            return Enforced { changed, ..Enforced::new(Outcome::Applied, Some("dry run: not written".into())) };
+            return Enforced {
+                changed,
+                ..Enforced::new(Outcome::Applied, Some("dry run: not written".into()))
+            };
         }
         let body = self.profile.put_body(current);
-        match self.client.put_capabilities(domain, user, body, deadline).await {
-            Ok(answer) => Enforced { changed, ecids: answer.ecids, ..Enforced::new(Outcome::Applied, None) },
+        match self
+            .client
+            .put_capabilities(domain, user, body, deadline)
+            .await
+        {
+            Ok(answer) => Enforced {
+                changed,
+                ecids: answer.ecids,
+                ..Enforced::new(Outcome::Applied, None)
+            },
             Err(Failure { error, ecids }) => {
                 let outcome = match error.status() {
                     Some(404) => Outcome::Rejected,
                     _ if error.retryable() => Outcome::Failed,
                     _ => Outcome::Rejected,
                 };
-                Enforced { ecids, ..Enforced::new(outcome, Some(format!("writing capabilities: {error}"))) }
+                Enforced {
+                    ecids,
+                    ..Enforced::new(outcome, Some(format!("writing capabilities: {error}")))
+                }
             }
         }
     }
@@ -363,19 +436,31 @@ pub struct Enforced {
 
 impl Enforced {
     pub fn new(outcome: Outcome, reason: Option<String>) -> Self {
-        Enforced { outcome, changed: BTreeMap::new(), reason, ecids: Vec::new() }
+        Enforced {
+            outcome,
+            changed: BTreeMap::new(),
+            reason,
+            ecids: Vec::new(),
+        }
     }
 }
 
 fn changed_map(changes: &[Change]) -> BTreeMap<&'static str, [Option<bool>; 2]> {
-    changes.iter().map(|c| (c.capability.attribute(), [c.from, Some(c.to)])).collect()
+    changes
+        .iter()
+        .map(|c| (c.capability.attribute(), [c.from, Some(c.to)]))
+        .collect()
 }
 
 /// Logs one line per record and one summary line.
 pub fn log_report(report: &Report) {
     let quiet_ignored = report.received > 1000;
     for r in &report.results {
-        let changed = if r.changed.is_empty() { String::new() } else { serde_json::to_string(&r.changed).unwrap_or_default() };
+        let changed = if r.changed.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&r.changed).unwrap_or_default()
+        };
         let ids = r.request_ids.join(",");
         macro_rules! line {
             ($level:ident) => {

@@ -7,10 +7,10 @@ use axum::http::StatusCode;
 
 use crate::apply::{log_report, Engine, Report};
 use crate::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTES};
-use crate::reconcile::{reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE};
-use tokio::time::Instant;
 use crate::config::Config;
 use crate::fdk::{CallContext, FnResponse, HandlerError, Payload};
+use crate::reconcile::{reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE};
+use tokio::time::Instant;
 
 /// The engine stops this long before the FDK's own cutoff, so a slow batch ends with its report (502
 /// and every unfinished record named) rather than a bare 504.
@@ -32,13 +32,19 @@ pub struct RetryNeeded {
 }
 
 impl Function {
-    pub async fn call(&self, ctx: CallContext, payload: Payload) -> Result<FnResponse, HandlerError> {
+    pub async fn call(
+        &self,
+        ctx: CallContext,
+        payload: Payload,
+    ) -> Result<FnResponse, HandlerError> {
         let dry_run = self.config.dry_run;
         let body = match payload {
             Payload::Complete(body) => body,
             Payload::TooLarge { received, .. } => {
                 return Ok(unusable(
-                    format!("body is {received} bytes; the limit is {MAX_BODY_BYTES} bytes (6 MiB)"),
+                    format!(
+                        "body is {received} bytes; the limit is {MAX_BODY_BYTES} bytes (6 MiB)"
+                    ),
                     dry_run,
                 ))
             }
@@ -47,11 +53,19 @@ impl Function {
             Ok(i) => i,
             Err(e) => return Ok(unusable(e.to_string(), dry_run)),
         };
-        let deadline = ctx.deadline.checked_sub(REPORT_MARGIN).unwrap_or(ctx.deadline);
+        let deadline = ctx
+            .deadline
+            .checked_sub(REPORT_MARGIN)
+            .unwrap_or(ctx.deadline);
         let report = match invocation {
             Invocation::Records(records) => {
                 self.engine
-                    .process_records(&records, &self.config.event_types, &self.config.domains, deadline)
+                    .process_records(
+                        &records,
+                        &self.config.event_types,
+                        &self.config.domains,
+                        deadline,
+                    )
                     .await
             }
             Invocation::Reconcile(request) => return self.reconcile(request, deadline).await,
@@ -60,17 +74,29 @@ impl Function {
         if report.needs_retry() {
             // The platform discards a 502 body: the full report goes to the log.
             tracing::error!(report = %report.to_json(), "records failed; the invocation fails so the platform retries it");
-            return Err(Box::new(RetryNeeded { failed: report.failed, received: report.received }));
+            return Err(Box::new(RetryNeeded {
+                failed: report.failed,
+                received: report.received,
+            }));
         }
         Ok(FnResponse::json(StatusCode::OK, &report.to_json()))
     }
 }
 
 impl Function {
-    async fn reconcile(&self, request: ReconcileRequest, deadline: Instant) -> Result<FnResponse, HandlerError> {
+    async fn reconcile(
+        &self,
+        request: ReconcileRequest,
+        deadline: Instant,
+    ) -> Result<FnResponse, HandlerError> {
         let domain = match self.config.domains.resolve_for_reconcile(&request.domain) {
             Ok(url) => url,
-            Err(reason) => return Ok(unusable(format!("reconcile.domain: {reason}"), self.config.dry_run)),
+            Err(reason) => {
+                return Ok(unusable(
+                    format!("reconcile.domain: {reason}"),
+                    self.config.dry_run,
+                ))
+            }
         };
         let job = ReconcileJob {
             domain,
@@ -93,7 +119,10 @@ impl Function {
         );
         if report.needs_retry() {
             tracing::error!(report = %report.to_json(), "reconcile incomplete; the invocation fails so it can be retried from nextStartIndex");
-            return Err(Box::new(RetryNeeded { failed: report.failed as usize, received: report.scanned as usize }));
+            return Err(Box::new(RetryNeeded {
+                failed: report.failed as usize,
+                received: report.scanned as usize,
+            }));
         }
         Ok(FnResponse::json(StatusCode::OK, &report.to_json()))
     }

@@ -14,7 +14,9 @@ use tokio::time::Instant;
 
 use crate::names::{DomainUrl, UserId};
 use crate::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
-use crate::signer::{sign_request, CredentialError, CredentialsProvider, SignError, SignableRequest};
+use crate::signer::{
+    sign_request, CredentialError, CredentialsProvider, SignError, SignableRequest,
+};
 
 /// Attributes read for one user: enough to cross-check the name and compare capabilities.
 pub fn user_attributes() -> String {
@@ -58,7 +60,12 @@ impl Default for ClientSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum IdcsError {
     #[error("identity domain answered {status}{}{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default(), message_id.as_ref().map(|m| format!(" ({m})")).unwrap_or_default())]
-    Status { status: u16, detail: Option<String>, message_id: Option<String>, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        detail: Option<String>,
+        message_id: Option<String>,
+        retry_after: Option<Duration>,
+    },
     #[error("identity domain rejected the credentials twice (401); check that the function's dynamic group holds the User Administrator role in this domain{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
     NotAuthorized { detail: Option<String> },
     #[error("network error talking to the identity domain: {0}")]
@@ -73,6 +80,8 @@ pub enum IdcsError {
     Credentials(#[from] CredentialError),
     #[error("request signing: {0}")]
     Sign(#[from] SignError),
+    #[error("cannot build the request: {0}")]
+    Request(String),
 }
 
 impl IdcsError {
@@ -86,7 +95,7 @@ impl IdcsError {
             // Rotated or not yet mounted credentials can recover; a bad role grant needs an administrator,
             // but failing loudly (and being retried) is the right signal for it.
             IdcsError::NotAuthorized { .. } | IdcsError::Credentials(_) => true,
-            IdcsError::Sign(_) => false,
+            IdcsError::Sign(_) | IdcsError::Request(_) => false,
         }
     }
 
@@ -186,7 +195,10 @@ pub struct BuildError(String);
 
 impl IdentityDomainClient {
     /// One pooled HTTP/1.1 client for every request of the process: the TLS setup is paid once.
-    pub fn new(credentials: Arc<dyn CredentialsProvider>, settings: ClientSettings) -> Result<Self, BuildError> {
+    pub fn new(
+        credentials: Arc<dyn CredentialsProvider>,
+        settings: ClientSettings,
+    ) -> Result<Self, BuildError> {
         // reqwest is built without a default crypto provider so aws-lc stays out of the build.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -199,7 +211,14 @@ impl IdentityDomainClient {
             .build()
             .map_err(|e| BuildError(e.to_string()))?;
         let pacer = settings.max_requests_per_second.and_then(Pacer::new);
-        Ok(IdentityDomainClient { inner: Arc::new(Inner { http, credentials, pacer, settings }) })
+        Ok(IdentityDomainClient {
+            inner: Arc::new(Inner {
+                http,
+                credentials,
+                pacer,
+                settings,
+            }),
+        })
     }
 
     pub fn credentials_label(&self) -> String {
@@ -214,10 +233,19 @@ impl IdentityDomainClient {
         deadline: Instant,
     ) -> Result<Answer<serde_json::Value>, Failure> {
         let attributes = user_attributes();
-        let url = domain.endpoint(&["admin", "v1", "Users", user.as_str()], &[("attributes", &attributes)]);
+        let url = domain.endpoint(
+            &["admin", "v1", "Users", user.as_str()],
+            &[("attributes", &attributes)],
+        );
         let answer = self.send("GET", url, None, deadline).await?;
-        let value = json_object(&answer.value).map_err(|error| Failure { error, ecids: answer.ecids.clone() })?;
-        Ok(Answer { value, ecids: answer.ecids })
+        let value = json_object(&answer.value).map_err(|error| Failure {
+            error,
+            ecids: answer.ecids.clone(),
+        })?;
+        Ok(Answer {
+            value,
+            ecids: answer.ecids,
+        })
     }
 
     /// `PUT /admin/v1/UserCapabilitiesChanger/{id}` with a complete capability body.
@@ -228,9 +256,15 @@ impl IdentityDomainClient {
         body: Vec<u8>,
         deadline: Instant,
     ) -> Result<Answer<()>, Failure> {
-        let url = domain.endpoint(&["admin", "v1", "UserCapabilitiesChanger", user.as_str()], &[]);
+        let url = domain.endpoint(
+            &["admin", "v1", "UserCapabilitiesChanger", user.as_str()],
+            &[],
+        );
         let answer = self.send("PUT", url, Some(body), deadline).await?;
-        Ok(Answer { value: (), ecids: answer.ecids })
+        Ok(Answer {
+            value: (),
+            ecids: answer.ecids,
+        })
     }
 
     /// One page of `GET /admin/v1/Users`, sorted by creation time so pages stay stable while users are
@@ -258,9 +292,14 @@ impl IdentityDomainClient {
             ],
         );
         let answer = self.send("GET", url, None, deadline).await?;
-        let page = serde_json::from_slice::<UserPage>(&answer.value)
-            .map_err(|e| Failure { error: IdcsError::InvalidResponse(format!("user list: {e}")), ecids: answer.ecids.clone() })?;
-        Ok(Answer { value: page, ecids: answer.ecids })
+        let page = serde_json::from_slice::<UserPage>(&answer.value).map_err(|e| Failure {
+            error: IdcsError::InvalidResponse(format!("user list: {e}")),
+            ecids: answer.ecids.clone(),
+        })?;
+        Ok(Answer {
+            value: page,
+            ecids: answer.ecids,
+        })
     }
 
     async fn send(
@@ -275,25 +314,45 @@ impl IdentityDomainClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            let outcome = self.attempt(method, &url, body.as_deref(), deadline, refreshed).await;
+            let outcome = self
+                .attempt(method, &url, body.as_deref(), deadline, refreshed)
+                .await;
             let (result, ecid) = match outcome {
                 Ok((result, ecid)) => (result, ecid),
                 Err(error) => return Err(Failure { error, ecids }),
             };
             ecids.extend(ecid);
             let error = match result {
-                Ok(bytes) => return Ok(Answer { value: bytes, ecids }),
+                Ok(bytes) => {
+                    return Ok(Answer {
+                        value: bytes,
+                        ecids,
+                    })
+                }
                 Err(error) => error,
             };
-            if let IdcsError::Status { status: 401, detail, .. } = &error {
+            if let IdcsError::Status {
+                status: 401,
+                detail,
+                ..
+            } = &error
+            {
                 if refreshed {
-                    return Err(Failure { error: IdcsError::NotAuthorized { detail: detail.clone() }, ecids });
+                    return Err(Failure {
+                        error: IdcsError::NotAuthorized {
+                            detail: detail.clone(),
+                        },
+                        ecids,
+                    });
                 }
                 // The token may have been rotated under us: re-read once and retry once.
                 refreshed = true;
                 tracing::warn!(url = %url.path(), "identity domain answered 401; re-reading credentials and retrying once");
                 if let Err(e) = self.inner.credentials.refresh(SystemTime::now()) {
-                    return Err(Failure { error: e.into(), ecids });
+                    return Err(Failure {
+                        error: e.into(),
+                        ecids,
+                    });
                 }
                 continue;
             }
@@ -306,7 +365,10 @@ impl IdentityDomainClient {
                 return Err(Failure { error, ecids });
             }
             let delay = match &error {
-                IdcsError::Status { retry_after: Some(after), .. } => *after,
+                IdcsError::Status {
+                    retry_after: Some(after),
+                    ..
+                } => *after,
                 _ => self.backoff(attempt),
             };
             if Instant::now() + delay >= deadline {
@@ -321,7 +383,10 @@ impl IdentityDomainClient {
     /// Exponential backoff with full jitter.
     fn backoff(&self, attempt: u32) -> Duration {
         let s = &self.inner.settings;
-        let cap = s.base_backoff.saturating_mul(1u32 << attempt.min(16)).min(s.max_backoff);
+        let cap = s
+            .base_backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(s.max_backoff);
         cap.mul_f64(fastrand::f64())
     }
 
@@ -345,20 +410,34 @@ impl IdentityDomainClient {
         let credentials = self.inner.credentials.credentials(SystemTime::now())?;
         let accept = [("accept", "application/scim+json, application/json")];
         let signed = sign_request(
-            &SignableRequest { method, url: url.as_str(), headers: &accept, body: body.unwrap_or_default() },
+            &SignableRequest {
+                method,
+                url: url.as_str(),
+                headers: &accept,
+                body: body.unwrap_or_default(),
+            },
             &credentials.key_id,
             credentials.key.as_ref(),
             SystemTime::now(),
         )?;
         let mut headers = HeaderMap::new();
         for (name, value) in signed.headers() {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| SignError::from_header(e.to_string()))?;
-            let value = HeaderValue::from_str(value).map_err(|e| SignError::from_header(e.to_string()))?;
-            headers.insert(name, value);
+            // The signer has already refused anything that is not a plain ASCII header.
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| IdcsError::Request(format!("header name {name:?} is not valid")))?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                IdcsError::Request(format!("the value of header {name} is not valid"))
+            })?;
+            headers.insert(header, value);
         }
         let timeout = remaining.min(self.inner.settings.attempt_timeout);
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let mut request = self.inner.http.request(method, url.clone()).headers(headers).timeout(timeout);
+        let mut request = self
+            .inner
+            .http
+            .request(method, url.clone())
+            .headers(headers)
+            .timeout(timeout);
         if let Some(body) = body {
             request = request.body(body.to_vec());
         }
@@ -374,7 +453,11 @@ impl IdentityDomainClient {
             .get("x-oracle-dms-ecid")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let bytes = match response.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) if e.is_timeout() => return Ok((Err(IdcsError::Timeout(timeout)), ecid)),
@@ -384,13 +467,25 @@ impl IdentityDomainClient {
             return Ok((Ok(bytes), ecid));
         }
         let (detail, message_id) = scim_error(&bytes);
-        Ok((Err(IdcsError::Status { status, detail, message_id, retry_after }), ecid))
+        Ok((
+            Err(IdcsError::Status {
+                status,
+                detail,
+                message_id,
+                retry_after,
+            }),
+            ecid,
+        ))
     }
 }
 
 /// The transport error chain, without the URL (which is logged separately) and without any header.
 fn transport_reason(e: &reqwest::Error) -> String {
-    let mut reason = if e.is_connect() { "connect failed".to_string() } else { "request failed".to_string() };
+    let mut reason = if e.is_connect() {
+        "connect failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         reason.push_str(": ");
@@ -438,7 +533,8 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         Duration::from_secs(secs)
     } else {
         let at = httpdate::parse_http_date(value).ok()?;
-        at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
     };
     Some(delay.min(Duration::from_secs(120)))
 }
@@ -454,7 +550,10 @@ mod tests {
         assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(120)));
         let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(5));
         let d = parse_retry_after(&soon).unwrap();
-        assert!(d <= Duration::from_secs(5) && d >= Duration::from_secs(3), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(5) && d >= Duration::from_secs(3),
+            "{d:?}"
+        );
         let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(5));
         assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
@@ -466,14 +565,22 @@ mod tests {
         let body = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error","urn:ietf:params:scim:api:oracle:idcs:extension:messages:Error"],"detail":"Missing required attribute(s)","status":"400","urn:ietf:params:scim:api:oracle:idcs:extension:messages:Error":{"messageId":"error.common.validation.missingReqAttributes"}}"#;
         let (detail, id) = scim_error(body);
         assert_eq!(detail.as_deref(), Some("Missing required attribute(s)"));
-        assert_eq!(id.as_deref(), Some("error.common.validation.missingReqAttributes"));
+        assert_eq!(
+            id.as_deref(),
+            Some("error.common.validation.missingReqAttributes")
+        );
         assert_eq!(scim_error(b"<html>bad gateway</html>"), (None, None));
         assert_eq!(scim_error(br#"{"detail": 5}"#), (None, None));
     }
 
     #[test]
     fn classification() {
-        let status = |s| IdcsError::Status { status: s, detail: None, message_id: None, retry_after: None };
+        let status = |s| IdcsError::Status {
+            status: s,
+            detail: None,
+            message_id: None,
+            retry_after: None,
+        };
         for s in [429, 500, 502, 503, 504] {
             assert!(status(s).retryable(), "{s}");
         }
@@ -492,8 +599,14 @@ mod tests {
         for _ in 0..6 {
             pacer.wait(far).await.unwrap();
         }
-        assert!(start.elapsed() >= Duration::from_millis(100), "6 requests at 50/s span at least 100 ms");
-        assert!(matches!(pacer.wait(Instant::now()).await, Err(IdcsError::Deadline)));
+        assert!(
+            start.elapsed() >= Duration::from_millis(100),
+            "6 requests at 50/s span at least 100 ms"
+        );
+        assert!(matches!(
+            pacer.wait(Instant::now()).await,
+            Err(IdcsError::Deadline)
+        ));
         assert!(Pacer::new(0.0).is_none());
         assert!(Pacer::new(f64::NAN).is_none());
     }

@@ -15,8 +15,12 @@ use oci_user_capabilities::fdk::{self, FdkSettings, FnConfig, ListenerSpec};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::identity_domain::{ClientSettings, IdentityDomainClient};
 use oci_user_capabilities::names::DomainUrl;
-use oci_user_capabilities::reconcile::{reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE};
-use oci_user_capabilities::signer::{default_oci_config_path, ApiKeyProvider, CredentialsProvider, ResourcePrincipal};
+use oci_user_capabilities::reconcile::{
+    reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
+};
+use oci_user_capabilities::signer::{
+    default_oci_config_path, ApiKeyProvider, CredentialsProvider, ResourcePrincipal,
+};
 use oci_user_capabilities::telemetry::{self, LogStyle};
 
 #[derive(Parser, Debug)]
@@ -110,15 +114,32 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match cli.command {
         Command::Serve => serve(),
         Command::Plan { file } => plan(file),
         Command::Apply { file, run } => operator(run, |ctx| Box::pin(apply(ctx, file))),
-        Command::Reconcile { domain, filter, max_users, start_index, page_size, run } => {
-            let job = ReconcileArgs { domain, filter, max_users, start_index, page_size };
+        Command::Reconcile {
+            domain,
+            filter,
+            max_users,
+            start_index,
+            page_size,
+            run,
+        } => {
+            let job = ReconcileArgs {
+                domain,
+                filter,
+                max_users,
+                start_index,
+                page_size,
+            };
             operator(run, move |ctx| Box::pin(reconcile_command(ctx, job)))
         }
     }
@@ -137,11 +158,18 @@ fn env(key: &str) -> Option<String> {
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     // Two workers at most: the work is I/O bound apart from RSA signing, and Fn caps a container at 50
     // processes/threads. Blocking threads serve DNS look-ups only.
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).max_blocking_threads(2).enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
 }
 
 fn client_settings(config: &Config) -> ClientSettings {
-    ClientSettings { max_requests_per_second: config.max_requests_per_second, ..ClientSettings::default() }
+    ClientSettings {
+        max_requests_per_second: config.max_requests_per_second,
+        ..ClientSettings::default()
+    }
 }
 
 fn serve() -> ExitCode {
@@ -166,36 +194,46 @@ fn serve() -> ExitCode {
         Err(e) => return refuse(format_args!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async {
+        let shutdown = fdk::ShutdownSignal::install();
         let listener = match spec.bind() {
             Ok(l) => l,
             Err(e) => return refuse(e),
         };
         // After the bind: the TLS client set-up is the slowest part of the start.
-        let client = match IdentityDomainClient::new(Arc::new(credentials), client_settings(&config)) {
-            Ok(c) => c,
-            Err(e) => {
-                spec.cleanup();
-                return refuse(e);
-            }
-        };
+        let client =
+            match IdentityDomainClient::new(Arc::new(credentials), client_settings(&config)) {
+                Ok(c) => c,
+                Err(e) => {
+                    spec.cleanup();
+                    return refuse(e);
+                }
+            };
         let engine = Engine {
             client,
-            profile: config.profile.clone(),
+            profile: config.profile,
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
         };
-        let function = Arc::new(Function { config: Arc::new(config), engine });
-        let settings = FdkSettings::new(telemetry::fdk_version(), telemetry::fdk_runtime(), FnConfig::from_process_env());
+        let profile = config.profile.describe();
+        let function = Arc::new(Function {
+            config: Arc::new(config),
+            engine,
+        });
+        let settings = FdkSettings::new(
+            telemetry::fdk_version(),
+            telemetry::fdk_runtime(),
+            FnConfig::from_process_env(),
+        );
         let handler = move |ctx, payload| {
             let function = Arc::clone(&function);
             async move { function.call(ctx, payload).await }
         };
         tracing::info!(
             socket = %spec.announced.display(),
-            profile = %Function::describe_profile(&handler_profile()),
+            profile = %profile,
             "ready"
         );
-        let served = fdk::serve(listener, fdk::router(handler, settings), fdk::shutdown_signal()).await;
+        let served = fdk::serve(listener, fdk::router(handler, settings), shutdown.wait()).await;
         spec.cleanup();
         match served {
             Ok(()) => {
@@ -208,10 +246,6 @@ fn serve() -> ExitCode {
             }
         }
     })
-}
-
-fn handler_profile() -> String {
-    Config::from_lookup(&env).map(|c| c.profile.describe()).unwrap_or_default()
 }
 
 fn log_style(format: LogFormat) -> LogStyle {
@@ -228,7 +262,9 @@ fn read_payload(file: Option<PathBuf>) -> Result<Vec<u8>, String> {
         }
         _ => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("cannot read standard input: {e}"))?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
             Ok(buf)
         }
     }
@@ -279,7 +315,11 @@ fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFutur
         Ok(c) => c,
         Err(e) => return refuse(e),
     };
-    let output = run.output.unwrap_or(if std::io::stdout().is_terminal() { OutputKind::Table } else { OutputKind::Json });
+    let output = run.output.unwrap_or(if std::io::stdout().is_terminal() {
+        OutputKind::Table
+    } else {
+        OutputKind::Json
+    });
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => return refuse(format_args!("cannot start the async runtime: {e}")),
@@ -292,7 +332,7 @@ fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFutur
         tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
         let engine = Engine {
             client,
-            profile: config.profile.clone(),
+            profile: config.profile,
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
         };
@@ -301,15 +341,19 @@ fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFutur
 }
 
 fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, String> {
-    let kind = run.auth.unwrap_or(if env("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() {
-        AuthKind::ResourcePrincipal
-    } else {
-        AuthKind::ApiKey
-    });
+    let kind = run
+        .auth
+        .unwrap_or(if env("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() {
+            AuthKind::ResourcePrincipal
+        } else {
+            AuthKind::ApiKey
+        });
     match kind {
-        AuthKind::ResourcePrincipal => ResourcePrincipal::from_env(&env, std::time::SystemTime::now())
-            .map(|rp| Arc::new(rp) as Arc<dyn CredentialsProvider>)
-            .map_err(|e| e.to_string()),
+        AuthKind::ResourcePrincipal => {
+            ResourcePrincipal::from_env(&env, std::time::SystemTime::now())
+                .map(|rp| Arc::new(rp) as Arc<dyn CredentialsProvider>)
+                .map_err(|e| e.to_string())
+        }
         AuthKind::ApiKey | AuthKind::SecurityToken => {
             let home = env("HOME").map(PathBuf::from);
             let path = match &run.config_file {
@@ -334,11 +378,21 @@ async fn apply(ctx: OperatorContext, file: Option<PathBuf>) -> ExitCode {
     };
     let records = match parse_invocation(&body) {
         Ok(Invocation::Records(records)) => records,
-        Ok(Invocation::Reconcile(_)) => return refuse("payload is a reconcile request: use the reconcile command"),
+        Ok(Invocation::Reconcile(_)) => {
+            return refuse("payload is a reconcile request: use the reconcile command")
+        }
         Err(e) => return refuse(format_args!("payload: {e}")),
     };
     let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
-    let report = ctx.engine.process_records(&records, &ctx.config.event_types, &ctx.config.domains, deadline).await;
+    let report = ctx
+        .engine
+        .process_records(
+            &records,
+            &ctx.config.event_types,
+            &ctx.config.domains,
+            deadline,
+        )
+        .await;
     log_report(&report);
     print_apply(&report, ctx.output);
     if report.needs_retry() {
@@ -369,7 +423,9 @@ async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCod
     let mut next = args.start_index.max(1);
     loop {
         // One page per step, so progress shows as the scan goes.
-        let left = args.max_users.map(|m| m.saturating_sub(total.as_ref().map_or(0, |t| t.scanned)));
+        let left = args
+            .max_users
+            .map(|m| m.saturating_sub(total.as_ref().map_or(0, |t| t.scanned)));
         if left == Some(0) {
             break;
         }
@@ -389,7 +445,9 @@ async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCod
         let line = format!(
             "reconcile: scanned {} of {}, applied {}, unchanged {}, failed {}",
             merged.scanned,
-            merged.total_results.map_or("?".to_string(), |t| t.to_string()),
+            merged
+                .total_results
+                .map_or("?".to_string(), |t| t.to_string()),
             merged.applied,
             merged.unchanged,
             merged.failed
@@ -408,7 +466,9 @@ async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCod
     if progress_on_tty {
         eprintln!();
     }
-    let Some(report) = total else { return ExitCode::SUCCESS };
+    let Some(report) = total else {
+        return ExitCode::SUCCESS;
+    };
     print_reconcile(&report, ctx.output);
     if report.needs_retry() {
         ExitCode::from(1)
@@ -436,10 +496,18 @@ fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileRepo
 fn print_apply(report: &Report, output: OutputKind) {
     let mut out = std::io::stdout().lock();
     if output == OutputKind::Json {
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+        );
         return;
     }
-    let _ = writeln!(out, "{:>5}  {:<9}  {:<32}  {:<30}  {}", "INDEX", "OUTCOME", "USER ID", "USER NAME", "DETAIL");
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<9}  {:<32}  {:<30}  DETAIL",
+        "INDEX", "OUTCOME", "USER ID", "USER NAME"
+    );
     for r in &report.results {
         let detail = if r.changed.is_empty() {
             r.reason.clone().unwrap_or_default()
@@ -469,24 +537,40 @@ fn print_apply(report: &Report, output: OutputKind) {
         report.ignored,
         report.rejected,
         report.failed,
-        if report.dry_run { " (dry run: nothing written)" } else { "" }
+        if report.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
     );
 }
 
 fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
     let mut out = std::io::stdout().lock();
     if output == OutputKind::Json {
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+        );
         return;
     }
     for u in &report.users {
         let _ = writeln!(
             out,
             "{:<9}  {:<32}  {:<30}  {}",
-            serde_json::to_value(u.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            serde_json::to_value(u.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             u.user_id.as_deref().unwrap_or("-"),
             u.user_name.as_deref().unwrap_or("-"),
-            u.reason.clone().unwrap_or_else(|| u.changed.keys().copied().collect::<Vec<_>>().join(","))
+            u.reason.clone().unwrap_or_else(|| u
+                .changed
+                .keys()
+                .copied()
+                .collect::<Vec<_>>()
+                .join(","))
         );
     }
     let _ = writeln!(
@@ -498,8 +582,15 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
         report.unchanged,
         report.rejected,
         report.failed,
-        report.next_start_index.map(|n| format!("; continue with --start-index {n}")).unwrap_or_default(),
-        report.error.as_ref().map(|e| format!("; stopped: {e}")).unwrap_or_default(),
+        report
+            .next_start_index
+            .map(|n| format!("; continue with --start-index {n}"))
+            .unwrap_or_default(),
+        report
+            .error
+            .as_ref()
+            .map(|e| format!("; stopped: {e}"))
+            .unwrap_or_default(),
     );
 }
 

@@ -36,7 +36,10 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
     for (index, record) in records.iter().enumerate() {
         let entry = match triage(record, &config.event_types, &config.domains) {
             Triage::Act(target) => {
-                let key = (target.domain_url.as_str().to_string(), target.user_id.as_str().to_string());
+                let key = (
+                    target.domain_url.as_str().to_string(),
+                    target.user_id.as_str().to_string(),
+                );
                 let base = json!({
                     "index": index,
                     "eventId": target.event_id,
@@ -46,36 +49,58 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
                     "userName": target.user_name,
                 });
                 match first_for_user.get(&key) {
-                    Some(first) => with(base, json!({ "action": "duplicate", "reason": format!("duplicate of record {first}: the user is processed once") })),
+                    Some(first) => with(
+                        base,
+                        json!({ "action": "duplicate", "reason": format!("duplicate of record {first}: the user is processed once") }),
+                    ),
                     None => {
                         first_for_user.insert(key, index);
                         let get_url = target.domain_url.endpoint(
                             &["admin", "v1", "Users", target.user_id.as_str()],
                             &[("attributes", &user_attributes())],
                         );
-                        let put_url = target
-                            .domain_url
-                            .endpoint(&["admin", "v1", "UserCapabilitiesChanger", target.user_id.as_str()], &[]);
-                        let check = target.user_name.as_ref().map(|n| format!("the user's userName must equal {n:?} (case-insensitive), else the record is rejected"));
-                        with(base, json!({
-                            "action": "enforce",
-                            "steps": [
-                                { "method": "GET", "url": get_url.as_str(), "then": check },
-                                {
-                                    "method": "PUT",
-                                    "url": put_url.as_str(),
-                                    "when": if config.dry_run { "never (DRY_RUN)" } else { "only if a managed capability differs from the profile" },
-                                    "body": put_body,
-                                }
+                        let put_url = target.domain_url.endpoint(
+                            &[
+                                "admin",
+                                "v1",
+                                "UserCapabilitiesChanger",
+                                target.user_id.as_str(),
                             ],
-                        }))
+                            &[],
+                        );
+                        let check = target.user_name.as_ref().map(|n| format!("the user's userName must equal {n:?} (case-insensitive), else the record is rejected"));
+                        with(
+                            base,
+                            json!({
+                                "action": "enforce",
+                                "steps": [
+                                    { "method": "GET", "url": get_url.as_str(), "then": check },
+                                    {
+                                        "method": "PUT",
+                                        "url": put_url.as_str(),
+                                        "when": if config.dry_run { "never (DRY_RUN)" } else { "only if a managed capability differs from the profile" },
+                                        "body": put_body,
+                                    }
+                                ],
+                            }),
+                        )
                     }
                 }
             }
-            Triage::Ignored { event_id, domain, reason } => {
+            Triage::Ignored {
+                event_id,
+                domain,
+                reason,
+            } => {
                 json!({ "index": index, "eventId": event_id, "domain": domain, "action": "ignore", "reason": reason })
             }
-            Triage::Rejected { event_id, domain, user_id, user_name, reason } => json!({
+            Triage::Rejected {
+                event_id,
+                domain,
+                user_id,
+                user_name,
+                reason,
+            } => json!({
                 "index": index, "eventId": event_id, "domain": domain, "userId": user_id, "userName": user_name,
                 "action": "reject", "reason": reason,
             }),

@@ -17,7 +17,8 @@ use crate::profile::CurrentCapabilities;
 pub const DEFAULT_FILTER: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User:creationMechanism eq \"samljit\"";
 /// If a domain's JIT users do not carry `samljit`, federated users are the next best selection.
-pub const FEDERATED_FILTER: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User:isFederatedUser eq true";
+pub const FEDERATED_FILTER: &str =
+    "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User:isFederatedUser eq true";
 /// The service's largest page.
 pub const MAX_PAGE_SIZE: u64 = 1000;
 /// How many per-user entries a report lists (failures always, changes up to this many).
@@ -116,7 +117,11 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             break;
         }
         let count = budget_left.map_or(page_size, |left| left.min(page_size));
-        let page = match engine.client.list_users(&job.domain, &job.filter, index, count, deadline).await {
+        let page = match engine
+            .client
+            .list_users(&job.domain, &job.filter, index, count, deadline)
+            .await
+        {
             Ok(answer) => answer.value,
             Err(Failure { error, .. }) => {
                 // Nothing after this page was looked at: the caller continues from here.
@@ -130,16 +135,23 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             break;
         }
         let fetched = page.resources.len() as u64;
-        let mut outcomes: Vec<(usize, Option<UserEntry>)> =
-            futures_util::stream::iter(page.resources.iter().enumerate().map(|(pos, user)| async move {
-                (pos, reconcile_user(engine, &job.domain, user, deadline).await)
-            }))
+        // Futures are made up front (they start only when polled) so none borrows from a closure.
+        let pending: Vec<_> = page
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(pos, user)| reconcile_user(engine, &job.domain, pos, user, deadline))
+            .collect();
+        let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
             .buffer_unordered(engine.max_concurrency.max(1))
             .collect()
             .await;
         outcomes.sort_by_key(|(pos, _)| *pos);
         // Users not started for lack of time: continue from the first of them next time.
-        let first_skipped = outcomes.iter().find(|(_, e)| e.is_none()).map(|(pos, _)| *pos as u64);
+        let first_skipped = outcomes
+            .iter()
+            .find(|(_, e)| e.is_none())
+            .map(|(pos, _)| *pos as u64);
         for entry in outcomes.into_iter().filter_map(|(_, e)| e) {
             report.scanned += 1;
             match entry.outcome {
@@ -170,8 +182,18 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
     report
 }
 
-/// `None` when the deadline left no time to start this user.
+/// The user's position in its page, with `None` when the deadline left no time to start it.
 async fn reconcile_user(
+    engine: &Engine,
+    domain: &DomainUrl,
+    pos: usize,
+    user: &serde_json::Value,
+    deadline: Instant,
+) -> (usize, Option<UserEntry>) {
+    (pos, reconcile_one(engine, domain, user, deadline).await)
+}
+
+async fn reconcile_one(
     engine: &Engine,
     domain: &DomainUrl,
     user: &serde_json::Value,
@@ -180,7 +202,10 @@ async fn reconcile_user(
     if Instant::now() + START_MARGIN >= deadline {
         return None;
     }
-    let user_name = user.get("userName").and_then(|v| v.as_str()).map(str::to_string);
+    let user_name = user
+        .get("userName")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let raw_id = user.get("id").and_then(|v| v.as_str());
     let entry = |outcome, reason: Option<String>| UserEntry {
         user_id: raw_id.map(str::to_string),
@@ -193,9 +218,18 @@ async fn reconcile_user(
     let id = match raw_id.map(UserId::parse) {
         Some(Ok(id)) => id,
         Some(Err(e)) => return Some(entry(Outcome::Rejected, Some(e.to_string()))),
-        None => return Some(entry(Outcome::Rejected, Some("listed user has no id".into()))),
+        None => {
+            return Some(entry(
+                Outcome::Rejected,
+                Some("listed user has no id".into()),
+            ))
+        }
     };
     let current = CurrentCapabilities::from_user(user);
     let done = engine.enforce_user(domain, &id, &current, deadline).await;
-    Some(UserEntry { changed: done.changed, request_ids: done.ecids, ..entry(done.outcome, done.reason) })
+    Some(UserEntry {
+        changed: done.changed,
+        request_ids: done.ecids,
+        ..entry(done.outcome, done.reason)
+    })
 }

@@ -32,18 +32,46 @@ pub use server::{
     router, serve, FdkSettings, FnResponse, Handler, HandlerError, HandlerFuture, Payload,
 };
 
-/// Resolves on SIGTERM or SIGINT. The platform may also just kill the container; nothing depends on this.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
+/// SIGTERM/SIGINT listeners, registered when this is created (inside the runtime) so that a signal that
+/// arrives right after the socket is announced is not fatal.
+pub struct ShutdownSignal {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Must run inside a Tokio runtime, before the socket is announced.
+    pub fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        ShutdownSignal {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
         }
-        _ => std::future::pending::<()>().await,
+    }
+
+    /// Resolves on SIGTERM or SIGINT. The platform may also just kill the container; nothing depends on
+    /// this.
+    pub async fn wait(self) {
+        let ShutdownSignal { term, int } = self;
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let int = async move {
+            match int {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {},
+            _ = int => {},
+        }
     }
 }

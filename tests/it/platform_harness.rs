@@ -60,8 +60,9 @@ impl Launch {
         }
     }
 
+    /// The product, with the throwaway resource-principal credentials it needs to start.
     pub fn function() -> Self {
-        Self::new(FN_BINARY, &["serve"])
+        Self::new(FN_BINARY, &["serve"]).with_resource_principal()
     }
 
     pub fn echo() -> Self {
