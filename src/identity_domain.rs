@@ -156,9 +156,9 @@ struct Pacer {
 impl Pacer {
     fn new(per_second: f64) -> Option<Self> {
         (per_second.is_finite() && per_second > 0.0).then(|| Pacer {
-            // 2% slower than the cap, so timing jitter between here and the server never makes a
+            // 5% slower than the cap, so timing jitter between here and the server never makes a
             // one-second window hold one request too many.
-            interval: Duration::from_secs_f64(1.02 / per_second),
+            interval: Duration::from_secs_f64(1.05 / per_second),
             next: tokio::sync::Mutex::new(Instant::now()),
         })
     }

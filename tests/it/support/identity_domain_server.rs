@@ -1,0 +1,814 @@
+//! A local identity domain for tests and benchmarks: axum on 127.0.0.1:0, in memory.
+//!
+//! Every request must carry a valid OCI HTTP signature (rsa-sha256) made with the test key and one
+//! of the accepted key ids; the server rebuilds the signing string from what actually arrived on the
+//! wire (method, raw path and query, `host`, `date`, and for writes `content-length`,
+//! `content-type`, `x-content-sha256` checked against the body), so a client that signs one thing
+//! and sends another is caught. A bad signature answers 401 like the real service.
+//!
+//! It serves the three calls the product makes: `GET /admin/v1/Users/{id}`, `GET /admin/v1/Users`
+//! (filter, sort by creation, `startIndex`/`count` paging) and
+//! `PUT /admin/v1/UserCapabilitiesChanger/{id}`, with injectable latency and faults, and records
+//! every request so tests can count calls, check concurrency and measure request rates.
+//!
+//! Self-contained on purpose (only crates the product already depends on), so the benchmark can
+//! include the same file.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::pkcs8::DecodePublicKey;
+use rsa::signature::Verifier;
+use rsa::RsaPublicKey;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+pub const CAPABILITIES_URN: &str =
+    "urn:ietf:params:scim:schemas:oracle:idcs:extension:capabilities:User";
+pub const USER_EXTENSION_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User";
+pub const CHANGER_SCHEMA: &str = "urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger";
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+/// The eight capability attributes, in the order tests index `[Option<bool>; 8]` arrays.
+pub const ATTRIBUTES: [&str; 8] = [
+    "canUseApiKeys",
+    "canUseAuthTokens",
+    "canUseConsolePassword",
+    "canUseCustomerSecretKeys",
+    "canUseDbCredentials",
+    "canUseOAuth2ClientCredentials",
+    "canUseSmtpCredentials",
+    "canUseConsole",
+];
+
+/// How far a signed `date` may be from the server's clock (the service allows 5 minutes).
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+const GET_HEADERS: &str = "date (request-target) host";
+const WRITE_HEADERS: &str =
+    "date (request-target) host content-length content-type x-content-sha256";
+
+fn vectors_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors"))
+}
+
+/// The throwaway test key's public half (PEM, SubjectPublicKeyInfo).
+pub fn test_key_pem() -> String {
+    std::fs::read_to_string(vectors_dir().join("rp_session_key_public.pem"))
+        .expect("test public key")
+}
+
+/// The throwaway resource-principal session token the function is started with.
+pub fn test_rpst() -> String {
+    std::fs::read_to_string(vectors_dir().join("rpst.jwt"))
+        .expect("test token")
+        .trim()
+        .to_string()
+}
+
+/// A 32-hex-digit user id, distinct for every `n`.
+pub fn hex_id(n: u64) -> String {
+    format!(
+        "{:016x}{:016x}",
+        n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5bd1_e995,
+        n
+    )
+}
+
+/// What a matching request gets instead of its normal answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// This status with a SCIM error body.
+    Status(u16),
+    /// 429, with `Retry-After` when given.
+    TooManyRequests { retry_after: Option<String> },
+    /// 401 with a SCIM error body, as for a principal without the needed role.
+    Unauthorized,
+    /// 200 with an HTML body.
+    NonJson,
+    /// The connection is dropped after the status line: the client sees a transport error.
+    Reset,
+    /// Wait this long, then answer normally.
+    Stall(Duration),
+}
+
+struct FaultRule {
+    method: String,
+    path_contains: String,
+    fault: Fault,
+    remaining: Option<usize>,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path and query exactly as they arrived.
+    pub target: String,
+    pub key_id: Option<String>,
+    pub auth_ok: bool,
+    /// Why the signature was refused, when it was.
+    pub auth_error: Option<String>,
+    /// The status answered; `None` when the connection was reset instead.
+    pub status: Option<u16>,
+    pub arrived: Instant,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct User {
+    id: String,
+    user_name: String,
+    caps: [Option<bool>; 8],
+    creation_mechanism: String,
+    federated: bool,
+    created: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<String, User>,
+    next_created: u64,
+    accepted_key_ids: Vec<String>,
+    faults: Vec<FaultRule>,
+    latency: Duration,
+    requests: Vec<RecordedRequest>,
+    list_pages_served: usize,
+    /// Users that appear once this many list pages have been served.
+    pending: Vec<(usize, User)>,
+}
+
+struct State {
+    key: VerifyingKey<Sha256>,
+    inner: Mutex<Inner>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The running server; it stops when dropped.
+pub struct IdentityDomainServer {
+    state: Arc<State>,
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl IdentityDomainServer {
+    /// Starts on an ephemeral loopback port, verifying signatures against `public_key_pem` and
+    /// accepting only the given key ids.
+    pub async fn start(public_key_pem: &str, accepted_key_ids: Vec<String>) -> Self {
+        let public = RsaPublicKey::from_public_key_pem(public_key_pem).expect("public key PEM");
+        let state = Arc::new(State {
+            key: VerifyingKey::<Sha256>::new(public),
+            inner: Mutex::new(Inner {
+                accepted_key_ids,
+                ..Inner::default()
+            }),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let app = axum::Router::new().fallback({
+            let state = state.clone();
+            move |request: Request<Body>| handle(state.clone(), request)
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        IdentityDomainServer {
+            state,
+            addr,
+            _stop: stop,
+        }
+    }
+
+    /// `http://127.0.0.1:port`, the identity-domain URL to configure.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn add_user(
+        &self,
+        id: &str,
+        user_name: &str,
+        caps: [Option<bool>; 8],
+        creation_mechanism: &str,
+        federated: bool,
+    ) {
+        let mut inner = self.state.lock();
+        let user = new_user(
+            &mut inner,
+            id,
+            user_name,
+            caps,
+            creation_mechanism,
+            federated,
+        );
+        inner.users.insert(id.to_string(), user);
+    }
+
+    /// A user that appears only after `pages` list pages have been served (created "during" a scan).
+    pub fn add_user_after_list_pages(
+        &self,
+        pages: usize,
+        id: &str,
+        user_name: &str,
+        caps: [Option<bool>; 8],
+        creation_mechanism: &str,
+    ) {
+        let mut inner = self.state.lock();
+        let user = new_user(&mut inner, id, user_name, caps, creation_mechanism, true);
+        inner.pending.push((pages, user));
+    }
+
+    pub fn remove_user(&self, id: &str) {
+        self.state.lock().users.remove(id);
+    }
+
+    pub fn user_caps(&self, id: &str) -> Option<[Option<bool>; 8]> {
+        self.state.lock().users.get(id).map(|u| u.caps)
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.state.lock().users.len()
+    }
+
+    /// Applies `fault` to requests with this method whose path and query contain `path_contains`,
+    /// `times` times (forever when `None`). Rules are tried in the order they were added.
+    pub fn add_fault(&self, method: &str, path_contains: &str, fault: Fault, times: Option<usize>) {
+        self.state.lock().faults.push(FaultRule {
+            method: method.to_string(),
+            path_contains: path_contains.to_string(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.lock().faults.clear();
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().latency = latency;
+    }
+
+    pub fn set_accepted_key_ids(&self, ids: Vec<String>) {
+        self.state.lock().accepted_key_ids = ids;
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.state.lock().requests.clear();
+        self.state.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    /// Requests with this method whose path and query contain `path_contains`.
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.state
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.method == method && r.target.contains(path_contains))
+            .count()
+    }
+
+    /// The most requests that were being handled at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most request arrivals seen in any window of this length.
+    pub fn max_requests_in_window(&self, window: Duration) -> usize {
+        let mut times: Vec<Instant> = self
+            .state
+            .lock()
+            .requests
+            .iter()
+            .map(|r| r.arrived)
+            .collect();
+        times.sort();
+        let mut best = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end].duration_since(times[start]) >= window {
+                start += 1;
+            }
+            best = best.max(end - start + 1);
+        }
+        best
+    }
+}
+
+fn new_user(
+    inner: &mut Inner,
+    id: &str,
+    user_name: &str,
+    caps: [Option<bool>; 8],
+    creation_mechanism: &str,
+    federated: bool,
+) -> User {
+    inner.next_created += 1;
+    User {
+        id: id.to_string(),
+        user_name: user_name.to_string(),
+        caps,
+        creation_mechanism: creation_mechanism.to_string(),
+        federated,
+        created: inner.next_created,
+    }
+}
+
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
+    let arrived = Instant::now();
+    let _in_flight = InFlight::enter(&state);
+    let (parts, body) = request.into_parts();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let body = axum::body::to_bytes(body, 8 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+
+    let (verdict, latency, fault) = {
+        let mut inner = state.lock();
+        let verdict = verify(
+            &parts.method,
+            &target,
+            &parts.headers,
+            &body,
+            &state.key,
+            &inner.accepted_key_ids,
+            SystemTime::now(),
+        );
+        let fault = if verdict.is_ok() {
+            take_fault(&mut inner, parts.method.as_str(), &target)
+        } else {
+            None
+        };
+        (verdict, inner.latency, fault)
+    };
+    let key_id = verdict
+        .as_ref()
+        .ok()
+        .cloned()
+        .or_else(|| authorization_param(&parts.headers, "keyId"));
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(Fault::Stall(d)) = &fault {
+        tokio::time::sleep(*d).await;
+    }
+
+    let reset = matches!(fault, Some(Fault::Reset));
+    let response = match (&verdict, fault) {
+        (Err(reason), _) => scim_error(
+            StatusCode::UNAUTHORIZED,
+            &format!("Authorization failed: {reason}"),
+        ),
+        (Ok(_), Some(Fault::Status(code))) => scim_error(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "injected failure",
+        ),
+        (Ok(_), Some(Fault::TooManyRequests { retry_after })) => {
+            let mut r = scim_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+            if let Some(v) = retry_after {
+                r.headers_mut()
+                    .insert("retry-after", v.parse().expect("retry-after value"));
+            }
+            r
+        }
+        (Ok(_), Some(Fault::Unauthorized)) => {
+            scim_error(StatusCode::UNAUTHORIZED, "Not authorized")
+        }
+        (Ok(_), Some(Fault::NonJson)) => Response::builder()
+            .status(200)
+            .header("content-type", "text/html")
+            .body(Body::from("<html><body>Service Unavailable</body></html>"))
+            .expect("response"),
+        (Ok(_), Some(Fault::Reset)) => {
+            // Promise a body, then fail the stream: hyper drops the connection mid-response.
+            let stream = futures_util::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reset",
+                ))
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .header("content-length", "100")
+                .body(Body::from_stream(stream))
+                .expect("response")
+        }
+        (Ok(_), None | Some(Fault::Stall(_))) => {
+            route(&state, &parts.method, &target, &parts.headers, &body)
+        }
+    };
+    let status = (!reset).then(|| response.status().as_u16());
+    let mut response = response;
+    let ecid = format!("ecid-{}", arrived.elapsed().as_nanos());
+    response
+        .headers_mut()
+        .insert("x-oracle-dms-ecid", ecid.parse().expect("ecid"));
+    state.lock().requests.push(RecordedRequest {
+        method: parts.method.to_string(),
+        target,
+        key_id,
+        auth_ok: verdict.is_ok(),
+        auth_error: verdict.err(),
+        status,
+        arrived,
+        body: body.to_vec(),
+    });
+    response
+}
+
+fn take_fault(inner: &mut Inner, method: &str, target: &str) -> Option<Fault> {
+    let rule = inner.faults.iter_mut().find(|r| {
+        r.method == method && target.contains(&r.path_contains) && r.remaining.is_none_or(|n| n > 0)
+    })?;
+    if let Some(n) = rule.remaining.as_mut() {
+        *n -= 1;
+    }
+    Some(rule.fault.clone())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, String> {
+    let mut values = headers.get_all(name).iter();
+    let value = values
+        .next()
+        .ok_or_else(|| format!("missing header {name}"))?;
+    if values.next().is_some() {
+        return Err(format!("header {name} sent twice"));
+    }
+    value
+        .to_str()
+        .map_err(|_| format!("header {name} is not visible ASCII"))
+}
+
+fn authorization_params(headers: &HeaderMap) -> Result<HashMap<String, String>, String> {
+    let value = header(headers, "authorization")?;
+    let rest = value
+        .strip_prefix("Signature ")
+        .ok_or("authorization is not a Signature")?;
+    let mut params = HashMap::new();
+    // keyId may hold commas (it never holds `",`), so split on the quote-comma boundary.
+    for part in rest.split("\",") {
+        let (name, quoted) = part
+            .split_once('=')
+            .ok_or("malformed authorization parameter")?;
+        let v = quoted.trim_start_matches('"').trim_end_matches('"');
+        params.insert(name.trim().to_string(), v.to_string());
+    }
+    Ok(params)
+}
+
+fn authorization_param(headers: &HeaderMap, name: &str) -> Option<String> {
+    authorization_params(headers).ok()?.remove(name)
+}
+
+/// Checks the request's signature; `Ok(keyId)` when it is valid and the key id is accepted.
+pub fn verify(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    key: &VerifyingKey<Sha256>,
+    accepted_key_ids: &[String],
+    now: SystemTime,
+) -> Result<String, String> {
+    let params = authorization_params(headers)?;
+    let get = |name: &str| {
+        params
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| format!("authorization lacks {name}"))
+    };
+    if get("version")? != "1" {
+        return Err("version must be 1".into());
+    }
+    if get("algorithm")? != "rsa-sha256" {
+        return Err("algorithm must be rsa-sha256".into());
+    }
+    let key_id = get("keyId")?;
+    let expected = match *method {
+        Method::GET | Method::HEAD | Method::DELETE => GET_HEADERS,
+        _ => WRITE_HEADERS,
+    };
+    let signed = get("headers")?;
+    if signed != expected {
+        return Err(format!("signed headers {signed:?}, expected {expected:?}"));
+    }
+    let date = httpdate::parse_http_date(header(headers, "date")?)
+        .map_err(|_| "date is not an HTTP date")?;
+    let skew = now.duration_since(date).unwrap_or_else(|e| e.duration());
+    if skew > CLOCK_SKEW {
+        return Err(format!(
+            "date is {}s away from the server clock",
+            skew.as_secs()
+        ));
+    }
+    if expected == WRITE_HEADERS {
+        let length: usize = header(headers, "content-length")?
+            .parse()
+            .map_err(|_| "bad content-length")?;
+        if length != body.len() {
+            return Err("content-length does not match the body".into());
+        }
+        if header(headers, "x-content-sha256")? != B64.encode(Sha256::digest(body)) {
+            return Err("x-content-sha256 does not match the body".into());
+        }
+    }
+    let mut lines = Vec::new();
+    for name in signed.split(' ') {
+        let line = match name {
+            "(request-target)" => format!(
+                "(request-target): {} {target}",
+                method.as_str().to_ascii_lowercase()
+            ),
+            other => format!("{other}: {}", header(headers, other)?),
+        };
+        lines.push(line);
+    }
+    let signature = B64
+        .decode(get("signature")?)
+        .map_err(|_| "signature is not base64")?;
+    let signature = Signature::try_from(signature.as_slice()).map_err(|_| "malformed signature")?;
+    key.verify(lines.join("\n").as_bytes(), &signature)
+        .map_err(|_| "signature does not verify")?;
+    if !accepted_key_ids.iter().any(|k| k == key_id) {
+        return Err("key id not accepted (token unknown or expired)".into());
+    }
+    Ok(key_id.to_string())
+}
+
+fn scim_error(status: StatusCode, detail: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"schemas": [ERROR_SCHEMA], "detail": detail, "status": status.as_u16().to_string()}),
+    )
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/scim+json;charset=UTF-8")
+        .body(Body::from(value.to_string()))
+        .expect("response")
+}
+
+fn query_pairs(target: &str) -> HashMap<String, String> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn route(
+    state: &State,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response<Body> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["admin", "v1", "Users"]) => list_users(state, &query_pairs(target)),
+        (&Method::GET, ["admin", "v1", "Users", id]) => get_user(state, id, &query_pairs(target)),
+        (&Method::PUT, ["admin", "v1", "UserCapabilitiesChanger", id]) => {
+            put_capabilities(state, id, headers, body)
+        }
+        _ => scim_error(
+            StatusCode::NOT_FOUND,
+            &format!("The URI {path} does not exist"),
+        ),
+    }
+}
+
+/// The user resource, with the extensions the `attributes` parameter asks for (the service returns
+/// extension attributes only when requested).
+fn user_json(user: &User, attributes: &str) -> Value {
+    let mut out = Map::new();
+    out.insert("id".into(), json!(user.id));
+    out.insert("userName".into(), json!(user.user_name));
+    out.insert(
+        "schemas".into(),
+        json!(["urn:ietf:params:scim:schemas:core:2.0:User"]),
+    );
+    out.insert("meta".into(), json!({"resourceType": "User", "created": format!("2026-11-01T00:00:{:02}.{:03}Z", (user.created / 1000) % 60, user.created % 1000)}));
+    let wanted: Vec<&str> = attributes.split(',').map(str::trim).collect();
+    if wanted.contains(&CAPABILITIES_URN) {
+        let caps: Map<String, Value> = ATTRIBUTES
+            .iter()
+            .zip(user.caps)
+            .filter_map(|(name, v)| v.map(|b| (name.to_string(), json!(b))))
+            .collect();
+        out.insert(CAPABILITIES_URN.into(), Value::Object(caps));
+    }
+    let mut ext = Map::new();
+    let whole = wanted.contains(&USER_EXTENSION_URN);
+    if whole || wanted.contains(&format!("{USER_EXTENSION_URN}:isFederatedUser").as_str()) {
+        ext.insert("isFederatedUser".into(), json!(user.federated));
+    }
+    if whole || wanted.contains(&format!("{USER_EXTENSION_URN}:creationMechanism").as_str()) {
+        ext.insert("creationMechanism".into(), json!(user.creation_mechanism));
+    }
+    if !ext.is_empty() {
+        out.insert(USER_EXTENSION_URN.into(), Value::Object(ext));
+    }
+    Value::Object(out)
+}
+
+fn get_user(state: &State, id: &str, query: &HashMap<String, String>) -> Response<Body> {
+    let inner = state.lock();
+    match inner.users.get(id) {
+        Some(user) => json_response(
+            StatusCode::OK,
+            &user_json(user, query.get("attributes").map_or("", String::as_str)),
+        ),
+        None => scim_error(StatusCode::NOT_FOUND, &format!("Resource {id} not found.")),
+    }
+}
+
+fn matches_filter(user: &User, filter: Option<&str>) -> Result<bool, String> {
+    let Some(filter) = filter else {
+        return Ok(true);
+    };
+    let creation = format!("{USER_EXTENSION_URN}:creationMechanism eq ");
+    let federated = format!("{USER_EXTENSION_URN}:isFederatedUser eq ");
+    if let Some(v) = filter.strip_prefix(&creation) {
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or("string value must be quoted")?;
+        Ok(user.creation_mechanism == v)
+    } else if let Some(v) = filter.strip_prefix(&federated) {
+        Ok(user.federated == v.parse::<bool>().map_err(|_| "boolean expected")?)
+    } else {
+        Err(format!("unsupported filter {filter:?}"))
+    }
+}
+
+fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> {
+    let mut inner = state.lock();
+    inner.list_pages_served += 1;
+    let served = inner.list_pages_served;
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.pending)
+        .into_iter()
+        .partition(|(p, _)| *p < served);
+    inner.pending = later;
+    for (_, user) in due {
+        inner.users.insert(user.id.clone(), user);
+    }
+    if query.get("sortBy").is_some_and(|s| s != "meta.created") {
+        return scim_error(
+            StatusCode::BAD_REQUEST,
+            "only sortBy=meta.created is supported here",
+        );
+    }
+    let start: usize = query
+        .get("startIndex")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let count: usize = match query.get("count").and_then(|s| s.parse::<i64>().ok()) {
+        Some(n) if n >= 0 => (n as usize).min(1000),
+        _ => 50,
+    };
+    let mut matching = Vec::new();
+    for user in inner.users.values() {
+        match matches_filter(user, query.get("filter").map(String::as_str)) {
+            Ok(true) => matching.push(user),
+            Ok(false) => {}
+            Err(e) => return scim_error(StatusCode::BAD_REQUEST, &format!("Invalid filter: {e}")),
+        }
+    }
+    matching.sort_by_key(|u| u.created);
+    let attributes = query.get("attributes").map_or("", String::as_str);
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(start - 1)
+        .take(count)
+        .map(|u| user_json(u, attributes))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": matching.len(),
+            "Resources": page,
+            "startIndex": start,
+            "itemsPerPage": page.len(),
+        }),
+    )
+}
+
+fn put_capabilities(state: &State, id: &str, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json")
+        && !content_type.starts_with("application/scim+json")
+    {
+        return scim_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type must be JSON",
+        );
+    }
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return scim_error(StatusCode::BAD_REQUEST, "body is not a JSON object");
+    };
+    let schema_ok = fields
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| s.iter().any(|v| v == CHANGER_SCHEMA));
+    if !schema_ok {
+        return scim_error(
+            StatusCode::BAD_REQUEST,
+            "Missing required attribute(s): schemas",
+        );
+    }
+    let mut updates = Vec::new();
+    for (name, value) in &fields {
+        if name == "schemas" {
+            continue;
+        }
+        let Some(index) = ATTRIBUTES.iter().position(|a| a == name) else {
+            return scim_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Unknown attribute {name}"),
+            );
+        };
+        let Some(b) = value.as_bool() else {
+            return scim_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Attribute {name} must be a boolean"),
+            );
+        };
+        updates.push((index, b));
+    }
+    let mut inner = state.lock();
+    let Some(user) = inner.users.get_mut(id) else {
+        return scim_error(StatusCode::NOT_FOUND, &format!("Resource {id} not found."));
+    };
+    for (index, b) in updates {
+        user.caps[index] = Some(b);
+    }
+    let mut out = Map::new();
+    out.insert("schemas".into(), json!([CHANGER_SCHEMA]));
+    out.insert("id".into(), json!(user.id));
+    for (name, v) in ATTRIBUTES.iter().zip(user.caps) {
+        if let Some(b) = v {
+            out.insert(name.to_string(), json!(b));
+        }
+    }
+    json_response(StatusCode::OK, &Value::Object(out))
+}
