@@ -1,0 +1,409 @@
+//! The operator command line: API-key auth from an OCI config file, against the verifying server.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::{json, Value};
+
+use crate::enforcement::{actor_record, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
+use crate::platform_harness::{vectors_dir, FN_BINARY};
+use crate::reconcile::{populate, puts_per_user, USERS};
+use crate::support::identity_domain_server::{hex_id, test_key_pem, Fault, IdentityDomainServer};
+
+const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaafaketenancy0000000000000000000000000000000000";
+const USER: &str = "ocid1.user.oc1..aaaaaaaafakeuser000000000000000000000000000000000000000";
+const FINGERPRINT: &str = "56:cb:42:a3:41:91:3f:ca:e7:78:43:4d:89:be:08:d8";
+
+fn api_key_id() -> String {
+    format!("{TENANCY}/{USER}/{FINGERPRINT}")
+}
+
+async fn server() -> IdentityDomainServer {
+    IdentityDomainServer::start(&test_key_pem(), vec![api_key_id()]).await
+}
+
+/// A home directory with `~/.oci/config` holding an API-key profile (the key file referred to with `~`).
+fn operator_home() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let oci = home.path().join(".oci");
+    std::fs::create_dir(&oci).unwrap();
+    std::fs::copy(
+        vectors_dir().join("rp_session_key_pkcs1.pem"),
+        oci.join("api_key.pem"),
+    )
+    .unwrap();
+    std::fs::write(
+        oci.join("config"),
+        format!(
+            "[DEFAULT]\nuser={USER}\nfingerprint={FINGERPRINT}\ntenancy={TENANCY}\nregion=us-ashburn-1\nkey_file=~/.oci/api_key.pem\n\n\
+             [OTHER]\nuser=ocid1.user.oc1..someoneelse\nfingerprint=00:11\nkey_file=~/.oci/api_key.pem\n"
+        ),
+    )
+    .unwrap();
+    home
+}
+
+/// Runs the binary as an operator would: a clean environment with only HOME, PATH and `env`.
+async fn run(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = tokio::process::Command::new(FN_BINARY);
+    cmd.args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", "/usr/bin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    });
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        use tokio::io::AsyncWriteExt;
+        let mut pipe = child.stdin.take().unwrap();
+        // The process may exit (bad usage) before reading its input.
+        let _ = pipe.write_all(input).await;
+        drop(pipe);
+    }
+    child.wait_with_output().await.unwrap()
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn write_batch(dir: &Path, records: Vec<Value>) -> PathBuf {
+    let path = dir.join("batch.json");
+    std::fs::write(&path, Value::Array(records).to_string()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_follows_every_page_with_an_api_key_from_the_default_config() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    let home = operator_home();
+    let out = run(
+        home.path(),
+        &[
+            "reconcile",
+            "--domain",
+            &idd.base_url(),
+            "--page-size",
+            "400",
+            "--output",
+            "json",
+        ],
+        &[("MAX_REQUESTS_PER_SECOND", "0"), ("MAX_CONCURRENCY", "16")],
+        None,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report = stdout_json(&out);
+    assert_eq!(report["scanned"], USERS);
+    assert_eq!(report["applied"], needs_write);
+    assert!(report.get("nextStartIndex").is_none());
+    assert_eq!(
+        idd.count("GET", "/admin/v1/Users?"),
+        6,
+        "2,345 users in pages of 400"
+    );
+    assert!(
+        stderr.contains(&format!("reconcile: scanned {USERS} of {USERS}")),
+        "progress lines: {stderr}"
+    );
+    assert!(idd
+        .requests()
+        .iter()
+        .all(|r| r.auth_ok && r.key_id.as_deref() == Some(api_key_id().as_str())));
+    assert!(puts_per_user(&idd).values().all(|n| *n == 1));
+    for n in 0..USERS {
+        assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED), "user {n}");
+    }
+
+    // Again, with max-users and a start index: nothing left to write.
+    let out = run(
+        home.path(),
+        &[
+            "reconcile",
+            "--domain",
+            &idd.base_url(),
+            "--start-index",
+            "2001",
+            "--max-users",
+            "100",
+            "--output",
+            "json",
+        ],
+        &[("MAX_REQUESTS_PER_SECOND", "0")],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let report = stdout_json(&out);
+    assert_eq!(
+        (report["scanned"].as_u64(), report["applied"].as_u64()),
+        (Some(100), Some(0))
+    );
+    assert_eq!(report["nextStartIndex"], 2101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reads_but_never_writes() {
+    let idd = server().await;
+    populate(&idd);
+    let home = operator_home();
+    let config = home.path().join(".oci/config");
+    let out = run(
+        home.path(),
+        &[
+            "reconcile",
+            "--domain",
+            &idd.base_url(),
+            "--dry-run",
+            "--output",
+            "json",
+            "--config-file",
+            config.to_str().unwrap(),
+        ],
+        &[("MAX_REQUESTS_PER_SECOND", "0")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["dryRun"], true);
+    assert!(
+        report["applied"].as_u64().unwrap() > 0,
+        "what would be written is reported"
+    );
+    assert_eq!(idd.count("PUT", ""), 0);
+
+    let batch = write_batch(
+        home.path(),
+        vec![actor_record(DOMAIN_A, &hex_id(1), "jit1@example.com")],
+    );
+    let domains = format!("{DOMAIN_A}={}", idd.base_url());
+    let out = run(
+        home.path(),
+        &[
+            "apply",
+            batch.to_str().unwrap(),
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+        &[("DOMAINS", &domains)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)["applied"], 1);
+    assert_eq!(idd.count("PUT", ""), 0);
+    assert_eq!(idd.user_caps(&hex_id(1)), Some(ALL_ON));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_reads_a_file_or_stdin_and_exits_1_when_a_record_failed() {
+    let idd = server().await;
+    for n in 0..4u64 {
+        idd.add_user(
+            &hex_id(n),
+            &format!("u{n}@example.com"),
+            ALL_ON,
+            "samljit",
+            true,
+        );
+    }
+    idd.add_fault("PUT", &hex_id(3), Fault::Status(503), None);
+    let home = operator_home();
+    let domains = format!("{DOMAIN_A}={}", idd.base_url());
+    let env = [
+        ("DOMAINS", domains.as_str()),
+        ("MAX_REQUESTS_PER_SECOND", "0"),
+    ];
+    let records = |ids: &[u64]| {
+        ids.iter()
+            .map(|n| actor_record(DOMAIN_A, &hex_id(*n), &format!("u{n}@example.com")))
+            .collect::<Vec<_>>()
+    };
+
+    let batch = write_batch(home.path(), records(&[0, 1]));
+    let out = run(
+        home.path(),
+        &["apply", batch.to_str().unwrap(), "--output", "json"],
+        &env,
+        None,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)["applied"], 2);
+
+    let body = Value::Array(records(&[2, 3])).to_string();
+    let out = run(
+        home.path(),
+        &["apply", "-", "--output", "table"],
+        &env,
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a record failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("OUTCOME") && table.contains("applied") && table.contains("failed"),
+        "{table}"
+    );
+    assert_eq!(idd.user_caps(&hex_id(2)), Some(PROFILE_APPLIED));
+    assert_eq!(idd.user_caps(&hex_id(3)), Some(ALL_ON));
+
+    // Another profile of the same file signs with another key id, which the server refuses.
+    let batch = write_batch(home.path(), records(&[0]));
+    let out = run(
+        home.path(),
+        &[
+            "apply",
+            batch.to_str().unwrap(),
+            "--profile",
+            "OTHER",
+            "--output",
+            "json",
+        ],
+        &env,
+        None,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_usage_exits_2_with_a_clear_message() {
+    let home = operator_home();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["reconcile"], "--domain"),
+        (
+            vec![
+                "reconcile",
+                "--domain",
+                "https://x.example",
+                "--page-size",
+                "0",
+            ],
+            "page-size",
+        ),
+        (
+            vec![
+                "reconcile",
+                "--domain",
+                "https://x.example",
+                "--page-size",
+                "1001",
+            ],
+            "page-size",
+        ),
+        (
+            vec!["reconcile", "--domain", "ftp://127.0.0.1/"],
+            "--domain",
+        ),
+        (
+            vec!["reconcile", "--domain", "http://example.com"],
+            "--domain",
+        ),
+        (vec!["apply", "--auth", "password"], "--auth"),
+        (vec!["apply", "--output", "xml"], "--output"),
+        (vec!["apply", "--bogus"], "--bogus"),
+        (vec!["frobnicate"], "frobnicate"),
+        (
+            vec!["apply", "/nonexistent/batch.json"],
+            "/nonexistent/batch.json",
+        ),
+        (vec!["apply", "--profile", "MISSING", "-"], "MISSING"),
+        (
+            vec!["apply", "--config-file", "/nonexistent/config", "-"],
+            "/nonexistent/config",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(home.path(), &args, &[], Some(b"[]")).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?} should mention {needle}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let out = run(home.path(), &["reconcile", "--help"], &[], None).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--max-users"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_report_counts_match_json_shape() {
+    // The CLI's JSON report is the function's report shape.
+    let idd = server().await;
+    idd.add_user(&hex_id(1), "u1@example.com", ALL_ON, "samljit", true);
+    let home = operator_home();
+    let out = run(
+        home.path(),
+        &["reconcile", "--domain", &idd.base_url(), "--output", "json"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    for key in [
+        "domain",
+        "filter",
+        "startIndex",
+        "scanned",
+        "applied",
+        "unchanged",
+        "failed",
+        "dryRun",
+        "users",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    assert_eq!(
+        report["users"][0]["changed"]["canUseSmtpCredentials"],
+        json!([true, false]),
+        "{report}"
+    );
+}

@@ -1,0 +1,277 @@
+//! Reconcile through the function: paging, stops and continuation, failing pages, users added mid-scan.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::enforcement::{function_for, invoke, server, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
+use crate::platform_harness::{deadline_in, Call};
+use crate::support::identity_domain_server::{hex_id, Fault, IdentityDomainServer};
+
+pub const USERS: u64 = 2345;
+
+/// 2,345 JIT users, every third already compliant, plus 100 users created in the console that the
+/// default filter must not touch. Returns how many JIT users need a write.
+pub fn populate(idd: &IdentityDomainServer) -> u64 {
+    let mut needs_write = 0;
+    for n in 0..USERS {
+        let caps = if n % 3 == 0 { PROFILE_APPLIED } else { ALL_ON };
+        needs_write += u64::from(n % 3 != 0);
+        idd.add_user(
+            &hex_id(n),
+            &format!("jit{n}@example.com"),
+            caps,
+            "samljit",
+            true,
+        );
+        if n % 23 == 0 {
+            let m = 1_000_000 + n;
+            idd.add_user(
+                &hex_id(m),
+                &format!("local{n}@example.com"),
+                ALL_ON,
+                "idcsui",
+                false,
+            );
+        }
+    }
+    needs_write
+}
+
+fn assert_all_jit_compliant(idd: &IdentityDomainServer) {
+    for n in 0..USERS {
+        assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED), "user {n}");
+    }
+    for n in (0..USERS).filter(|n| n % 23 == 0) {
+        assert_eq!(
+            idd.user_caps(&hex_id(1_000_000 + n)),
+            Some(ALL_ON),
+            "non-JIT user {n} untouched"
+        );
+    }
+}
+
+/// PUTs per user id: nobody may be written twice.
+pub fn puts_per_user(idd: &IdentityDomainServer) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    for r in idd
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.status == Some(200))
+    {
+        *map.entry(r.target.rsplit('/').next().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    map
+}
+
+fn reconcile_body(extra: Value) -> Value {
+    let mut body = json!({"domain": DOMAIN_A});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    json!({ "reconcile": body })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_of_2345_users_is_reconciled_from_the_pages_alone() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], USERS, "{report}");
+    assert_eq!(report["applied"], needs_write);
+    assert_eq!(report["unchanged"], USERS - needs_write);
+    assert_eq!(report["failed"], 0);
+    assert!(
+        report.get("nextStartIndex").is_none(),
+        "done: {}",
+        report["nextStartIndex"]
+    );
+    assert_eq!(idd.count("GET", "/admin/v1/Users?"), 3, "pages of 1000");
+    assert_eq!(
+        idd.count("GET", "/admin/v1/Users/"),
+        0,
+        "no per-user read: the page has the capabilities"
+    );
+    assert_eq!(idd.count("PUT", ""), needs_write as usize);
+    assert!(idd.requests().iter().all(|r| r.auth_ok));
+    assert_all_jit_compliant(&idd);
+    let list = idd
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "GET")
+        .unwrap();
+    assert!(
+        list.target.contains("count=1000") && list.target.contains("startIndex=1"),
+        "{}",
+        list.target
+    );
+    assert!(
+        list.target
+            .contains("creationMechanism%20eq%20%22samljit%22"),
+        "{}",
+        list.target
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_users_stops_and_a_second_run_finishes_without_repeating_writes() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
+    let (status, first) = invoke(&f, &reconcile_body(json!({"maxUsers": 700}))).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["scanned"], 700);
+    assert_eq!(first["nextStartIndex"], 701);
+    assert_eq!(
+        idd.count("GET", "count=700"),
+        1,
+        "a page no larger than what is left of maxUsers"
+    );
+    let (status, second) = invoke(&f, &reconcile_body(json!({"startIndex": 701}))).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["scanned"], USERS - 700);
+    assert!(second.get("nextStartIndex").is_none());
+    assert_eq!(
+        first["applied"].as_u64().unwrap() + second["applied"].as_u64().unwrap(),
+        needs_write
+    );
+    assert!(puts_per_user(&idd).values().all(|n| *n == 1));
+    assert_all_jit_compliant(&idd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_deadline_stops_with_a_continuation_point() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    idd.set_latency(Duration::from_millis(20));
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "4")]);
+    let started = Instant::now();
+    let reply = f
+        .call(
+            Call::new(reconcile_body(json!({})).to_string())
+                .deadline(Some(deadline_in(Duration::from_secs(5)))),
+        )
+        .await;
+    reply.assert_platform_valid();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered before the deadline"
+    );
+    assert_eq!(
+        reply.status, 200,
+        "a deadline stop is progress, not a failure"
+    );
+    let first = reply.json();
+    let next = first["nextStartIndex"]
+        .as_u64()
+        .expect("a continuation point");
+    assert_eq!(next, first["scanned"].as_u64().unwrap() + 1, "{first}");
+    assert!(next > 1 && next < USERS, "{first}");
+    assert_eq!(first["stoppedBecause"], "deadline near");
+
+    idd.set_latency(Duration::ZERO);
+    let mut next = Some(next);
+    let mut applied = first["applied"].as_u64().unwrap();
+    while let Some(start) = next {
+        let (status, report) = invoke(&f, &reconcile_body(json!({"startIndex": start}))).await;
+        assert_eq!(status, 200, "{report}");
+        applied += report["applied"].as_u64().unwrap();
+        next = report["nextStartIndex"].as_u64();
+    }
+    assert_eq!(applied, needs_write);
+    assert!(
+        puts_per_user(&idd).values().all(|n| *n == 1),
+        "nobody written twice"
+    );
+    assert_all_jit_compliant(&idd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_fails_twice_is_retried_and_one_that_keeps_failing_ends_the_run() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    idd.add_fault("GET", "startIndex=1001", Fault::Status(503), Some(2));
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], USERS);
+    assert_eq!(idd.count("GET", "startIndex=1001"), 3);
+
+    // Everyone is compliant now; make the second page fail for good.
+    let idd = server().await;
+    populate(&idd);
+    idd.add_fault("GET", "startIndex=1001", Fault::Status(503), None);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
+    let (status, log) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(
+        status, 502,
+        "a page that cannot be read fails the invocation so it is retried"
+    );
+    let log =
+        log.as_str().unwrap_or_default().to_string() + &f.stderr.wait_for("reconcile incomplete");
+    assert!(
+        log.contains("nextStartIndex") && log.contains("1001"),
+        "{log}"
+    );
+    // The users of the first page were done; the retry from 1001 finishes the rest.
+    assert_eq!(
+        idd.count("PUT", ""),
+        (0..1000).filter(|n| n % 3 != 0).count()
+    );
+    idd.clear_faults();
+    let (status, report) = invoke(&f, &reconcile_body(json!({"startIndex": 1001}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], USERS - 1000);
+    assert_eq!(idd.count("PUT", ""), needs_write as usize);
+    assert_all_jit_compliant(&idd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_created_during_the_scan_are_reached() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    for k in 0..5u64 {
+        idd.add_user_after_list_pages(
+            1,
+            &hex_id(5_000_000 + k),
+            &format!("late{k}@example.com"),
+            ALL_ON,
+            "samljit",
+        );
+    }
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], USERS + 5);
+    assert_eq!(report["applied"], needs_write + 5);
+    for k in 0..5u64 {
+        assert_eq!(idd.user_caps(&hex_id(5_000_000 + k)), Some(PROFILE_APPLIED));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_refuses_domains_outside_the_configuration() {
+    let idd = server().await;
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    for domain in [
+        "idcs-fedcba9876543210fedcba9876543210",
+        "http://127.0.0.2:1",
+        "https://evil.example",
+        "../",
+    ] {
+        let (status, report) = invoke(&f, &json!({"reconcile": {"domain": domain}})).await;
+        assert_eq!(status, 200, "not retried: {report}");
+        assert!(
+            report["error"]
+                .as_str()
+                .unwrap()
+                .contains("reconcile.domain"),
+            "{report}"
+        );
+    }
+    assert_eq!(idd.requests().len(), 0);
+}
