@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::audit::{triage, Target, Triage};
+use crate::audit::{triage, Records, Target, Triage};
 use crate::config::{DomainPolicy, EventTypes};
 use crate::identity_domain::{Failure, IdentityDomainClient};
 use crate::names::{DomainUrl, UserId};
@@ -200,7 +200,7 @@ impl Engine {
     /// Processes a batch of raw records and returns one result per record.
     pub async fn process_records(
         &self,
-        records: &[serde_json::Value],
+        records: &Records,
         events: &EventTypes,
         domains: &DomainPolicy,
         deadline: Instant,
@@ -209,7 +209,17 @@ impl Engine {
         let mut work: Vec<UserWork> = Vec::new();
         let mut by_user: HashMap<(String, String), usize> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
-            match triage(record, events, domains) {
+            let triaged = match record {
+                Ok(value) => triage(&value, events, domains),
+                Err(reason) => Triage::Rejected {
+                    event_id: None,
+                    domain: None,
+                    user_id: None,
+                    user_name: None,
+                    reason,
+                },
+            };
+            match triaged {
                 Triage::Act(target) => {
                     let key = (
                         target.domain_url.as_str().to_string(),

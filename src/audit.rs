@@ -9,7 +9,8 @@
 //!     "domainName": "idcs-0123456789abcdef0123456789abcdef"}}}]"#;
 //! let Invocation::Records(records) = parse_invocation(body).unwrap() else { unreachable!() };
 //! let domains = DomainPolicy::new(None, "https://{domain}.identity.oraclecloud.com").unwrap();
-//! let Triage::Act(target) = triage(&records[0], &EventTypes::default(), &domains) else {
+//! let first = records.iter().next().unwrap().unwrap();
+//! let Triage::Act(target) = triage(&first, &EventTypes::default(), &domains) else {
 //!     unreachable!()
 //! };
 //! assert_eq!(target.user_id.as_str(), "8f2e4c6a1b3d5f7091a2b3c4d5e6f708");
@@ -17,6 +18,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::{DomainDecision, DomainPolicy, EventTypes};
@@ -29,8 +31,49 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Invocation {
     /// Audit records (a batch, or a single record/event as a batch of one), not yet triaged.
-    Records(Vec<Value>),
+    Records(Records),
     Reconcile(ReconcileRequest),
+}
+
+/// The records of a batch, each kept as its own JSON text and parsed only when it is looked at, so
+/// a large batch never exists as one big tree of values (a 6 MB batch of small records would take
+/// many times its size that way).
+#[derive(Debug, Clone, Default)]
+pub struct Records(Vec<Box<RawValue>>);
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each record as a value, or why it cannot be one (e.g. nested deeper than the parser allows).
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Result<Value, String>> + '_ {
+        self.0.iter().map(|raw| {
+            serde_json::from_str(raw.get()).map_err(|e| format!("record is not usable JSON ({e})"))
+        })
+    }
+}
+
+impl PartialEq for Records {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|(a, b)| a.get() == b.get())
+    }
+}
+
+impl From<Vec<Value>> for Records {
+    fn from(values: Vec<Value>) -> Self {
+        Records(
+            values
+                .iter()
+                .filter_map(|v| serde_json::value::to_raw_value(v).ok())
+                .collect(),
+        )
+    }
 }
 
 /// `{"reconcile": {...}}`: page over a domain's users and apply the profile.
@@ -87,19 +130,24 @@ pub fn parse_invocation(body: &[u8]) -> Result<Invocation, PayloadError> {
     if text.trim().is_empty() {
         return Err(PayloadError::new("empty body"));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| {
+    let not_json = |e: serde_json::Error| {
         PayloadError::new(format!(
             "body is not valid JSON ({e}); expected {EXPECTED_SHAPES}"
         ))
-    })?;
+    };
+    if text.trim_start().starts_with('[') {
+        // A batch: split into records without building their values.
+        let records: Vec<Box<RawValue>> = serde_json::from_str(text).map_err(not_json)?;
+        return Ok(Invocation::Records(Records(records)));
+    }
+    let value: Value = serde_json::from_str(text).map_err(not_json)?;
     match value {
-        Value::Array(records) => Ok(Invocation::Records(records)),
         Value::Object(ref obj) if obj.contains_key("reconcile") => {
             let envelope: ReconcileEnvelope =
                 from_value_with_path(&value, "").map_err(PayloadError::new)?;
             Ok(Invocation::Reconcile(envelope.reconcile))
         }
-        Value::Object(_) => Ok(Invocation::Records(vec![value])),
+        Value::Object(_) => Ok(Invocation::Records(Records::from(vec![value]))),
         other => Err(PayloadError::new(format!(
             "expected {EXPECTED_SHAPES}, got {}",
             kind(&other)
@@ -436,7 +484,7 @@ mod tests {
 
     fn records(body: &str) -> Vec<Value> {
         match parse_invocation(body.as_bytes()).unwrap() {
-            Invocation::Records(r) => r,
+            Invocation::Records(r) => r.iter().map(Result::unwrap).collect(),
             other => panic!("not records: {other:?}"),
         }
     }
@@ -553,7 +601,7 @@ mod tests {
         limit[MAX_BODY_BYTES - 1] = b']';
         assert_eq!(
             parse_invocation(&limit).unwrap(),
-            Invocation::Records(vec![])
+            Invocation::Records(Records::default())
         );
     }
 
@@ -615,8 +663,9 @@ mod tests {
     fn reconstruction_selected_by_event_id() {
         let batch = records(RECONSTRUCTION);
         let events = EventTypes::parse("admin.user.create.success").unwrap();
+        let first = batch[0].clone();
         assert!(matches!(
-            triage(&batch[0], &events, &any_domain()),
+            triage(&first, &events, &any_domain()),
             Triage::Act(_)
         ));
         // And nothing selects it when no name matches.
@@ -667,8 +716,9 @@ mod tests {
         let Invocation::Records(batch) = parse_invocation(&body).unwrap() else {
             panic!()
         };
+        let first = batch.iter().next().unwrap().unwrap();
         assert!(matches!(
-            triage(&batch[0], &events, &any_domain()),
+            triage(&first, &events, &any_domain()),
             Triage::Act(_)
         ));
     }

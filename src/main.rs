@@ -453,7 +453,8 @@ async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCod
             merged.failed
         );
         if progress_on_tty {
-            eprint!("\r{line}");
+            let bar = progress_bar(merged.scanned, merged.total_results, 24);
+            eprint!("\r\x1b[2K{bar} {line}");
         } else {
             eprintln!("{line}");
         }
@@ -475,6 +476,19 @@ async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCod
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `[#####-------]` for `done` of `total` (an empty bar while the total is unknown).
+fn progress_bar(done: u64, total: Option<u64>, width: u64) -> String {
+    let filled = match total {
+        Some(t) if t > 0 => (done.min(t) * width / t) as usize,
+        _ => 0,
+    };
+    format!(
+        "[{}{}]",
+        "#".repeat(filled),
+        "-".repeat(width as usize - filled)
+    )
 }
 
 /// Folds one step's report into the running total.
@@ -599,5 +613,16 @@ fn show(v: Option<bool>) -> &'static str {
         Some(true) => "true",
         Some(false) => "false",
         None => "unset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn progress_bar_fills_in_proportion() {
+        assert_eq!(super::progress_bar(0, None, 4), "[----]");
+        assert_eq!(super::progress_bar(1, Some(2), 4), "[##--]");
+        assert_eq!(super::progress_bar(9, Some(3), 4), "[####]");
+        assert_eq!(super::progress_bar(5, Some(0), 4), "[----]");
     }
 }

@@ -34,7 +34,17 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
     let mut counts: HashMap<&'static str, usize> = HashMap::new();
     let mut results = Vec::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {
-        let entry = match triage(record, &config.event_types, &config.domains) {
+        let triaged = match record {
+            Ok(value) => triage(&value, &config.event_types, &config.domains),
+            Err(reason) => Triage::Rejected {
+                event_id: None,
+                domain: None,
+                user_id: None,
+                user_name: None,
+                reason,
+            },
+        };
+        let entry = match triaged {
             Triage::Act(target) => {
                 let key = (
                     target.domain_url.as_str().to_string(),

@@ -1,6 +1,7 @@
 mod cli;
 mod enforcement;
 mod fdk_platform;
+mod hardening;
 mod idd_server;
 mod platform_harness;
 mod reconcile;

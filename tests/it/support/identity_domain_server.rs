@@ -114,6 +114,8 @@ pub struct RecordedRequest {
     /// Path and query exactly as they arrived.
     pub target: String,
     pub key_id: Option<String>,
+    /// The `authorization` header as sent (tests check it never shows up in a log).
+    pub authorization: Option<String>,
     pub auth_ok: bool,
     /// Why the signature was refused, when it was.
     pub auth_error: Option<String>,
@@ -460,6 +462,11 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
         method: parts.method.to_string(),
         target,
         key_id,
+        authorization: parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         auth_ok: verdict.is_ok(),
         auth_error: verdict.err(),
         status,
