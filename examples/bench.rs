@@ -47,7 +47,11 @@ const READY_LIMIT: Duration = Duration::from_secs(60);
 const CALL_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Parser, Debug)]
-#[command(about = "Benchmark our function against the Python reference (see bench/README.md)")]
+// bench/run.sh passes the paths first; a later option of the same name wins.
+#[command(
+    about = "Benchmark our function against the Python reference (see bench/README.md)",
+    args_override_self = true
+)]
 struct Args {
     /// Our release binary.
     #[arg(long)]
@@ -774,6 +778,8 @@ async fn main() -> ExitCode {
     let n = args.users as f64;
     let latency = args.latency_ms as f64;
     let concurrency = args.concurrency as f64;
+    // The batch targets are stated for the default workload only.
+    let default_batch = args.users == 200 && args.latency_ms == 20 && args.concurrency == 16;
     let figures = [
         Figure {
             key: "ready_ms",
@@ -804,7 +810,7 @@ async fn main() -> ExitCode {
             label: format!("batch: {} users at {} ms", args.users, args.latency_ms),
             unit: "ms",
             pick: |s| s.batch_ms,
-            target: Some(600.0),
+            target: default_batch.then_some(600.0),
             lower_bound: Some(2.0 * n * latency / concurrency),
         },
         Figure {
@@ -812,7 +818,7 @@ async fn main() -> ExitCode {
             label: "same batch again (compliant)".into(),
             unit: "ms",
             pick: |s| s.again_ms,
-            target: Some(350.0),
+            target: default_batch.then_some(350.0),
             lower_bound: Some(n * latency / concurrency),
         },
         Figure {
