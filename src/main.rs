@@ -157,7 +157,8 @@ fn env(key: &str) -> Option<String> {
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     // Two workers at most: the work is I/O bound apart from RSA signing, and Fn caps a container at 50
-    // processes/threads. Blocking threads serve DNS look-ups only.
+    // processes/threads. Two blocking threads serve DNS look-ups and RSA signing (milliseconds of CPU
+    // each), so two signatures can run at once.
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(2)
