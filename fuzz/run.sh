@@ -41,10 +41,12 @@ for t in "${targets[@]}"; do
     execs=$(sed -nE 's/^stat::average_exec_per_sec: *([0-9]+).*/\1/p' "$log" | tail -n 1)
     [[ -n $execs ]] || execs=$(field 'exec/s')
     runs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$log" | tail -n 1)
+    # libFuzzer's in-memory corpus (seeds that count plus new inputs), and the files it wrote.
+    corp=$(field corp)
     inputs=$(find "corpus-evolved/$t" -type f | wc -l)
     crashes=$(find "artifacts/$t" -type f | wc -l)
-    line=$(printf '%-13s exit=%-3s runs=%-10s exec/s=%-7s corpus=%-5s cov=%-5s ft=%-6s crashes=%s' \
-        "$t" "$status" "${runs:-?}" "${execs:-?}" "$inputs" "$(field cov)" "$(field ft)" "$crashes")
+    line=$(printf '%-13s exit=%-3s runs=%-10s exec/s=%-7s corp=%-12s new-files=%-5s cov=%-5s ft=%-6s crashes=%s' \
+        "$t" "$status" "${runs:-?}" "${execs:-?}" "${corp:-?}" "$inputs" "$(field cov)" "$(field ft)" "$crashes")
     echo "$line"
     summary+=("$line")
     if [[ $status -ne 0 ]]; then
