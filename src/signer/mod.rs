@@ -50,6 +50,27 @@ pub use resource_principal::ResourcePrincipal;
 pub use session::TokenClaims;
 pub use sign::{sign_request, SignableRequest, SignedRequest};
 
+/// Entry points for the fuzz targets in `fuzz/`; not part of the crate's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::{CredentialError, TokenClaims};
+
+    /// The unverified JWT claim decoder used for resource-principal and session tokens.
+    pub fn decode_claims(token: &str) -> Result<TokenClaims, CredentialError> {
+        super::session::decode_claims(token, "fuzz token")
+    }
+
+    /// The OCI config file parser: section name to (lower-cased key to value).
+    pub fn parse_oci_config(
+        text: &str,
+    ) -> Result<HashMap<String, HashMap<String, String>>, CredentialError> {
+        super::oci_config::parse_ini(text, Path::new("fuzz-config"))
+    }
+}
+
 /// A secret string (passphrase, token text, PEM text). Never shown by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -187,7 +187,7 @@ type Ini = HashMap<String, HashMap<String, String>>;
 /// The INI dialect of OCI config files: `[NAME]` sections, `key=value`, whole-line `#`/`;`
 /// comments, whitespace trimmed, keys case-insensitive (as Python's configparser).
 /// Duplicates are errors, as with configparser's default strict mode.
-fn parse_ini(text: &str, path: &Path) -> Result<Ini, CredentialError> {
+pub(super) fn parse_ini(text: &str, path: &Path) -> Result<Ini, CredentialError> {
     let syntax = |line: usize, reason| CredentialError::ConfigSyntax {
         path: path.to_owned(),
         line,

@@ -1,0 +1,66 @@
+//! Invocation bodies: `audit::parse_invocation` on raw bytes (batch, single record, OCI Events
+//! object, reconcile request), then `audit::triage` on every record under the default event
+//! types with two domain policies (no DOMAINS, and an allow list), and `resolve_for_reconcile`
+//! for a reconcile request.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use oci_user_capabilities::audit::{parse_invocation, triage, Invocation, Triage};
+use oci_user_capabilities::config::{DomainPolicy, EventTypes, DEFAULT_TEMPLATE};
+use oci_user_capabilities::names::{DomainName, UserId};
+use std::sync::OnceLock;
+
+struct Setup {
+    events: EventTypes,
+    policies: [DomainPolicy; 2],
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| Setup {
+        events: EventTypes::default(),
+        policies: [
+            DomainPolicy::new(None, DEFAULT_TEMPLATE).unwrap(),
+            DomainPolicy::new(
+                Some(
+                    "Default=https://a.example,ocid1.domain.oc1..x=http://127.0.0.1:8080,\
+                     idcs-0123456789abcdef0123456789abcdef",
+                ),
+                DEFAULT_TEMPLATE,
+            )
+            .unwrap(),
+        ],
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let setup = setup();
+    match parse_invocation(data) {
+        Ok(Invocation::Records(records)) => {
+            for record in &records {
+                for policy in &setup.policies {
+                    if let Triage::Act(t) = triage(record, &setup.events, policy) {
+                        // Acting needs a valid user id and a usable URL.
+                        assert!(UserId::parse(t.user_id.as_str()).is_ok());
+                        assert!(!t.domain_url.host().is_empty());
+                        if !policy.has_allow_list() {
+                            // Without DOMAINS only a valid domain name can act.
+                            assert!(DomainName::parse(&t.domain).is_ok(), "{t:?}");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Invocation::Reconcile(request)) => {
+            for policy in &setup.policies {
+                if let Ok(url) = policy.resolve_for_reconcile(&request.domain) {
+                    assert!(!url.host().is_empty());
+                }
+            }
+        }
+        Err(e) => {
+            // The reason is for people; it must render.
+            let _ = e.to_string();
+        }
+    }
+});
