@@ -6,8 +6,8 @@
 //! server from `tests/it/support`. Rounds alternate ours / reference. Run by hand through
 //! `bench/run.sh` (see `bench/README.md`); it is not part of `cargo test`.
 
-#[path = "../tests/it/support/identity_domain_server.rs"]
-mod identity_domain_server;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -23,23 +23,11 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use identity_domain_server::{hex_id, test_key_pem, test_rpst, IdentityDomainServer};
+use support::fixtures::{actor_record, ALL_ON, DOMAIN_A as DOMAIN, PROFILE_APPLIED};
+use support::identity_domain_server::{hex_id, test_key_pem, test_rpst, IdentityDomainServer};
 
-const DOMAIN: &str = "idcs-0123456789abcdef0123456789abcdef";
-/// How JIT users arrive: every capability on.
-const ALL_ON: [Option<bool>; 8] = [Some(true); 8];
-/// The built-in profile (api_keys and auth_tokens on, the other five off, console unmanaged) applied
-/// to `ALL_ON`. The reference's hard-coded body sets the same seven values and leaves console alone.
-const PROFILE_APPLIED: [Option<bool>; 8] = [
-    Some(true),
-    Some(true),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(true),
-];
+// PROFILE_APPLIED is the built-in profile (api_keys and auth_tokens on, the other five off, console
+// unmanaged) applied to ALL_ON; the reference's hard-coded body sets the same seven values.
 /// Readiness is polled this often (the symlink's appearance is the signal the agent waits for).
 const READY_POLL: Duration = Duration::from_micros(250);
 const READY_LIMIT: Duration = Duration::from_secs(60);
@@ -367,28 +355,6 @@ async fn call(socket: &Path, seq: u64, body: Vec<u8>) -> Result<(u16, Vec<u8>, D
     Ok((status, body, started.elapsed()))
 }
 
-/// A Service Connector record in the blog's shape (actorId/actorName/domainName): the only shape the
-/// reference reads, and one ours accepts.
-fn actor_record(user_id: &str, user_name: &str) -> Value {
-    json!({
-        "data": {
-            "additionalDetails": {
-                "actorId": user_id, "actorName": user_name, "actorType": "User",
-                "domainName": DOMAIN, "eventId": "sso.user.jit.success"
-            },
-            "eventName": "UserJit", "compartmentId": "ocid1.tenancy.oc1..test", "resourceId": null,
-            "identity": {"principalName": user_name}, "message": "UserJit succeeded",
-        },
-        "dataschema": "2.0",
-        "id": format!("evt-{user_id}"),
-        "oracle": {"loggroupid": "_Audit"},
-        "source": user_name,
-        "specversion": "1.0",
-        "time": "2026-11-20T09:15:02.118Z",
-        "type": "com.oraclecloud.identitysignon.userjit"
-    })
-}
-
 fn user_name(n: u64) -> String {
     format!("user{n}@example.com")
 }
@@ -594,7 +560,12 @@ async fn run_one(
     };
 
     // First call: one record, one user, no server latency.
-    let one = json!([actor_record(&hex_id(first_user), &user_name(first_user))]).to_string();
+    let one = json!([actor_record(
+        DOMAIN,
+        &hex_id(first_user),
+        &user_name(first_user)
+    )])
+    .to_string();
     *seq += 1;
     let (status, body, took) = call(&running.socket, *seq, one.into_bytes())
         .await
@@ -618,7 +589,7 @@ async fn run_one(
 
     // The batch, twice, at the configured latency.
     let batch: Vec<Value> = (0..args.users as u64)
-        .map(|n| actor_record(&hex_id(n), &user_name(n)))
+        .map(|n| actor_record(DOMAIN, &hex_id(n), &user_name(n)))
         .collect();
     let batch = Value::Array(batch).to_string().into_bytes();
     server.set_latency(Duration::from_millis(args.latency_ms));

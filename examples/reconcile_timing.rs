@@ -9,31 +9,16 @@
 //! The identity domain is the tests' signature-verifying server; the CLI signs with an API key from a
 //! throwaway `~/.oci/config`, exactly as an operator's run would.
 
-#[path = "../tests/it/support/identity_domain_server.rs"]
-mod identity_domain_server;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use identity_domain_server::{hex_id, test_key_pem, IdentityDomainServer};
+use support::fixtures::{api_key_id, operator_home, populate_domain, USERS};
+use support::identity_domain_server::{test_key_pem, IdentityDomainServer};
 
-const USERS: u64 = 2345;
 const LATENCY: Duration = Duration::from_millis(20);
-const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaafaketenancy0000000000000000000000000000000000";
-const USER: &str = "ocid1.user.oc1..aaaaaaaafakeuser000000000000000000000000000000000000000";
-const FINGERPRINT: &str = "56:cb:42:a3:41:91:3f:ca:e7:78:43:4d:89:be:08:d8";
-const ALL_ON: [Option<bool>; 8] = [Some(true); 8];
-const COMPLIANT: [Option<bool>; 8] = [
-    Some(true),
-    Some(true),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(true),
-];
-
 fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
@@ -46,44 +31,11 @@ fn binary() -> PathBuf {
     bin
 }
 
-fn operator_home() -> tempfile::TempDir {
-    let home = tempfile::tempdir().expect("temp dir");
-    let oci = home.path().join(".oci");
-    std::fs::create_dir(&oci).expect("mkdir");
-    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
-    std::fs::copy(
-        vectors.join("rp_session_key_pkcs1.pem"),
-        oci.join("key.pem"),
-    )
-    .expect("key");
-    std::fs::write(
-        oci.join("config"),
-        format!("[DEFAULT]\nuser={USER}\nfingerprint={FINGERPRINT}\ntenancy={TENANCY}\nregion=us-ashburn-1\nkey_file=~/.oci/key.pem\n"),
-    )
-    .expect("config");
-    home
-}
-
 async fn run(label: &str, env: &[(&str, &str)]) {
-    let idd = IdentityDomainServer::start(
-        &test_key_pem(),
-        vec![format!("{TENANCY}/{USER}/{FINGERPRINT}")],
-    )
-    .await;
-    let mut needs_write = 0;
-    for n in 0..USERS {
-        let caps = if n % 3 == 0 { COMPLIANT } else { ALL_ON };
-        needs_write += u64::from(n % 3 != 0);
-        idd.add_user(
-            &hex_id(n),
-            &format!("jit{n}@example.com"),
-            caps,
-            "samljit",
-            true,
-        );
-    }
+    let idd = IdentityDomainServer::start(&test_key_pem(), vec![api_key_id()]).await;
+    let needs_write = populate_domain(&idd);
     idd.set_latency(LATENCY);
-    let home = operator_home();
+    let home = operator_home("");
     let mut cmd = tokio::process::Command::new(binary());
     cmd.args(["reconcile", "--domain", &idd.base_url(), "--output", "json"])
         .env_clear()

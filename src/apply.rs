@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::audit::{triage, Records, Target, Triage};
+use crate::audit::{Records, Target, Triage};
 use crate::config::{DomainPolicy, EventTypes};
 use crate::identity_domain::{Failure, IdentityDomainClient};
 use crate::names::{DomainUrl, UserId};
@@ -208,17 +208,7 @@ impl Engine {
         let mut results = Vec::with_capacity(records.len());
         let mut work: Vec<UserWork> = Vec::new();
         let mut by_user: HashMap<(String, String), usize> = HashMap::new();
-        for (index, record) in records.iter().enumerate() {
-            let triaged = match record {
-                Ok(value) => triage(&value, events, domains),
-                Err(reason) => Triage::Rejected {
-                    event_id: None,
-                    domain: None,
-                    user_id: None,
-                    user_name: None,
-                    reason,
-                },
-            };
+        for (index, triaged) in records.triage(events, domains).enumerate() {
             match triaged {
                 Triage::Act(target) => {
                     let key = (

@@ -58,6 +58,20 @@ impl Records {
     }
 }
 
+impl Records {
+    /// [`triage`] of each record in order; a record that cannot be parsed on its own is rejected.
+    pub fn triage<'a>(
+        &'a self,
+        events: &'a EventTypes,
+        domains: &'a DomainPolicy,
+    ) -> impl ExactSizeIterator<Item = Triage> + 'a {
+        self.iter().map(move |record| match record {
+            Ok(value) => triage(&value, events, domains),
+            Err(reason) => rejected(None, None, None, None, reason),
+        })
+    }
+}
+
 impl PartialEq for Records {
     fn eq(&self, other: &Self) -> bool {
         self.0.len() == other.0.len()

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::audit::{parse_invocation, triage, Invocation, Triage};
+use crate::audit::{parse_invocation, Invocation, Triage};
 use crate::config::Config;
 use crate::identity_domain::user_attributes;
 
@@ -33,17 +33,10 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
     let mut first_for_user: HashMap<(String, String), usize> = HashMap::new();
     let mut counts: HashMap<&'static str, usize> = HashMap::new();
     let mut results = Vec::with_capacity(records.len());
-    for (index, record) in records.iter().enumerate() {
-        let triaged = match record {
-            Ok(value) => triage(&value, &config.event_types, &config.domains),
-            Err(reason) => Triage::Rejected {
-                event_id: None,
-                domain: None,
-                user_id: None,
-                user_name: None,
-                reason,
-            },
-        };
+    for (index, triaged) in records
+        .triage(&config.event_types, &config.domains)
+        .enumerate()
+    {
         let entry = match triaged {
             Triage::Act(target) => {
                 let key = (

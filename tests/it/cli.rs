@@ -6,41 +6,18 @@ use std::process::Output;
 use serde_json::{json, Value};
 
 use crate::enforcement::{actor_record, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
-use crate::platform_harness::{vectors_dir, FN_BINARY};
+use crate::platform_harness::FN_BINARY;
 use crate::reconcile::{populate, puts_per_user, USERS};
+use crate::support::fixtures::{self, api_key_id};
 use crate::support::identity_domain_server::{hex_id, test_key_pem, Fault, IdentityDomainServer};
-
-const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaafaketenancy0000000000000000000000000000000000";
-const USER: &str = "ocid1.user.oc1..aaaaaaaafakeuser000000000000000000000000000000000000000";
-const FINGERPRINT: &str = "56:cb:42:a3:41:91:3f:ca:e7:78:43:4d:89:be:08:d8";
-
-fn api_key_id() -> String {
-    format!("{TENANCY}/{USER}/{FINGERPRINT}")
-}
 
 async fn server() -> IdentityDomainServer {
     IdentityDomainServer::start(&test_key_pem(), vec![api_key_id()]).await
 }
 
-/// A home directory with `~/.oci/config` holding an API-key profile (the key file referred to with `~`).
+/// `~/.oci/config` with the DEFAULT API-key profile and another profile whose key id the server refuses.
 fn operator_home() -> tempfile::TempDir {
-    let home = tempfile::tempdir().unwrap();
-    let oci = home.path().join(".oci");
-    std::fs::create_dir(&oci).unwrap();
-    std::fs::copy(
-        vectors_dir().join("rp_session_key_pkcs1.pem"),
-        oci.join("api_key.pem"),
-    )
-    .unwrap();
-    std::fs::write(
-        oci.join("config"),
-        format!(
-            "[DEFAULT]\nuser={USER}\nfingerprint={FINGERPRINT}\ntenancy={TENANCY}\nregion=us-ashburn-1\nkey_file=~/.oci/api_key.pem\n\n\
-             [OTHER]\nuser=ocid1.user.oc1..someoneelse\nfingerprint=00:11\nkey_file=~/.oci/api_key.pem\n"
-        ),
-    )
-    .unwrap();
-    home
+    fixtures::operator_home("[OTHER]\nuser=ocid1.user.oc1..someoneelse\nfingerprint=00:11\nkey_file=~/.oci/api_key.pem\n")
 }
 
 /// Runs the binary as an operator would: a clean environment with only HOME, PATH and `env`.
@@ -69,6 +46,15 @@ async fn run(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u
         drop(pipe);
     }
     child.wait_with_output().await.unwrap()
+}
+
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn stdout_json(out: &Output) -> Value {
@@ -180,12 +166,7 @@ async fn dry_run_reads_but_never_writes() {
         None,
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let report = stdout_json(&out);
     assert_eq!(report["dryRun"], true);
     assert!(
@@ -212,12 +193,7 @@ async fn dry_run_reads_but_never_writes() {
         None,
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert_eq!(stdout_json(&out)["applied"], 1);
     assert_eq!(idd.count("PUT", ""), 0);
     assert_eq!(idd.user_caps(&hex_id(1)), Some(ALL_ON));
@@ -256,12 +232,7 @@ async fn apply_reads_a_file_or_stdin_and_exits_1_when_a_record_failed() {
         None,
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert_eq!(stdout_json(&out)["applied"], 2);
 
     let body = Value::Array(records(&[2, 3])).to_string();
@@ -381,12 +352,7 @@ async fn reconcile_report_counts_match_json_shape() {
         None,
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let report = stdout_json(&out);
     for key in [
         "domain",

@@ -10,46 +10,10 @@ use crate::support::identity_domain_server::{
     hex_id, test_key_pem, test_rpst, Fault, IdentityDomainServer,
 };
 
-pub const DOMAIN_A: &str = "idcs-0123456789abcdef0123456789abcdef";
-pub const DOMAIN_B: &str = "idcs-fedcba9876543210fedcba9876543210";
-
-/// Every capability on: how JIT users arrive. `console` is on too, and must stay so (unmanaged).
-pub const ALL_ON: [Option<bool>; 8] = [Some(true); 8];
-/// The built-in profile applied to ALL_ON.
-pub const PROFILE_APPLIED: [Option<bool>; 8] = [
-    Some(true),
-    Some(true),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(false),
-    Some(true),
-];
+pub use crate::support::fixtures::{actor_record, ALL_ON, DOMAIN_A, DOMAIN_B, PROFILE_APPLIED};
 
 pub async fn server() -> IdentityDomainServer {
     IdentityDomainServer::start(&test_key_pem(), vec![format!("ST${}", test_rpst())]).await
-}
-
-/// A Service Connector record in the shape the brief's function reads (actorId/actorName).
-pub fn actor_record(domain: &str, user_id: &str, user_name: &str) -> Value {
-    json!({
-        "data": {
-            "additionalDetails": {
-                "actorId": user_id, "actorName": user_name, "actorType": "User",
-                "domainName": domain, "eventId": "sso.user.jit.success"
-            },
-            "eventName": "UserJit", "compartmentId": "ocid1.tenancy.oc1..test", "resourceId": null,
-            "identity": {"principalName": user_name}, "message": "UserJit succeeded",
-        },
-        "dataschema": "2.0",
-        "id": format!("evt-{user_id}"),
-        "oracle": {"loggroupid": "_Audit"},
-        "source": user_name,
-        "specversion": "1.0",
-        "time": "2026-11-20T09:15:02.118Z",
-        "type": "com.oraclecloud.identitysignon.userjit"
-    })
 }
 
 /// The reconstructed admin-resource shape (adminResourceId/adminResourceName, actor is the SSO app).
@@ -68,7 +32,16 @@ pub fn admin_record(domain: &str, user_id: &str, user_name: &str) -> Value {
     })
 }
 
-#[allow(dead_code)]
+/// Adds users with every capability on (as JIT users arrive) and returns one actor record for each.
+pub fn jit_users(idd: &IdentityDomainServer, ids: std::ops::Range<u64>) -> Vec<Value> {
+    ids.map(|n| {
+        let name = format!("u{n}@example.com");
+        idd.add_user(&hex_id(n), &name, ALL_ON, "samljit", true);
+        actor_record(DOMAIN_A, &hex_id(n), &name)
+    })
+    .collect()
+}
+
 pub fn ignored_record(n: u64) -> Value {
     json!({"data": {"eventName": "ListEvents", "additionalDetails": {}}, "id": format!("other-{n}"), "type": "com.oraclecloud.Audit.ListEvents"})
 }
@@ -361,21 +334,7 @@ async fn crafted_domain_names_never_produce_a_request_without_an_allow_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_429s_ends_with_everything_applied() {
     let idd = server().await;
-    let mut batch = Vec::new();
-    for n in 0..20u64 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-        batch.push(actor_record(
-            DOMAIN_A,
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-        ));
-    }
+    let batch = jit_users(&idd, 0..20);
     idd.add_fault(
         "GET",
         "/admin/v1/Users/",
@@ -406,21 +365,7 @@ async fn a_storm_of_429s_ends_with_everything_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_whose_writes_always_fail_fails_the_invocation_and_the_rest_are_applied() {
     let idd = server().await;
-    let mut batch = Vec::new();
-    for n in 0..6u64 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-        batch.push(actor_record(
-            DOMAIN_A,
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-        ));
-    }
+    let batch = jit_users(&idd, 0..6);
     idd.add_fault("PUT", &hex_id(3), Fault::Status(503), None);
     let f = function_for(&[(DOMAIN_A, &idd)], &[]);
     let (status, _) = invoke(&f, &Value::Array(batch)).await;
@@ -440,21 +385,7 @@ async fn a_user_whose_writes_always_fail_fails_the_invocation_and_the_rest_are_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_sends_no_write() {
     let idd = server().await;
-    let mut batch = Vec::new();
-    for n in 0..5u64 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-        batch.push(actor_record(
-            DOMAIN_A,
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-        ));
-    }
+    let batch = jit_users(&idd, 0..5);
     let f = function_for(&[(DOMAIN_A, &idd)], &[("DRY_RUN", "true")]);
     let (status, report) = invoke(&f, &Value::Array(batch)).await;
     assert_eq!(status, 200);
@@ -467,21 +398,7 @@ async fn dry_run_sends_no_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_mid_batch_answers_502_before_the_deadline() {
     let idd = server().await;
-    let mut batch = Vec::new();
-    for n in 0..60u64 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-        batch.push(actor_record(
-            DOMAIN_A,
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-        ));
-    }
+    let batch = jit_users(&idd, 0..60);
     idd.set_latency(Duration::from_millis(150));
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "2")]);
     let deadline = deadline_in(Duration::from_secs(5));
@@ -510,21 +427,7 @@ async fn deadline_mid_batch_answers_502_before_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_and_request_rate_stay_within_their_caps() {
     let idd = server().await;
-    let mut batch = Vec::new();
-    for n in 0..40u64 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-        batch.push(actor_record(
-            DOMAIN_A,
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-        ));
-    }
+    let batch = jit_users(&idd, 0..40);
     idd.set_latency(Duration::from_millis(20));
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "3")]);
     let (status, _) = invoke(&f, &Value::Array(batch.clone())).await;

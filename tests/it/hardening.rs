@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::enforcement::{
-    actor_record, function_for, ignored_record, invoke, server, ALL_ON, DOMAIN_A, PROFILE_APPLIED,
+    actor_record, function_for, ignored_record, invoke, jit_users, server, ALL_ON, DOMAIN_A,
+    PROFILE_APPLIED,
 };
 use crate::platform_harness::{deadline_in, vectors_dir, Call, FnProcess, Launch};
 use crate::support::identity_domain_server::{hex_id, test_rpst, Fault, IdentityDomainServer};
@@ -314,21 +315,7 @@ async fn a_stalled_or_unreachable_domain_is_answered_before_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_stdout_or_stderr_even_at_trace_level() {
     let idd = server().await;
-    let mut batch = Vec::new();
-    for n in 0..10u64 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-        batch.push(actor_record(
-            DOMAIN_A,
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-        ));
-    }
+    let batch = jit_users(&idd, 0..10);
     // One 401 on the way, so the refresh path logs too.
     idd.add_fault("GET", &hex_id(0), Fault::Unauthorized, Some(1));
     let f = function_for(

@@ -9,35 +9,7 @@ use crate::enforcement::{function_for, invoke, server, ALL_ON, DOMAIN_A, PROFILE
 use crate::platform_harness::{deadline_in, Call};
 use crate::support::identity_domain_server::{hex_id, Fault, IdentityDomainServer};
 
-pub const USERS: u64 = 2345;
-
-/// 2,345 JIT users, every third already compliant, plus 100 users created in the console that the
-/// default filter must not touch. Returns how many JIT users need a write.
-pub fn populate(idd: &IdentityDomainServer) -> u64 {
-    let mut needs_write = 0;
-    for n in 0..USERS {
-        let caps = if n % 3 == 0 { PROFILE_APPLIED } else { ALL_ON };
-        needs_write += u64::from(n % 3 != 0);
-        idd.add_user(
-            &hex_id(n),
-            &format!("jit{n}@example.com"),
-            caps,
-            "samljit",
-            true,
-        );
-        if n % 23 == 0 {
-            let m = 1_000_000 + n;
-            idd.add_user(
-                &hex_id(m),
-                &format!("local{n}@example.com"),
-                ALL_ON,
-                "idcsui",
-                false,
-            );
-        }
-    }
-    needs_write
-}
+pub use crate::support::fixtures::{populate_domain as populate, USERS};
 
 fn assert_all_jit_compliant(idd: &IdentityDomainServer) {
     for n in 0..USERS {

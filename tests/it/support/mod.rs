@@ -1,2 +1,3 @@
-//! Test doubles shared by the integration tests (and, by path, the benchmark).
+//! Test doubles and data shared by the integration tests (and, by path, the examples).
+pub mod fixtures;
 pub mod identity_domain_server;
