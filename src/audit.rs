@@ -56,9 +56,7 @@ impl Records {
             serde_json::from_str(raw.get()).map_err(|e| format!("record is not usable JSON ({e})"))
         })
     }
-}
 
-impl Records {
     /// [`triage`] of each record in order; a record that cannot be parsed on its own is rejected.
     pub fn triage<'a>(
         &'a self,
@@ -76,17 +74,6 @@ impl PartialEq for Records {
     fn eq(&self, other: &Self) -> bool {
         self.0.len() == other.0.len()
             && self.0.iter().zip(&other.0).all(|(a, b)| a.get() == b.get())
-    }
-}
-
-impl From<Vec<Value>> for Records {
-    fn from(values: Vec<Value>) -> Self {
-        Records(
-            values
-                .iter()
-                .filter_map(|v| serde_json::value::to_raw_value(v).ok())
-                .collect(),
-        )
     }
 }
 
@@ -161,7 +148,11 @@ pub fn parse_invocation(body: &[u8]) -> Result<Invocation, PayloadError> {
                 from_value_with_path(&value, "").map_err(PayloadError::new)?;
             Ok(Invocation::Reconcile(envelope.reconcile))
         }
-        Value::Object(_) => Ok(Invocation::Records(Records::from(vec![value]))),
+        // A single record or event: kept as its own text, like each record of a batch.
+        Value::Object(_) => {
+            let record = RawValue::from_string(text.trim().to_owned()).map_err(not_json)?;
+            Ok(Invocation::Records(Records(vec![record])))
+        }
         other => Err(PayloadError::new(format!(
             "expected {EXPECTED_SHAPES}, got {}",
             kind(&other)
