@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use clap::{Parser, ValueEnum};
@@ -23,7 +23,7 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use support::fixtures::{actor_record, ALL_ON, DOMAIN_A as DOMAIN, PROFILE_APPLIED};
+use support::fixtures::{actor_record, deadline_in, ALL_ON, DOMAIN_A as DOMAIN, PROFILE_APPLIED};
 use support::identity_domain_server::{hex_id, test_key_pem, test_rpst, IdentityDomainServer};
 
 // PROFILE_APPLIED is the built-in profile (api_keys and auth_tokens on, the other five off, console
@@ -291,24 +291,6 @@ fn start(
         spawned,
         ready,
     ))
-}
-
-/// `Fn-Deadline` in the agent's form: UTC, whole seconds, `Z`.
-fn deadline_in(d: Duration) -> String {
-    let secs = (SystemTime::now() + d)
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let t = time::OffsetDateTime::from_unix_timestamp(secs).expect("time in range");
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 /// One call on a fresh connection, as the agent sends it (chunked body, Fn headers). Returns the

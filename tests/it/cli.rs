@@ -5,7 +5,7 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 
-use crate::enforcement::{actor_record, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
+use crate::enforcement::{actor_record, jit_users, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
 use crate::platform_harness::FN_BINARY;
 use crate::reconcile::{populate, puts_per_user, USERS};
 use crate::support::fixtures::{self, api_key_id};
@@ -202,15 +202,7 @@ async fn dry_run_reads_but_never_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_reads_a_file_or_stdin_and_exits_1_when_a_record_failed() {
     let idd = server().await;
-    for n in 0..4u64 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-    }
+    let all = jit_users(&idd, 0..4);
     idd.add_fault("PUT", &hex_id(3), Fault::Status(503), None);
     let home = operator_home();
     let domains = format!("{DOMAIN_A}={}", idd.base_url());
@@ -218,11 +210,7 @@ async fn apply_reads_a_file_or_stdin_and_exits_1_when_a_record_failed() {
         ("DOMAINS", domains.as_str()),
         ("MAX_REQUESTS_PER_SECOND", "0"),
     ];
-    let records = |ids: &[u64]| {
-        ids.iter()
-            .map(|n| actor_record(DOMAIN_A, &hex_id(*n), &format!("u{n}@example.com")))
-            .collect::<Vec<_>>()
-    };
+    let records = |ids: &[usize]| ids.iter().map(|n| all[*n].clone()).collect::<Vec<_>>();
 
     let batch = write_batch(home.path(), records(&[0, 1]));
     let out = run(

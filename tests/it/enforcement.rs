@@ -32,14 +32,17 @@ pub fn admin_record(domain: &str, user_id: &str, user_name: &str) -> Value {
     })
 }
 
-/// Adds users with every capability on (as JIT users arrive) and returns one actor record for each.
+/// Adds user `n` of DOMAIN_A with every capability on (as JIT users arrive) and returns an actor
+/// record for it.
+pub fn jit_user(idd: &IdentityDomainServer, n: u64) -> Value {
+    let name = format!("u{n}@example.com");
+    idd.add_user(&hex_id(n), &name, ALL_ON, "samljit", true);
+    actor_record(DOMAIN_A, &hex_id(n), &name)
+}
+
+/// [`jit_user`] for each id.
 pub fn jit_users(idd: &IdentityDomainServer, ids: std::ops::Range<u64>) -> Vec<Value> {
-    ids.map(|n| {
-        let name = format!("u{n}@example.com");
-        idd.add_user(&hex_id(n), &name, ALL_ON, "samljit", true);
-        actor_record(DOMAIN_A, &hex_id(n), &name)
-    })
-    .collect()
+    ids.map(|n| jit_user(idd, n)).collect()
 }
 
 pub fn ignored_record(n: u64) -> Value {
@@ -430,7 +433,7 @@ async fn concurrency_and_request_rate_stay_within_their_caps() {
     let batch = jit_users(&idd, 0..40);
     idd.set_latency(Duration::from_millis(20));
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "3")]);
-    let (status, _) = invoke(&f, &Value::Array(batch.clone())).await;
+    let (status, _) = invoke(&f, &Value::Array(batch)).await;
     assert_eq!(status, 200);
     assert!(
         idd.max_in_flight() <= 3,
@@ -444,21 +447,13 @@ async fn concurrency_and_request_rate_stay_within_their_caps() {
     );
 
     let idd = server().await;
-    for n in 0..20u64 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-    }
+    let batch = jit_users(&idd, 0..20);
     let launch = Launch::function()
         .env("DOMAINS", format!("{DOMAIN_A}={}", idd.base_url()))
         .env("MAX_REQUESTS_PER_SECOND", "10")
         .env("MAX_CONCURRENCY", "8");
     let f = FnProcess::start(&launch).unwrap();
-    let (status, report) = invoke(&f, &Value::Array(batch[..20].to_vec())).await;
+    let (status, report) = invoke(&f, &Value::Array(batch)).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(idd.requests().len(), 40);
     let peak = idd.max_requests_in_window(Duration::from_secs(1));

@@ -3,21 +3,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use oci_user_capabilities::signer::{sign_request, KeyId, PrivateKey, SignableRequest};
+use oci_user_capabilities::signer::{sign_request, KeyId, SignableRequest};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::fixtures::ALL_ON;
 use crate::support::identity_domain_server::{
     hex_id, test_key_pem, test_rpst, Fault, IdentityDomainServer, CAPABILITIES_URN,
 };
-
-fn key() -> PrivateKey {
-    let pem = std::fs::read_to_string(
-        crate::platform_harness::vectors_dir().join("rp_session_key_pkcs1.pem"),
-    )
-    .unwrap();
-    PrivateKey::from_pem(&pem, None).unwrap()
-}
 
 fn key_id() -> KeyId {
     KeyId::new(format!("ST${}", test_rpst()))
@@ -61,7 +54,7 @@ async fn send(
             body,
         },
         &key_id(),
-        &key(),
+        crate::signer_vectors::vector_key(),
         when,
     )
     .unwrap();
@@ -104,6 +97,11 @@ async fn send(
     Sent { status, body }
 }
 
+/// A request signed now and sent as signed.
+async fn send_valid(idd: &IdentityDomainServer, method: &str, target: &str, body: &[u8]) -> Sent {
+    send(idd, method, target, body, SystemTime::now(), Tamper::None).await
+}
+
 fn name_static(name: &str) -> &'static str {
     [
         "date",
@@ -124,21 +122,11 @@ fn user_target(id: &str) -> String {
     )
 }
 
-const ALL_ON: [Option<bool>; 8] = [Some(true); 8];
-
 #[tokio::test]
 async fn a_correctly_signed_read_is_answered() {
     let idd = server().await;
     idd.add_user(&hex_id(1), "u1@example.com", ALL_ON, "samljit", true);
-    let r = send(
-        &idd,
-        "GET",
-        &user_target(&hex_id(1)),
-        b"",
-        SystemTime::now(),
-        Tamper::None,
-    )
-    .await;
+    let r = send_valid(&idd, "GET", &user_target(&hex_id(1)), b"").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["userName"], "u1@example.com");
     assert_eq!(r.body[CAPABILITIES_URN]["canUseApiKeys"], true);
@@ -216,40 +204,16 @@ async fn writes_change_only_the_given_capabilities() {
     idd.add_user(&hex_id(1), "u1@example.com", ALL_ON, "samljit", true);
     let put = format!("/admin/v1/UserCapabilitiesChanger/{}", hex_id(1));
     let body = json!({"schemas": ["urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger"], "canUseApiKeys": false, "canUseSmtpCredentials": false}).to_string();
-    let r = send(
-        &idd,
-        "PUT",
-        &put,
-        body.as_bytes(),
-        SystemTime::now(),
-        Tamper::None,
-    )
-    .await;
+    let r = send_valid(&idd, "PUT", &put, body.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let mut expected = ALL_ON;
     expected[0] = Some(false);
     expected[6] = Some(false);
     assert_eq!(idd.user_caps(&hex_id(1)), Some(expected));
     let bad = json!({"schemas": ["urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger"], "canUseEverything": false}).to_string();
-    let r = send(
-        &idd,
-        "PUT",
-        &put,
-        bad.as_bytes(),
-        SystemTime::now(),
-        Tamper::None,
-    )
-    .await;
+    let r = send_valid(&idd, "PUT", &put, bad.as_bytes()).await;
     assert_eq!(r.status, 400);
-    let r = send(
-        &idd,
-        "GET",
-        &user_target(&hex_id(2)),
-        b"",
-        SystemTime::now(),
-        Tamper::None,
-    )
-    .await;
+    let r = send_valid(&idd, "GET", &user_target(&hex_id(2)), b"").await;
     assert_eq!(r.status, 404);
 }
 
@@ -270,28 +234,12 @@ async fn lists_page_by_creation_and_filter() {
     let target = |start: u64| {
         format!("/admin/v1/Users?filter={filter}&sortBy=meta.created&startIndex={start}&count=8")
     };
-    let r = send(
-        &idd,
-        "GET",
-        &target(1),
-        b"",
-        SystemTime::now(),
-        Tamper::None,
-    )
-    .await;
+    let r = send_valid(&idd, "GET", &target(1), b"").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["totalResults"], 20);
     assert_eq!(r.body["itemsPerPage"], 8);
     assert_eq!(r.body["Resources"][0]["id"], hex_id(1));
-    let r = send(
-        &idd,
-        "GET",
-        &target(17),
-        b"",
-        SystemTime::now(),
-        Tamper::None,
-    )
-    .await;
+    let r = send_valid(&idd, "GET", &target(17), b"").await;
     assert_eq!(
         r.body["totalResults"], 21,
         "the late user appeared after the first page"
@@ -313,15 +261,7 @@ async fn faults_fire_the_given_number_of_times() {
         Some(2),
     );
     for expected in [429, 429, 200] {
-        let r = send(
-            &idd,
-            "GET",
-            &user_target(&hex_id(1)),
-            b"",
-            SystemTime::now(),
-            Tamper::None,
-        )
-        .await;
+        let r = send_valid(&idd, "GET", &user_target(&hex_id(1)), b"").await;
         assert_eq!(r.status, expected);
     }
     assert_eq!(

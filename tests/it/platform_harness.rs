@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -365,21 +365,7 @@ pub struct Call {
 
 static CALL_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// `Fn-Deadline` in the agent's form: UTC, whole seconds, `Z`.
-pub fn deadline_in(d: Duration) -> String {
-    let at = SystemTime::now() + d;
-    let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+pub use crate::support::fixtures::deadline_in;
 
 impl Call {
     pub fn new(body: impl Into<Vec<u8>>) -> Self {

@@ -351,7 +351,7 @@ fn oracle_doc_vector_post() {
 
 // ---------------------------------------------------------------- property tests
 
-fn vector_key() -> &'static PrivateKey {
+pub(crate) fn vector_key() -> &'static PrivateKey {
     static KEY: std::sync::OnceLock<PrivateKey> = std::sync::OnceLock::new();
     KEY.get_or_init(|| {
         PrivateKey::from_pem(&vector_file("rp_session_key_pkcs1.pem"), None).unwrap()

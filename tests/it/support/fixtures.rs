@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -108,4 +109,22 @@ pub fn populate_domain(idd: &IdentityDomainServer) -> u64 {
         }
     }
     needs_write
+}
+
+/// `Fn-Deadline` in the agent's form: UTC, whole seconds, `Z`.
+pub fn deadline_in(d: Duration) -> String {
+    let secs = (SystemTime::now() + d)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).expect("time in range");
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
