@@ -13,9 +13,10 @@ use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
 use crate::config::{DomainPolicy, EventTypes};
-use crate::identity_domain::{Failure, IdentityDomainClient};
+use crate::identity_domain::{Failure, IdentityDomainClient, Settled};
 use crate::names::{DomainUrl, UserId};
 use crate::profile::{Change, CurrentCapabilities, Profile};
+use reqwest::StatusCode;
 
 /// Work is not started on a user with less than this left before the deadline: one read and one write
 /// must fit, with room to answer.
@@ -292,17 +293,15 @@ impl Engine {
             .await
         {
             Ok(answer) => answer,
-            Err(Failure { error, ecids }) => {
-                let (outcome, reason) = match error.status() {
-                    Some(404) => (
-                        Outcome::Rejected,
-                        "user not found in the identity domain".to_string(),
-                    ),
-                    _ if error.retryable() => {
-                        (Outcome::Failed, format!("reading the user: {error}"))
+            Err(failure) => {
+                let outcome = settled_outcome(&failure);
+                let reason = match failure.error.status() {
+                    Some(StatusCode::NOT_FOUND) => {
+                        "user not found in the identity domain".to_string()
                     }
-                    _ => (Outcome::Rejected, format!("reading the user: {error}")),
+                    _ => format!("reading the user: {failure}"),
                 };
+                let ecids = failure.ecids;
                 return fail_all(reason, ecids, outcome);
             }
         };
@@ -410,18 +409,22 @@ impl Engine {
                 ecids: answer.ecids,
                 ..Enforced::new(Outcome::Applied, None)
             },
-            Err(Failure { error, ecids }) => {
-                let outcome = match error.status() {
-                    Some(404) => Outcome::Rejected,
-                    _ if error.retryable() => Outcome::Failed,
-                    _ => Outcome::Rejected,
-                };
-                Enforced {
-                    ecids,
-                    ..Enforced::new(outcome, Some(format!("writing capabilities: {error}")))
-                }
-            }
+            Err(failure) => Enforced {
+                ..Enforced::new(
+                    settled_outcome(&failure),
+                    Some(format!("writing capabilities: {failure}")),
+                )
+                .with_ecids(failure.ecids)
+            },
         }
+    }
+}
+
+/// A request that did not succeed ends the record as the classifier settled it.
+fn settled_outcome(failure: &Failure) -> Outcome {
+    match failure.settled {
+        Settled::Rejected => Outcome::Rejected,
+        Settled::Failed => Outcome::Failed,
     }
 }
 
@@ -442,6 +445,11 @@ impl Enforced {
             reason,
             ecids: Vec::new(),
         }
+    }
+
+    fn with_ecids(mut self, ecids: Vec<String>) -> Self {
+        self.ecids = ecids;
+        self
     }
 }
 

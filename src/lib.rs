@@ -15,5 +15,6 @@ pub mod names;
 pub mod plan;
 pub mod profile;
 pub mod reconcile;
+pub mod retry;
 pub mod signer;
 pub mod telemetry;

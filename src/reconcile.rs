@@ -9,7 +9,6 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::apply::{Engine, Outcome, START_MARGIN};
-use crate::identity_domain::Failure;
 use crate::names::{DomainUrl, UserId};
 use crate::profile::CurrentCapabilities;
 
@@ -123,14 +122,14 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             .await
         {
             Ok(answer) => answer.value,
-            Err(Failure { error, .. }) => {
+            Err(failure) => {
                 // Nothing after this page was looked at: the caller continues from here.
                 report.next_start_index = Some(index);
-                report.error = Some(format!("listing users from index {index}: {error}"));
+                report.error = Some(format!("listing users from index {index}: {failure}"));
                 break;
             }
         };
-        report.total_results = Some(page.total_results);
+        report.total_results = page.total_results;
         if page.resources.is_empty() {
             break;
         }
@@ -175,7 +174,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             break;
         }
         index += fetched;
-        if index > page.total_results {
+        if page.total_results.is_none_or(|total| index > total) {
             break;
         }
     }

@@ -5,5 +5,6 @@ mod hardening;
 mod idd_server;
 mod platform_harness;
 mod reconcile;
+mod reliability;
 mod signer_vectors;
 mod support;

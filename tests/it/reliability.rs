@@ -1,0 +1,96 @@
+//! A real, misbehaving identity domain (issue 11): every row of the answer table, bounded answers,
+//! checked reads, duplicates, a caller that goes away, incomplete listings, through the real binary.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::enforcement::{
+    actor_record, function_for, invoke, jit_user, jit_users, server, ALL_ON, DOMAIN_A,
+    PROFILE_APPLIED,
+};
+use crate::platform_harness::FnProcess;
+use crate::support::identity_domain_server::{hex_id, Fault};
+
+/// The per-record log lines, by user id: (outcome, reason). Waits until the summary is logged.
+pub fn logged_records(f: &FnProcess) -> HashMap<String, (String, String)> {
+    let log = f.stderr.wait_for("\"summary\"");
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| v["message"] == "record")
+        .map(|v| {
+            let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (text("user_id"), (text("outcome"), text("reason")))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_statuses_408_409_425_and_any_5xx_but_501_505_are_retried() {
+    let idd = server().await;
+    let batch = jit_users(&idd, 0..5);
+    idd.add_fault("GET", &hex_id(0), Fault::Status(408), Some(2));
+    idd.add_fault("PUT", &hex_id(1), Fault::Status(409), Some(1));
+    idd.add_fault("GET", &hex_id(2), Fault::Status(425), Some(1));
+    idd.add_fault("PUT", &hex_id(3), Fault::Status(508), Some(1));
+    idd.add_fault("GET", &hex_id(4), Fault::Status(599), Some(1));
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &Value::Array(batch)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], 5, "{report}");
+    for n in 0..5 {
+        assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED), "user {n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_fails_a_read_rejects_a_write_and_redirects_are_never_followed() {
+    let idd = server().await;
+    let elsewhere = server().await;
+    let batch = jit_users(&idd, 0..4);
+    idd.add_fault("GET", &hex_id(0), Fault::Status(403), None);
+    idd.add_fault("PUT", &hex_id(1), Fault::Status(403), None);
+    let location = format!("{}/admin/v1/Users/{}", elsewhere.base_url(), hex_id(2));
+    idd.add_fault(
+        "GET",
+        &hex_id(2),
+        Fault::Redirect {
+            status: 307,
+            location,
+        },
+        None,
+    );
+    idd.add_fault("PUT", &hex_id(3), Fault::Status(501), None);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, _) = invoke(&f, &Value::Array(batch)).await;
+    assert_eq!(
+        status, 502,
+        "a 403 to the read and a redirect can be fixed by a retry"
+    );
+    let records = logged_records(&f);
+    let (outcome, reason) = &records[&hex_id(0)];
+    assert_eq!(outcome, "failed", "{reason}");
+    assert!(reason.contains("User Administrator role"), "{reason}");
+    assert_eq!(
+        idd.count("GET", &hex_id(0)),
+        1,
+        "a 403 is not retried in the call"
+    );
+    assert_eq!(idd.count("PUT", &hex_id(0)), 0);
+    let (outcome, reason) = &records[&hex_id(1)];
+    assert_eq!(outcome, "rejected", "{reason}");
+    assert!(reason.contains("may not change this user"), "{reason}");
+    let (outcome, reason) = &records[&hex_id(2)];
+    assert_eq!(outcome, "failed", "{reason}");
+    assert!(
+        reason.contains("307") && reason.contains("not followed"),
+        "{reason}"
+    );
+    assert!(
+        elsewhere.requests().is_empty(),
+        "nothing signed went elsewhere"
+    );
+    assert_eq!(records[&hex_id(3)].0, "rejected");
+    assert_eq!(idd.user_caps(&hex_id(0)), Some(ALL_ON));
+}
