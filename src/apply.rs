@@ -392,13 +392,26 @@ impl Engine {
             return Enforced::new(Outcome::Unchanged, Some("already compliant".into()));
         }
         let changed = changed_map(&changes);
+        // Checked before a dry run too: a dry run reports what the real run would do.
+        let body = match self.profile.put_body(current) {
+            Ok(body) => body,
+            Err(missing) => {
+                return Enforced::new(
+                    Outcome::Failed,
+                    Some(format!(
+                        "the identity domain's answer has no boolean {}, which the write must copy \
+                         (a write always carries all eight capabilities); nothing was written",
+                        missing.attribute()
+                    )),
+                )
+            }
+        };
         if self.dry_run {
             return Enforced {
                 changed,
                 ..Enforced::new(Outcome::Applied, Some("dry run: not written".into()))
             };
         }
-        let body = self.profile.put_body(current);
         match self
             .client
             .put_capabilities(domain, user, body, deadline)

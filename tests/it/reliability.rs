@@ -2,13 +2,11 @@
 //! checked reads, duplicates, a caller that goes away, incomplete listings, through the real binary.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::enforcement::{
-    actor_record, function_for, invoke, jit_user, jit_users, server, ALL_ON, DOMAIN_A,
-    PROFILE_APPLIED,
+    function_for, invoke, jit_user, jit_users, server, ALL_ON, DOMAIN_A, PROFILE_APPLIED,
 };
 use crate::platform_harness::FnProcess;
 use crate::support::identity_domain_server::{hex_id, Fault};
@@ -93,4 +91,106 @@ async fn a_403_fails_a_read_rejects_a_write_and_redirects_are_never_followed() {
     );
     assert_eq!(records[&hex_id(3)].0, "rejected");
     assert_eq!(idd.user_caps(&hex_id(0)), Some(ALL_ON));
+}
+
+/// A batch just under 6 MiB (padded records of another type, every 500th a JIT user) against a
+/// domain answering every read with `fault`; returns the function's peak RSS in MiB and its log.
+async fn six_mib_batch_against(
+    faults: &[(&str, Fault)],
+) -> (f64, HashMap<String, (String, String)>) {
+    let idd = server().await;
+    let mut batch = Vec::new();
+    let mut size = 2;
+    let mut n = 0u64;
+    while size < 5_900_000 {
+        let record = if n % 500 == 0 {
+            jit_user(&idd, n)
+        } else {
+            let mut r = crate::enforcement::ignored_record(n);
+            r["data"]["message"] = json!("x".repeat(200));
+            r
+        };
+        size += record.to_string().len() + 1;
+        batch.push(record);
+        n += 1;
+    }
+    for (path, fault) in faults {
+        idd.add_fault("GET", path, fault.clone(), None);
+    }
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, _) = invoke(&f, &Value::Array(batch)).await;
+    assert_eq!(status, 502, "oversized answers fail the records");
+    assert_eq!(
+        idd.count("PUT", ""),
+        0,
+        "nothing is written from a cut-off answer"
+    );
+    let records = logged_records(&f);
+    (f.peak_rss_kib() as f64 / 1024.0, records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_megabyte_answers_are_cut_at_one_mebibyte_and_memory_stays_bounded() {
+    let hundred_mb = 100_000_000;
+    let (peak_mib, records) = six_mib_batch_against(&[
+        // A 503 with a huge body: retried, its body never read past 64 KiB.
+        (
+            &hex_id(0),
+            Fault::Huge {
+                status: 503,
+                bytes: hundred_mb,
+                declared: false,
+            },
+        ),
+        // A declared length over the limit is refused before any byte is read.
+        (
+            &hex_id(500),
+            Fault::Huge {
+                status: 200,
+                bytes: hundred_mb,
+                declared: true,
+            },
+        ),
+        (
+            "/admin/v1/Users/",
+            Fault::Huge {
+                status: 200,
+                bytes: hundred_mb,
+                declared: false,
+            },
+        ),
+    ])
+    .await;
+    println!("100 MB answers: peak RSS {peak_mib:.1} MiB");
+    assert!(records.len() > 20, "{records:?}");
+    for (user, (outcome, reason)) in &records {
+        assert_eq!(outcome, "failed", "{user}: {reason}");
+        if user != &hex_id(0) {
+            assert!(
+                reason.contains("larger than 1048576 bytes"),
+                "{user}: {reason}"
+            );
+        }
+    }
+    assert!(
+        records[&hex_id(0)].1.contains("503"),
+        "{:?}",
+        records[&hex_id(0)]
+    );
+    assert!(peak_mib < 64.0, "peak RSS {peak_mib:.1} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_answers_are_cut_at_one_mebibyte_and_memory_stays_bounded() {
+    let (peak_mib, records) = six_mib_batch_against(&[("/admin/v1/Users/", Fault::Endless)]).await;
+    println!("endless answers: peak RSS {peak_mib:.1} MiB");
+    assert!(records.len() > 20, "{records:?}");
+    for (user, (outcome, reason)) in &records {
+        assert_eq!(outcome, "failed", "{user}: {reason}");
+        assert!(
+            reason.contains("larger than 1048576 bytes"),
+            "{user}: {reason}"
+        );
+    }
+    assert!(peak_mib < 64.0, "peak RSS {peak_mib:.1} MiB");
 }
