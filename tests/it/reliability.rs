@@ -194,3 +194,83 @@ async fn endless_answers_are_cut_at_one_mebibyte_and_memory_stays_bounded() {
     }
     assert!(peak_mib < 64.0, "peak RSS {peak_mib:.1} MiB");
 }
+
+/// User `n`'s resource as the domain would send it, with `caps` as the capability extension.
+fn user_answer(id: &str, n: u64, caps: Value) -> Value {
+    json!({
+        "id": id,
+        "userName": format!("u{n}@example.com"),
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "urn:ietf:params:scim:schemas:oracle:idcs:extension:capabilities:User": caps,
+    })
+}
+
+fn caps_json(console: Value, smtp: Value) -> Value {
+    json!({
+        "canUseApiKeys": true, "canUseAuthTokens": true, "canUseConsolePassword": true,
+        "canUseCustomerSecretKeys": true, "canUseDbCredentials": true,
+        "canUseOAuth2ClientCredentials": true, "canUseSmtpCredentials": smtp, "canUseConsole": console,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_answered_for_another_user_or_a_partial_user_writes_nothing() {
+    let idd = server().await;
+    let batch = jit_users(&idd, 0..5);
+    let whole = caps_json(json!(true), json!(true));
+    // Another user's resource (console off there): copying it would turn this user's console off.
+    let other = user_answer(&hex_id(77), 1, caps_json(json!(false), json!(true)));
+    idd.add_fault("GET", &hex_id(1), Fault::Answer(other), None);
+    let mut no_id = user_answer(&hex_id(2), 2, whole.clone());
+    no_id.as_object_mut().unwrap().remove("id");
+    idd.add_fault("GET", &hex_id(2), Fault::Answer(no_id), None);
+    // console unmanaged and missing; console a string.
+    let mut missing = whole.clone();
+    missing.as_object_mut().unwrap().remove("canUseConsole");
+    idd.add_fault(
+        "GET",
+        &hex_id(3),
+        Fault::Answer(user_answer(&hex_id(3), 3, missing)),
+        None,
+    );
+    let garbled = caps_json(json!("true"), json!(true));
+    idd.add_fault(
+        "GET",
+        &hex_id(4),
+        Fault::Answer(user_answer(&hex_id(4), 4, garbled)),
+        None,
+    );
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, _) = invoke(&f, &Value::Array(batch)).await;
+    assert_eq!(status, 502);
+    let records = logged_records(&f);
+    assert_eq!(records[&hex_id(0)].0, "applied");
+    for n in 1..5 {
+        let (outcome, reason) = &records[&hex_id(n)];
+        assert_eq!(outcome, "failed", "user {n}: {reason}");
+        assert_eq!(idd.count("PUT", &hex_id(n)), 0, "user {n}: nothing written");
+        assert_eq!(idd.user_caps(&hex_id(n)), Some(ALL_ON));
+    }
+    assert!(
+        records[&hex_id(1)].1.contains(&hex_id(77)),
+        "{:?}",
+        records[&hex_id(1)]
+    );
+    assert!(
+        records[&hex_id(2)].1.contains("no id"),
+        "{:?}",
+        records[&hex_id(2)]
+    );
+    for n in [3, 4] {
+        let reason = &records[&hex_id(n)].1;
+        assert!(reason.contains("no boolean canUseConsole"), "{reason}");
+    }
+    for request in idd.requests().iter().filter(|r| r.method == "PUT") {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            body.as_object().unwrap().len(),
+            9,
+            "every PUT carries eight booleans"
+        );
+    }
+}
