@@ -271,12 +271,21 @@ impl Engine {
     }
 
     async fn process_user(&self, work: UserWork, deadline: Instant) -> Vec<RecordResult> {
+        // The first record carries the reason; each later one is a duplicate of it.
         let fail_all = |reason: String, ecids: Vec<String>, outcome: Outcome| {
+            let first = work.records.first().map_or(0, |(index, _)| *index);
             work.records
                 .iter()
-                .map(|(index, target)| RecordResult {
-                    request_ids: ecids.clone(),
-                    ..RecordResult::for_target(*index, target, outcome).reason(reason.clone())
+                .map(|(index, target)| {
+                    let reason = if *index == first {
+                        reason.clone()
+                    } else {
+                        duplicate_reason(first, &reason)
+                    };
+                    RecordResult {
+                        request_ids: ecids.clone(),
+                        ..RecordResult::for_target(*index, target, outcome).reason(reason)
+                    }
                 })
                 .collect::<Vec<_>>()
         };
@@ -314,7 +323,7 @@ impl Engine {
         let current = CurrentCapabilities::from_user(&user.value);
 
         let mut results = Vec::with_capacity(work.records.len());
-        let mut acted: Option<(usize, Outcome)> = None;
+        let mut acted: Option<(usize, Outcome, String)> = None;
         for (index, target) in &work.records {
             let mismatch = match (&target.user_name, &actual_name) {
                 (Some(named), Some(actual)) => !named.eq_ignore_ascii_case(actual),
@@ -332,26 +341,19 @@ impl Engine {
                 );
                 continue;
             }
-            if let Some((first, outcome)) = acted {
-                let result = RecordResult::for_target(*index, target, Outcome::Unchanged)
-                    .reason(format!("duplicate of record {first}"));
-                // A failed first attempt leaves the user unfinished: its duplicates must be retried too.
-                let result = if outcome == Outcome::Failed {
-                    RecordResult {
-                        outcome: Outcome::Failed,
-                        ..result
-                    }
-                } else {
-                    result
-                };
-                results.push(result);
+            if let Some((first, outcome, reason)) = &acted {
+                results.push(duplicate_of(*index, target, *first, *outcome, reason));
                 continue;
             }
             let mut result = self
                 .enforce(&work, target, *index, &current, &mut ecids, deadline)
                 .await;
             result.request_ids = ecids.clone();
-            acted = Some((*index, result.outcome));
+            let reason = result
+                .reason
+                .clone()
+                .unwrap_or_else(|| result.outcome.as_str().to_string());
+            acted = Some((*index, result.outcome, reason));
             results.push(result);
         }
         results
@@ -431,6 +433,27 @@ impl Engine {
             },
         }
     }
+}
+
+/// A later record for a user already acted on: the first record's outcome class, never `unchanged`
+/// for a user that was not made compliant.
+fn duplicate_of(
+    index: usize,
+    target: &Target,
+    first: usize,
+    first_outcome: Outcome,
+    first_reason: &str,
+) -> RecordResult {
+    let outcome = match first_outcome {
+        Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
+        Outcome::Rejected => Outcome::Rejected,
+        Outcome::Failed => Outcome::Failed,
+    };
+    RecordResult::for_target(index, target, outcome).reason(duplicate_reason(first, first_reason))
+}
+
+fn duplicate_reason(first: usize, first_reason: &str) -> String {
+    format!("duplicate of record {first}: {first_reason}")
 }
 
 /// A request that did not succeed ends the record as the classifier settled it.

@@ -274,3 +274,52 @@ async fn a_read_answered_for_another_user_or_a_partial_user_writes_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_carry_the_first_records_outcome_class() {
+    let idd = server().await;
+    let mut batch = jit_users(&idd, 0..3);
+    // User 0 is applied, user 1's write is refused (rejected), user 2 is not in the domain.
+    idd.add_fault("PUT", &hex_id(1), Fault::Status(403), None);
+    idd.remove_user(&hex_id(2));
+    batch.extend(batch.clone());
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &Value::Array(batch)).await;
+    assert_eq!(status, 200, "{report}");
+    let result = |index: usize| {
+        let r = &report["results"][index];
+        assert_eq!(r["index"], index);
+        (
+            r["outcome"].as_str().unwrap().to_string(),
+            r["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    assert_eq!(result(0).0, "applied");
+    assert_eq!(result(1).0, "rejected");
+    assert_eq!(result(2).0, "rejected");
+    let (outcome, reason) = result(3);
+    assert_eq!(
+        (outcome.as_str(), reason.as_str()),
+        ("unchanged", "duplicate of record 0: applied")
+    );
+    let (outcome, reason) = result(4);
+    assert_eq!(
+        outcome, "rejected",
+        "never unchanged for a user not made compliant"
+    );
+    assert!(
+        reason.starts_with("duplicate of record 1: writing capabilities"),
+        "{reason}"
+    );
+    let (outcome, reason) = result(5);
+    assert_eq!(outcome, "rejected");
+    assert_eq!(
+        reason,
+        "duplicate of record 2: user not found in the identity domain"
+    );
+    assert_eq!(
+        idd.count("PUT", &hex_id(1)),
+        1,
+        "one write attempt for the user"
+    );
+}
