@@ -323,3 +323,103 @@ async fn duplicates_carry_the_first_records_outcome_class() {
         "one write attempt for the user"
     );
 }
+
+/// Sends a call's head (and `body`, if any) over a raw connection and returns it, unanswered.
+async fn raw_call(
+    f: &FnProcess,
+    head_extra: &str,
+    body: &[u8],
+    deadline: std::time::Duration,
+) -> tokio::net::UnixStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::UnixStream::connect(&f.socket).await.unwrap();
+    let head = format!(
+        "POST /call HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Fn-Call-Id: 01HZRAWCALL\r\nFn-Deadline: {}\r\n{head_extra}\r\n",
+        crate::platform_harness::deadline_in(deadline)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_still_gets_every_record_and_the_summary_logged() {
+    let idd = server().await;
+    let batch = Value::Array(jit_users(&idd, 0..8)).to_string();
+    idd.set_latency(std::time::Duration::from_millis(250));
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let stream = raw_call(
+        &f,
+        &format!("Content-Length: {}\r\n", batch.len()),
+        batch.as_bytes(),
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    // The first reads are in flight: the caller goes away.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    drop(stream);
+    let started = std::time::Instant::now();
+    while !f.stderr.text().contains("\"summary\"")
+        && started.elapsed() < std::time::Duration::from_secs(15)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let records = logged_records(&f);
+    for n in 0..8 {
+        assert_eq!(
+            records.get(&hex_id(n)).map(|r| r.0.as_str()),
+            Some("applied"),
+            "user {n}: {records:?}"
+        );
+        assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED));
+    }
+    assert!(f.stderr.text().contains("\"summary\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_read_only_until_the_deadline_and_never_holds_the_next_call() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idd = server().await;
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let started = std::time::Instant::now();
+    let mut stream = raw_call(
+        &f,
+        "Transfer-Encoding: chunked\r\n",
+        b"1\r\n[\r\n",
+        std::time::Duration::from_secs(3),
+    )
+    .await;
+    // One byte every 200 ms, far past the deadline, until the function answers.
+    let trickle = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        loop {
+            let mut buf = [0u8; 4096];
+            tokio::select! {
+                read = stream.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        answer.extend_from_slice(&buf[..n]);
+                        if answer.windows(4).any(|w| w == b"\r\n\r\n") { break; }
+                    }
+                },
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                    if stream.write_all(b"1\r\n \r\n").await.is_err() { break; }
+                }
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), trickle)
+        .await
+        .expect("answered while the body still trickles")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+    // The next call is served at once.
+    let record = jit_user(&idd, 1);
+    let (status, report) = invoke(&f, &json!([record])).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], 1);
+}
