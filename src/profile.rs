@@ -463,7 +463,10 @@ mod tests {
             err("api-keys=on"),
             ProfileError::UnknownName { .. }
         ));
-        assert!(matches!(err("api_keys=maybe"), ProfileError::BadValue { .. }));
+        assert!(matches!(
+            err("api_keys=maybe"),
+            ProfileError::BadValue { .. }
+        ));
         assert!(matches!(err("api_keys="), ProfileError::BadValue { .. }));
         assert!(matches!(
             err("api_keys=on,api_keys=off"),
