@@ -4,11 +4,14 @@
 //! at `maxUsers` or before the deadline and returns `nextStartIndex`; running again from there continues
 //! the scan, and users seen twice cost a read but never a second write (they are already compliant).
 
+use std::collections::HashSet;
+
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::apply::{Engine, Outcome, START_MARGIN};
+use crate::identity_domain::UserPage;
 use crate::names::{DomainUrl, UserId};
 use crate::profile::CurrentCapabilities;
 
@@ -114,6 +117,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
     };
     let page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
     let mut index = job.start_index.max(1);
+    let mut seen: HashSet<String> = HashSet::new();
     loop {
         let budget_left = job.max_users.map(|m| m.saturating_sub(report.scanned));
         if budget_left == Some(0) {
@@ -140,16 +144,30 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
                 break;
             }
         };
-        report.total_results = page.total_results;
+        let total = match check_page(&page, index) {
+            Ok(total) => total,
+            Err(reason) => {
+                // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
+                report.next_start_index = Some(index);
+                report.error = Some(format!("incomplete listing from index {index}: {reason}"));
+                break;
+            }
+        };
+        report.total_results = Some(total);
         if page.resources.is_empty() {
             break;
         }
         let fetched = page.resources.len() as u64;
+        // A user listed twice (the listing shifted under the scan) is processed and counted once.
         // Futures are made up front (they start only when polled) so none borrows from a closure.
         let pending: Vec<_> = page
             .resources
             .iter()
             .enumerate()
+            .filter(|(_, user)| match user.get("id").and_then(|v| v.as_str()) {
+                Some(id) => seen.insert(id.to_string()),
+                None => true,
+            })
             .map(|(pos, user)| reconcile_user(engine, &job.domain, pos, user, deadline))
             .collect();
         let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
@@ -184,12 +202,35 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             report.stopped_because = Some(StopReason::Deadline);
             break;
         }
+        // A server may return fewer users per page than asked: the next page starts after
+        // what this one held.
         index += fetched;
-        if page.total_results.is_none_or(|total| index > total) {
+        if index > total {
             break;
         }
     }
     report
+}
+
+/// The page's `totalResults` when the page can be trusted to say where the scan stands.
+fn check_page(page: &UserPage, index: u64) -> Result<u64, String> {
+    let total = page
+        .total_results
+        .ok_or("the page has no totalResults, so the end of the listing is unknown")?;
+    let held = page.resources.len() as u64;
+    if let Some(promised) = page.items_per_page {
+        if promised != held {
+            return Err(format!(
+                "the page promised {promised} users (itemsPerPage) and holds {held}"
+            ));
+        }
+    }
+    if held == 0 && index <= total {
+        return Err(format!(
+            "an empty page at index {index} of {total} users (totalResults)"
+        ));
+    }
+    Ok(total)
 }
 
 /// The user's position in its page, with `None` when the deadline left no time to start it.

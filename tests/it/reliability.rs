@@ -423,3 +423,93 @@ async fn a_trickling_body_is_read_only_until_the_deadline_and_never_holds_the_ne
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["applied"], 1);
 }
+
+/// The reconcile report a 502 logged (the platform discards a 502's body).
+fn logged_reconcile_report(f: &FnProcess) -> Value {
+    let log = f.stderr.wait_for("reconcile incomplete");
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reconcile incomplete"))
+        })
+        .unwrap_or_else(|| panic!("no logged reconcile report: {log}"));
+    serde_json::from_str(line["report"].as_str().unwrap()).unwrap()
+}
+
+fn listed(id: &str, n: u64) -> Value {
+    json!({
+        "id": id, "userName": format!("u{n}@example.com"),
+        "urn:ietf:params:scim:schemas:oracle:idcs:extension:capabilities:User": caps_json(json!(true), json!(true)),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_never_claims_a_scan_it_did_not_make() {
+    let reconcile = json!({"reconcile": {"domain": DOMAIN_A}});
+    let pages = [
+        (
+            json!({"Resources": [listed(&hex_id(0), 0)], "itemsPerPage": 1, "startIndex": 1}),
+            "no totalResults",
+        ),
+        (
+            json!({"totalResults": 10, "itemsPerPage": 5, "startIndex": 1,
+                   "Resources": [listed(&hex_id(0), 0), listed(&hex_id(1), 1)]}),
+            "promised 5 users",
+        ),
+        (
+            json!({"totalResults": 10, "startIndex": 1, "Resources": []}),
+            "an empty page at index 1 of 10",
+        ),
+    ];
+    for (page, why) in pages {
+        let idd = server().await;
+        idd.add_fault("GET", "/admin/v1/Users?", Fault::Answer(page), None);
+        let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+        let (status, _) = invoke(&f, &reconcile).await;
+        assert_eq!(status, 502, "{why}");
+        let report = logged_reconcile_report(&f);
+        assert_eq!(report["nextStartIndex"], 1, "{why}: {report}");
+        assert!(report["error"].as_str().unwrap().contains(why), "{report}");
+    }
+
+    // A user listed twice is processed and counted once.
+    let idd = server().await;
+    idd.add_user(&hex_id(0), "u0@example.com", ALL_ON, "samljit", true);
+    let twice = json!({"totalResults": 2, "itemsPerPage": 2, "startIndex": 1,
+                       "Resources": [listed(&hex_id(0), 0), listed(&hex_id(0), 0)]});
+    idd.add_fault("GET", "/admin/v1/Users?", Fault::Answer(twice), None);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &reconcile).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (report["scanned"].as_u64(), report["applied"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    assert_eq!(idd.count("PUT", &hex_id(0)), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_honours_a_server_that_lists_fewer_users_per_page_than_asked() {
+    let idd = server().await;
+    for n in 0..30 {
+        idd.add_user(
+            &hex_id(n),
+            &format!("u{n}@example.com"),
+            ALL_ON,
+            "samljit",
+            true,
+        );
+    }
+    idd.set_max_page(7);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &json!({"reconcile": {"domain": DOMAIN_A}})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], 30, "{report}");
+    assert_eq!(report["applied"], 30);
+    assert!(report.get("nextStartIndex").is_none(), "{report}");
+    assert_eq!(idd.count("GET", "/admin/v1/Users?"), 5, "pages of 7");
+}

@@ -161,6 +161,8 @@ struct Inner {
     latency: Duration,
     requests: Vec<RecordedRequest>,
     list_pages_served: usize,
+    /// The most users a list page holds, whatever `count` asks (a server's own page limit).
+    max_page: Option<usize>,
     /// Users that appear once this many list pages have been served.
     pending: Vec<(usize, User)>,
 }
@@ -290,6 +292,11 @@ impl IdentityDomainServer {
 
     pub fn clear_faults(&self) {
         self.state.lock().faults.clear();
+    }
+
+    /// Lists at most `n` users per page, like a server whose page limit is below what is asked.
+    pub fn set_max_page(&self, n: usize) {
+        self.state.lock().max_page = Some(n);
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -798,6 +805,7 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
         Some(n) if n >= 0 => (n as usize).min(1000),
         _ => 50,
     };
+    let count = inner.max_page.map_or(count, |max| count.min(max));
     let mut matching = Vec::new();
     for user in inner.users.values() {
         match matches_filter(user, query.get("filter").map(String::as_str)) {
