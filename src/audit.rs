@@ -366,9 +366,26 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
 }
 
 fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -> Triage {
-    let domain = present(d.domain_name)
-        .or(present(d.domain_id))
-        .or(present(d.domain_display_name));
+    let fields = [
+        present(d.domain_name),
+        present(d.domain_id),
+        present(d.domain_display_name),
+    ];
+    // With DOMAINS, the record belongs to the entry whose name equals any of its domain fields
+    // (a name, an OCID or a display name); otherwise the first field present decides.
+    let allowed = domains.has_allow_list().then(|| {
+        fields
+            .iter()
+            .flatten()
+            .find_map(|value| match domains.resolve(value) {
+                DomainDecision::Allowed { url } => Some((value.clone(), url)),
+                _ => None,
+            })
+    });
+    let domain = match &allowed {
+        Some(Some((value, _))) => Some(value.clone()),
+        _ => fields.into_iter().flatten().next(),
+    };
 
     let admin_id = present(d.admin_resource_id);
     let admin_type = present(d.admin_resource_type);
@@ -393,8 +410,9 @@ fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -
         ),
     };
 
-    let domain_url = match &domain {
-        Some(value) => match domains.resolve(value) {
+    let domain_url = match (&domain, allowed) {
+        (_, Some(Some((_, url)))) => Some(url),
+        (Some(value), _) => match domains.resolve(value) {
             DomainDecision::Allowed { url } => Some(url),
             DomainDecision::OutsideAllowList => {
                 return Triage::Ignored {
@@ -408,7 +426,7 @@ fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -
                 return rejected(event_id, domain, user_id, user_name, reason);
             }
         },
-        None => None,
+        (None, _) => None,
     };
 
     let (user_id, domain_url) = match (user_id, domain_url) {
@@ -542,6 +560,43 @@ mod tests {
     /// A minimal selected record with the given additionalDetails.
     fn record(details: Value) -> Value {
         json!({"id": "ev-1", "type": "com.example.UserJit", "data": {"additionalDetails": details}})
+    }
+
+    #[test]
+    fn a_domains_entry_matches_any_of_the_records_domain_fields() {
+        const NAME: &str = "idcs-0123456789abcdef0123456789abcdef";
+        const OCID: &str = "ocid1.domain.oc1..aaaaaaaexample";
+        let user = "0123456789abcdef0123456789abcdef";
+        let by_display = DomainPolicy::new(
+            Some("Default=https://idcs-x.identity.oraclecloud.com"),
+            TEMPLATE,
+        )
+        .unwrap();
+        let by_ocid = DomainPolicy::new(
+            Some(&format!("{OCID}=https://idcs-y.identity.oraclecloud.com")),
+            TEMPLATE,
+        )
+        .unwrap();
+        let r = record(
+            json!({"actorId": user, "domainName": NAME, "domainId": OCID,
+                              "domainDisplayName": "Default"}),
+        );
+        let events = EventTypes::parse("UserJit").unwrap();
+        let t = act(triage(&r, &events, &by_display));
+        assert_eq!(t.domain, "Default");
+        assert_eq!(t.domain_url.host(), "idcs-x.identity.oraclecloud.com");
+        let t = act(triage(&r, &events, &by_ocid));
+        assert_eq!(t.domain, OCID);
+        assert_eq!(t.domain_url.host(), "idcs-y.identity.oraclecloud.com");
+        let other =
+            record(json!({"actorId": user, "domainName": NAME, "domainDisplayName": "Other"}));
+        match triage(&other, &events, &by_display) {
+            Triage::Ignored { domain, reason, .. } => {
+                assert_eq!(domain.as_deref(), Some(NAME));
+                assert_eq!(reason, IgnoreReason::OutsideDomains);
+            }
+            t => panic!("expected Ignored, got {t:?}"),
+        }
     }
 
     // ---- parse_invocation ----

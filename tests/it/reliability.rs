@@ -513,3 +513,16 @@ async fn reconcile_honours_a_server_that_lists_fewer_users_per_page_than_asked()
     assert!(report.get("nextStartIndex").is_none(), "{report}");
     assert_eq!(idd.count("GET", "/admin/v1/Users?"), 5, "pages of 7");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domains_entry_by_display_name_matches_records_that_also_carry_the_domain_name() {
+    let idd = server().await;
+    let mut record = jit_user(&idd, 1);
+    record["data"]["additionalDetails"]["domainDisplayName"] = json!("Default");
+    let f = function_for(&[("Default", &idd)], &[]);
+    let (status, report) = invoke(&f, &json!([record])).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], 1, "{report}");
+    assert_eq!(report["results"][0]["domain"], "Default");
+    assert_eq!(idd.user_caps(&hex_id(1)), Some(PROFILE_APPLIED));
+}
