@@ -526,3 +526,73 @@ async fn a_domains_entry_by_display_name_matches_records_that_also_carry_the_dom
     assert_eq!(report["results"][0]["domain"], "Default");
     assert_eq!(idd.user_caps(&hex_id(1)), Some(PROFILE_APPLIED));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_escape_what_a_server_sends_so_no_line_can_be_forged() {
+    let idd = server().await;
+    let record = jit_user(&idd, 1);
+    let forged = "bad\n2026-11-30T00:00:00.000000Z  INFO record outcome=applied \u{1b}[32mok";
+    idd.add_fault(
+        "PUT",
+        &hex_id(1),
+        Fault::Error {
+            status: 400,
+            detail: forged.into(),
+        },
+        None,
+    );
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("LOG_FORMAT", "text")]);
+    let (status, report) = invoke(&f, &json!([record])).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["rejected"], 1);
+    let log = f.stderr.wait_for("summary");
+    assert!(
+        log.contains("bad\\n2026"),
+        "the detail is logged, escaped: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "no terminal escape reaches the log"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026-11-30T00:00:00.000000Z")),
+        "no forged line: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_request_rate_is_refused_at_start_and_an_expired_token_warning_is_logged() {
+    use crate::platform_harness::{InitFailure, Launch};
+    for rate in ["1e-20", "0.05"] {
+        let launch = Launch::function().env("MAX_REQUESTS_PER_SECOND", rate);
+        match FnProcess::start(&launch) {
+            Err(InitFailure::Exited { status, stderr }) => {
+                assert_eq!(status.code(), Some(2), "{rate}: {stderr}");
+                assert!(stderr.contains("MAX_REQUESTS_PER_SECOND"), "{stderr}");
+                assert!(!stderr.contains("panic"), "{stderr}");
+            }
+            Err(e) => panic!("{rate}: {e:?}"),
+            Ok(_) => panic!("{rate}: started"),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("rpst");
+    // A token that expired in 2001 (the signature part is never checked locally).
+    std::fs::write(&token, "eyJhbGciOiJub25lIn0.eyJleHAiOjEwMDAwMDAwMDB9.c2ln").unwrap();
+    let launch = Launch::function().env("OCI_RESOURCE_PRINCIPAL_RPST", token.display().to_string());
+    let f = FnProcess::start(&launch).unwrap_or_else(|e| panic!("{e:?}"));
+    let log = f.stderr.wait_for("already expired");
+    let warning = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("already expired"))
+        });
+    assert!(
+        warning.is_some_and(|w| w["level"] == "WARN"),
+        "logged as JSON: {log}"
+    );
+}

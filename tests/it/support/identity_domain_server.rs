@@ -115,6 +115,8 @@ pub enum Fault {
     Endless,
     /// 200 with exactly this JSON (a wrong user, a partial user, an odd list page).
     Answer(Value),
+    /// This status with a SCIM error whose `detail` is this text.
+    Error { status: u16, detail: String },
 }
 
 struct FaultRule {
@@ -499,6 +501,10 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
             .body(filler_body(None))
             .expect("response"),
         (Ok(_), Some(Fault::Answer(value))) => json_response(StatusCode::OK, &value),
+        (Ok(_), Some(Fault::Error { status, detail })) => scim_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            &detail,
+        ),
         (Ok(_), None | Some(Fault::Stall(_))) => {
             route(&state, &parts.method, &target, &parts.headers, &body)
         }
