@@ -117,10 +117,31 @@ pub struct Report {
     /// Set when ignored records were summarised rather than listed: reason → count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignored_summary: Option<BTreeMap<String, usize>>,
+    /// Set when the report would have passed [`REPORT_MAX_BYTES`]: the records not listed in
+    /// `results`, counted by outcome and reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_listed: Option<NotListed>,
     /// Set when the body could not be used at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// The records a report summarises instead of listing.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotListed {
+    pub count: usize,
+    /// `"<outcome>: <reason>"` → how many records.
+    pub by_outcome_and_reason: BTreeMap<String, usize>,
+}
+
+/// The largest report answered: the platform's limit is 6 MB, and the counts and the summary need
+/// room besides the listed records.
+pub const REPORT_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// Room kept for everything but the listed records when a report is cut down.
+const REPORT_SUMMARY_ROOM: usize = 256 * 1024;
+/// Distinct reasons a summary counts one by one; the rest share one line per outcome.
+const SUMMARY_REASONS_MAX: usize = 500;
 
 impl Report {
     /// A body that cannot be processed: retrying cannot help, so this is a final answer.
@@ -135,6 +156,7 @@ impl Report {
             dry_run,
             results: Vec::new(),
             ignored_summary: None,
+            not_listed: None,
             error: Some(error.into()),
         }
     }
@@ -152,6 +174,7 @@ impl Report {
             dry_run,
             results,
             ignored_summary: None,
+            not_listed: None,
             error: None,
         };
         if report.ignored > IGNORED_LISTED_MAX {
@@ -168,7 +191,65 @@ impl Report {
             report.results.retain(|r| r.outcome != Outcome::Ignored);
             report.ignored_summary = Some(summary);
         }
+        report.fit_within(REPORT_MAX_BYTES);
         report
+    }
+
+    /// Keeps the serialised report under `limit`: when it would pass it, the failed and rejected
+    /// records are listed first, as many records as fit are listed, and the rest are counted by
+    /// outcome and reason.
+    fn fit_within(&mut self, limit: usize) {
+        let sizes: Vec<usize> = self
+            .results
+            .iter()
+            .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()) + 1)
+            .collect();
+        if sizes.iter().sum::<usize>() + REPORT_SUMMARY_ROOM <= limit {
+            return;
+        }
+        let rank = |o: Outcome| match o {
+            Outcome::Failed => 0,
+            Outcome::Rejected => 1,
+            _ => 2,
+        };
+        let mut order: Vec<usize> = (0..self.results.len()).collect();
+        order.sort_by_key(|&i| (rank(self.results[i].outcome), self.results[i].index));
+        let budget = limit.saturating_sub(REPORT_SUMMARY_ROOM);
+        let mut used = 0;
+        let mut listed = vec![false; self.results.len()];
+        for &i in &order {
+            if used + sizes[i] > budget {
+                break;
+            }
+            used += sizes[i];
+            listed[i] = true;
+        }
+        let mut not_listed = NotListed::default();
+        let mut kept = Vec::new();
+        let results = std::mem::take(&mut self.results);
+        for (r, listed) in results.into_iter().zip(listed) {
+            if listed {
+                kept.push(r);
+                continue;
+            }
+            not_listed.count += 1;
+            let reason: String = r
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            let mut key = format!("{}: {reason}", r.outcome.as_str());
+            let known = not_listed.by_outcome_and_reason.contains_key(&key);
+            if !known && not_listed.by_outcome_and_reason.len() >= SUMMARY_REASONS_MAX {
+                key = format!("{}: (other reasons)", r.outcome.as_str());
+            }
+            *not_listed.by_outcome_and_reason.entry(key).or_insert(0) += 1;
+        }
+        kept.sort_by_key(|r| (rank(r.outcome), r.index));
+        self.results = kept;
+        self.not_listed = Some(not_listed);
     }
 
     /// Whether the platform should retry the invocation.
@@ -550,4 +631,48 @@ pub fn log_report(report: &Report) {
         dry_run = report.dry_run,
         "summary"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_past_five_mebibytes_lists_failures_first_and_summarises_the_rest() {
+        let results: Vec<RecordResult> = (0..60_000)
+            .map(|i| {
+                let outcome = match i % 3 {
+                    0 => Outcome::Unchanged,
+                    1 => Outcome::Rejected,
+                    _ if i % 1000 == 2 => Outcome::Failed,
+                    _ => Outcome::Applied,
+                };
+                RecordResult::new(i, outcome).reason(format!("{} {}", "x".repeat(100), i % 7))
+            })
+            .collect();
+        let failed = results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .count();
+        let report = Report::from_results(results, false);
+        let size = serde_json::to_vec(&report).unwrap().len();
+        assert!(size < REPORT_MAX_BYTES, "{size}");
+        assert_eq!(report.received, 60_000);
+        let not_listed = report.not_listed.as_ref().expect("summarised");
+        assert_eq!(report.results.len() + not_listed.count, 60_000);
+        assert_eq!(
+            not_listed.by_outcome_and_reason.values().sum::<usize>(),
+            not_listed.count
+        );
+        assert!(report.results[..failed]
+            .iter()
+            .all(|r| r.outcome == Outcome::Failed));
+        assert!(report.results[failed..]
+            .iter()
+            .take(10)
+            .all(|r| r.outcome == Outcome::Rejected));
+        // A small report is left as it is.
+        let small = Report::from_results(vec![RecordResult::new(0, Outcome::Applied)], false);
+        assert!(small.not_listed.is_none());
+    }
 }

@@ -596,3 +596,36 @@ async fn a_tiny_request_rate_is_refused_at_start_and_an_expired_token_warning_is
         "logged as JSON: {log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_six_megabyte_batch_of_tiny_rejected_records_answers_under_five_mebibytes() {
+    let idd = server().await;
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    // Selected (type ends in userjit) but naming no user or domain: each one is rejected with a
+    // reason longer than the record.
+    let record = r#"{"type":"com.oraclecloud.identitysignon.userjit"}"#;
+    let n = 5_900_000 / (record.len() + 1);
+    let body = format!("[{}]", vec![record; n].join(","));
+    assert!(body.len() < 6_000_000);
+    let reply = f
+        .call(crate::platform_harness::Call::new(body.into_bytes()))
+        .await;
+    reply.assert_platform_valid();
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body.len() < 5 * 1024 * 1024,
+        "{} bytes",
+        reply.body.len()
+    );
+    let report = reply.json();
+    assert_eq!(
+        (report["received"].as_u64(), report["rejected"].as_u64()),
+        (Some(n as u64), Some(n as u64))
+    );
+    let listed = report["results"].as_array().unwrap().len();
+    let not_listed = report["notListed"]["count"].as_u64().unwrap() as usize;
+    assert_eq!(listed + not_listed, n);
+    assert!(listed > 1000, "as many as fit are listed: {listed}");
+    assert!(report["results"][0]["outcome"] == "rejected");
+    assert_eq!(idd.requests().len(), 0);
+}
