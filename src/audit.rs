@@ -1097,16 +1097,12 @@ mod tests {
         assert_eq!(t.domain, "Default");
         assert_eq!(t.domain_url.as_str(), "http://127.0.0.1:8080");
 
-        // The reconstruction names the domain by domainName first, which DOMAINS lacks.
+        // The reconstruction carries domainName first and domainDisplayName "Default" too: it
+        // belongs to the entry, whichever of its fields names it.
         let batch = records(RECONSTRUCTION);
-        assert_eq!(
-            triage(&batch[0], &events, &p),
-            Triage::Ignored {
-                event_id: Some("5b0f2f3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into()),
-                domain: Some(DOMAIN.into()),
-                reason: IgnoreReason::OutsideDomains,
-            }
-        );
+        let t = act(triage(&batch[0], &events, &p));
+        assert_eq!(t.domain, "Default");
+        assert_eq!(t.domain_url.as_str(), "http://127.0.0.1:8080");
         // Outside the list wins over a missing user: it is another domain's business.
         let t = triage(&record(json!({"domainName": "Other"})), &events, &p);
         assert_eq!(ignored(t), IgnoreReason::OutsideDomains);
