@@ -629,3 +629,28 @@ async fn a_six_megabyte_batch_of_tiny_rejected_records_answers_under_five_mebiby
     assert!(report["results"][0]["outcome"] == "rejected");
     assert_eq!(idd.requests().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_page_past_32_mebibytes_ends_reconcile_as_incomplete_with_bounded_memory() {
+    let idd = server().await;
+    idd.add_fault(
+        "GET",
+        "/admin/v1/Users?",
+        Fault::Huge {
+            status: 200,
+            bytes: 100_000_000,
+            declared: false,
+        },
+        None,
+    );
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, _) = invoke(&f, &json!({"reconcile": {"domain": DOMAIN_A}})).await;
+    assert_eq!(status, 502);
+    let report = logged_reconcile_report(&f);
+    assert_eq!(report["nextStartIndex"], 1, "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("larger than 33554432 bytes"), "{error}");
+    let peak_mib = f.peak_rss_kib() as f64 / 1024.0;
+    println!("100 MB list page: peak RSS {peak_mib:.1} MiB");
+    assert!(peak_mib < 64.0, "peak RSS {peak_mib:.1} MiB");
+}
