@@ -133,7 +133,6 @@ pub fn hint(purpose: Purpose, status: StatusCode) -> Option<&'static str> {
         (_, StatusCode::FORBIDDEN) => Some(
             "grant the function's dynamic group the User Administrator role in this domain (a new grant can take minutes to apply)",
         ),
-        (_, StatusCode::NOT_FOUND) if purpose != Purpose::ListUsers => Some("not found"),
         (_, s) if s.is_redirection() => {
             Some("redirects are not followed: a signed request goes to no other host")
         }
