@@ -492,6 +492,12 @@ impl IdentityDomainClient {
             result,
             request_id: None,
         };
+        let request = match self.signed_request(call).await {
+            Ok(request) => request,
+            Err(error) => return result(AttemptResult::failed(error)),
+        };
+        // Paced after signing, right before the send: signing time (which varies under load) then
+        // cannot bunch requests up on the wire.
         if let Some(pacer) = &self.inner.pacer {
             if let Err(error) = pacer.wait(deadline).await {
                 return result(AttemptResult::failed(error));
@@ -501,10 +507,6 @@ impl IdentityDomainClient {
         if remaining.is_zero() {
             return result(AttemptResult::failed(IdcsError::Deadline));
         }
-        let request = match self.signed_request(call).await {
-            Ok(request) => request,
-            Err(error) => return result(AttemptResult::failed(error)),
-        };
         let timeout = remaining.min(self.inner.settings.attempt_timeout);
         let purpose = call.purpose;
         let transport = |e: reqwest::Error| {
