@@ -12,9 +12,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
-use crate::config::{DomainPolicy, EventTypes};
-use crate::identity_domain::{Failure, IdentityDomainClient};
-use crate::names::{DomainUrl, UserId};
+use crate::config::{DomainPolicy, DomainRoute, EventTypes};
+use crate::control_plane::{ControlPlane, ResolveError};
+use crate::identity_domain::{answered_user_id, Failure, IdentityDomainClient};
+use crate::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use crate::profile::{Change, CurrentCapabilities, Profile};
 
 /// Work is not started on a user with less than this left before the deadline: one read and one write
@@ -89,7 +90,7 @@ impl RecordResult {
         RecordResult {
             event_id: target.event_id.clone(),
             domain: Some(target.domain.clone()),
-            user_id: Some(target.user_id.as_str().to_string()),
+            user_id: Some(target.user_id.as_str().to_owned()),
             user_name: target.user_name.clone(),
             ..Self::new(index, outcome)
         }
@@ -184,6 +185,8 @@ impl Report {
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub client: IdentityDomainClient,
+    /// Resolves domain OCIDs (records and DOMAINS entries) to identity-domain URLs.
+    pub control_plane: ControlPlane,
     pub profile: Profile,
     pub dry_run: bool,
     pub max_concurrency: usize,
@@ -192,7 +195,8 @@ pub struct Engine {
 /// All records that name one user, in batch order.
 struct UserWork {
     domain_url: DomainUrl,
-    user_id: UserId,
+    /// As the records name the user: the SCIM id, or the OCID.
+    user: UserRef,
     records: Vec<(usize, Target)>,
 }
 
@@ -206,25 +210,10 @@ impl Engine {
         deadline: Instant,
     ) -> Report {
         let mut results = Vec::with_capacity(records.len());
-        let mut work: Vec<UserWork> = Vec::new();
-        let mut by_user: HashMap<(String, String), usize> = HashMap::new();
+        let mut acting: Vec<(usize, Target)> = Vec::new();
         for (index, triaged) in records.triage(events, domains).enumerate() {
             match triaged {
-                Triage::Act(target) => {
-                    let key = (
-                        target.domain_url.as_str().to_string(),
-                        target.user_id.as_str().to_string(),
-                    );
-                    let slot = *by_user.entry(key).or_insert_with(|| {
-                        work.push(UserWork {
-                            domain_url: target.domain_url.clone(),
-                            user_id: target.user_id.clone(),
-                            records: Vec::new(),
-                        });
-                        work.len() - 1
-                    });
-                    work[slot].records.push((index, target));
-                }
+                Triage::Act(target) => acting.push((index, target)),
                 Triage::Ignored {
                     event_id,
                     domain,
@@ -260,6 +249,38 @@ impl Engine {
             }
         }
         let concurrency = self.max_concurrency.max(1);
+        let urls = self.resolve_domains(&acting, deadline).await;
+        let mut work: Vec<UserWork> = Vec::new();
+        let mut by_user: HashMap<(DomainUrl, UserRef), usize> = HashMap::new();
+        for (index, target) in acting {
+            let domain_url = match &target.route {
+                DomainRoute::Url(url) => url.clone(),
+                DomainRoute::Ocid(ocid) => match urls.get(ocid) {
+                    Some(Ok(url)) => url.clone(),
+                    Some(Err(error)) => {
+                        results.push(unresolved(index, &target, error));
+                        continue;
+                    }
+                    None => {
+                        results.push(
+                            RecordResult::for_target(index, &target, Outcome::Failed)
+                                .reason("the domain OCID was not resolved"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            let key = (domain_url.clone(), target.user_id.clone());
+            let slot = *by_user.entry(key).or_insert_with(|| {
+                work.push(UserWork {
+                    domain_url,
+                    user: target.user_id.clone(),
+                    records: Vec::new(),
+                });
+                work.len() - 1
+            });
+            work[slot].records.push((index, target));
+        }
         let mut done =
             futures_util::stream::iter(work.into_iter().map(|w| self.process_user(w, deadline)))
                 .buffer_unordered(concurrency);
@@ -267,6 +288,53 @@ impl Engine {
             results.extend(user_results);
         }
         Report::from_results(results, self.dry_run)
+    }
+
+    /// The identity-domain URL a route leads to (asking the control plane for an OCID).
+    pub async fn domain_url(
+        &self,
+        route: &DomainRoute,
+        deadline: Instant,
+    ) -> Result<DomainUrl, ResolveError> {
+        match route {
+            DomainRoute::Url(url) => Ok(url.clone()),
+            DomainRoute::Ocid(ocid) => self.control_plane.domain_url(ocid, deadline).await,
+        }
+    }
+
+    /// The URL of every distinct domain OCID the acting records name, each asked once.
+    async fn resolve_domains(
+        &self,
+        acting: &[(usize, Target)],
+        deadline: Instant,
+    ) -> HashMap<DomainOcid, Result<DomainUrl, ResolveError>> {
+        let mut ocids: Vec<DomainOcid> = acting
+            .iter()
+            .filter_map(|(_, t)| match &t.route {
+                DomainRoute::Ocid(ocid) => Some(ocid.clone()),
+                DomainRoute::Url(_) => None,
+            })
+            .collect();
+        ocids.sort();
+        ocids.dedup();
+        // Futures are made up front (they start only when polled) so none borrows from a closure.
+        let pending: Vec<_> = ocids
+            .into_iter()
+            .map(|ocid| self.resolve_one(ocid, deadline))
+            .collect();
+        futures_util::stream::iter(pending)
+            .buffer_unordered(self.max_concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn resolve_one(
+        &self,
+        ocid: DomainOcid,
+        deadline: Instant,
+    ) -> (DomainOcid, Result<DomainUrl, ResolveError>) {
+        let url = self.control_plane.domain_url(&ocid, deadline).await;
+        (ocid, url)
     }
 
     async fn process_user(&self, work: UserWork, deadline: Instant) -> Vec<RecordResult> {
@@ -288,7 +356,7 @@ impl Engine {
         }
         let user = match self
             .client
-            .get_user(&work.domain_url, &work.user_id, deadline)
+            .get_user(&work.domain_url, &work.user, deadline)
             .await
         {
             Ok(answer) => answer,
@@ -307,6 +375,10 @@ impl Engine {
             }
         };
         let mut ecids = user.ecids;
+        let user_id = match answered_user_id(&work.user, &user.value) {
+            Ok(id) => id,
+            Err(reason) => return fail_all(reason, ecids, Outcome::Failed),
+        };
         let actual_name = user
             .value
             .get("userName")
@@ -349,7 +421,9 @@ impl Engine {
                 continue;
             }
             let mut result = self
-                .enforce(&work, target, *index, &current, &mut ecids, deadline)
+                .enforce(
+                    &work, &user_id, target, *index, &current, &mut ecids, deadline,
+                )
                 .await;
             result.request_ids = ecids.clone();
             acted = Some((*index, result.outcome));
@@ -359,9 +433,11 @@ impl Engine {
     }
 
     /// Compares and writes for the record that acts on the user.
+    #[allow(clippy::too_many_arguments)]
     async fn enforce(
         &self,
         work: &UserWork,
+        user_id: &UserId,
         target: &Target,
         index: usize,
         current: &CurrentCapabilities,
@@ -369,7 +445,7 @@ impl Engine {
         deadline: Instant,
     ) -> RecordResult {
         let done = self
-            .enforce_user(&work.domain_url, &work.user_id, current, deadline)
+            .enforce_user(&work.domain_url, user_id, current, deadline)
             .await;
         ecids.extend(done.ecids);
         RecordResult {
@@ -442,6 +518,19 @@ impl Enforced {
             reason,
             ecids: Vec::new(),
         }
+    }
+}
+
+/// The result of a record whose domain OCID has no usable URL.
+fn unresolved(index: usize, target: &Target, error: &ResolveError) -> RecordResult {
+    match error {
+        ResolveError::Rejected(reason) => {
+            RecordResult::for_target(index, target, Outcome::Rejected).reason(reason.clone())
+        }
+        ResolveError::Failed { reason, ecids } => RecordResult {
+            request_ids: ecids.clone(),
+            ..RecordResult::for_target(index, target, Outcome::Failed).reason(reason.clone())
+        },
     }
 }
 

@@ -10,11 +10,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oci_user_capabilities::apply::{log_report, Engine, Report};
 use oci_user_capabilities::audit::{parse_invocation, Invocation};
-use oci_user_capabilities::config::{Config, LogFormat};
+use oci_user_capabilities::config::{Config, DomainRoute, LogFormat, KEY_CONTROL_PLANE};
+use oci_user_capabilities::control_plane::{self, ControlPlane, ResolveError};
 use oci_user_capabilities::fdk::{self, FdkSettings, FnConfig, ListenerSpec};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::identity_domain::{ClientSettings, IdentityDomainClient};
-use oci_user_capabilities::names::DomainUrl;
+use oci_user_capabilities::names::{DomainOcid, DomainUrl};
 use oci_user_capabilities::reconcile::{
     reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
 };
@@ -57,7 +58,8 @@ enum Command {
     },
     /// Bring every matching user of one identity domain to the profile, page by page.
     Reconcile {
-        /// The identity domain's URL, e.g. https://idcs-….identity.oraclecloud.com (http only to loopback).
+        /// The identity domain: its URL, e.g. https://idcs-….identity.oraclecloud.com (http only to
+        /// loopback), its OCID (resolved through the IAM control plane), or a name in DOMAINS.
         #[arg(long)]
         domain: String,
         /// SCIM filter selecting the users [default: JIT-created users]
@@ -173,6 +175,30 @@ fn client_settings(config: &Config) -> ClientSettings {
     }
 }
 
+/// The control plane for domain OCIDs: IDENTITY_CONTROL_PLANE_URL, else the region's. A DOMAINS
+/// entry that is a bare OCID needs one, so its absence then stops the start.
+fn control_plane_base(
+    config: &Config,
+    region: Option<&str>,
+) -> Result<Result<DomainUrl, String>, String> {
+    let metadata = env("OCI_REGION_METADATA");
+    let base = control_plane::base_url(
+        config.control_plane_url.as_ref(),
+        region,
+        metadata.as_deref(),
+    )
+    .map_err(|e| format!("cannot derive {KEY_CONTROL_PLANE}: {e}"))?;
+    let base = base.ok_or_else(|| {
+        format!("{KEY_CONTROL_PLANE} is unset and no region is known to derive it from")
+    });
+    match &base {
+        Err(why) if config.domains.needs_control_plane() => {
+            Err(format!("DOMAINS lists a domain OCID to resolve, but {why}"))
+        }
+        _ => Ok(base),
+    }
+}
+
 fn serve() -> ExitCode {
     let spec = match ListenerSpec::from_lookup(&env) {
         Ok(spec) => spec,
@@ -186,6 +212,10 @@ fn serve() -> ExitCode {
     };
     let credentials = match ResourcePrincipal::from_env(&env, std::time::SystemTime::now()) {
         Ok(rp) => rp,
+        Err(e) => return refuse(e),
+    };
+    let control_plane_base = match control_plane_base(&config, credentials.region()) {
+        Ok(base) => base,
         Err(e) => return refuse(e),
     };
     telemetry::init(log_style(config.log_format));
@@ -210,6 +240,7 @@ fn serve() -> ExitCode {
                 }
             };
         let engine = Engine {
+            control_plane: ControlPlane::new(control_plane_base, client.clone()),
             client,
             profile: config.profile,
             dry_run: config.dry_run,
@@ -312,8 +343,12 @@ fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFutur
         Some(_) => log_style(config.log_format),
         None => LogStyle::Text,
     });
-    let credentials = match credentials(&run) {
+    let (credentials, region) = match credentials(&run) {
         Ok(c) => c,
+        Err(e) => return refuse(e),
+    };
+    let control_plane_base = match control_plane_base(&config, region.as_deref()) {
+        Ok(base) => base,
         Err(e) => return refuse(e),
     };
     let output = run.output.unwrap_or(if std::io::stdout().is_terminal() {
@@ -332,6 +367,7 @@ fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFutur
         };
         tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
         let engine = Engine {
+            control_plane: ControlPlane::new(control_plane_base, client.clone()),
             client,
             profile: config.profile,
             dry_run: config.dry_run,
@@ -341,7 +377,9 @@ fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFutur
     })
 }
 
-fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, String> {
+/// The signing credentials and the region they come with (the resource principal's, or the
+/// config profile's `region`).
+fn credentials(run: &RunOptions) -> Result<(Arc<dyn CredentialsProvider>, Option<String>), String> {
     let kind = run
         .auth
         .unwrap_or(if env("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() {
@@ -352,7 +390,10 @@ fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, String>
     match kind {
         AuthKind::ResourcePrincipal => {
             ResourcePrincipal::from_env(&env, std::time::SystemTime::now())
-                .map(|rp| Arc::new(rp) as Arc<dyn CredentialsProvider>)
+                .map(|rp| {
+                    let region = rp.region().map(str::to_owned);
+                    (Arc::new(rp) as Arc<dyn CredentialsProvider>, region)
+                })
                 .map_err(|e| e.to_string())
         }
         AuthKind::ApiKey | AuthKind::SecurityToken => {
@@ -363,7 +404,10 @@ fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, String>
                     .ok_or("no --config-file given and HOME is not set to find ~/.oci/config")?,
             };
             ApiKeyProvider::from_oci_config(&path, &run.profile, home.as_deref())
-                .map(|p| Arc::new(p) as Arc<dyn CredentialsProvider>)
+                .map(|p| {
+                    let region = p.region().map(str::to_owned);
+                    (Arc::new(p) as Arc<dyn CredentialsProvider>, region)
+                })
                 .map_err(|e| e.to_string())
         }
     }
@@ -413,10 +457,26 @@ struct ReconcileArgs {
 
 async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCode {
     // The operator names the domain on the command line, so any valid identity-domain URL is accepted
-    // (https, or http to a loopback address for local tests).
-    let domain = match DomainUrl::parse(&args.domain) {
-        Ok(d) => d,
-        Err(e) => return refuse(format_args!("--domain: {e}")),
+    // (https, or http to a loopback address for local tests); a domain OCID is resolved through the
+    // control plane, and a DOMAINS name gives its URL.
+    let route = match DomainOcid::parse(&args.domain) {
+        Ok(ocid) => DomainRoute::Ocid(ocid),
+        Err(_) => match DomainUrl::parse(&args.domain) {
+            Ok(url) => DomainRoute::Url(url),
+            Err(e) => match ctx.config.domains.resolve_for_reconcile(&args.domain) {
+                Ok(route) => route,
+                Err(_) => return refuse(format_args!("--domain: {e}")),
+            },
+        },
+    };
+    let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+    let domain = match ctx.engine.domain_url(&route, deadline).await {
+        Ok(url) => url,
+        Err(ResolveError::Rejected(reason)) => return refuse(format_args!("--domain: {reason}")),
+        Err(ResolveError::Failed { reason, .. }) => {
+            eprintln!("oci-user-capabilities: --domain: {reason}");
+            return ExitCode::from(1);
+        }
     };
     let filter = args.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string());
     let progress_on_tty = std::io::stderr().is_terminal();
