@@ -1,5 +1,6 @@
 mod cli;
 mod enforcement;
+mod events;
 mod fdk_platform;
 mod hardening;
 mod idd_server;
