@@ -5,10 +5,12 @@
 //! started when the deadline is near are reported `failed`, so the platform retries the batch.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Serialize;
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
@@ -281,9 +283,12 @@ impl Engine {
             });
             work[slot].records.push((index, target));
         }
-        let mut done =
-            futures_util::stream::iter(work.into_iter().map(|w| self.process_user(w, deadline)))
-                .buffer_unordered(concurrency);
+        let claims = Claims::default();
+        let pending: Vec<_> = work
+            .into_iter()
+            .map(|w| self.process_user(w, &claims, deadline))
+            .collect();
+        let mut done = futures_util::stream::iter(pending).buffer_unordered(concurrency);
         while let Some(user_results) = done.next().await {
             results.extend(user_results);
         }
@@ -337,7 +342,12 @@ impl Engine {
         (ocid, url)
     }
 
-    async fn process_user(&self, work: UserWork, deadline: Instant) -> Vec<RecordResult> {
+    async fn process_user(
+        &self,
+        work: UserWork,
+        claims: &Claims,
+        deadline: Instant,
+    ) -> Vec<RecordResult> {
         let fail_all = |reason: String, ecids: Vec<String>, outcome: Outcome| {
             work.records
                 .iter()
@@ -405,29 +415,45 @@ impl Engine {
                 );
                 continue;
             }
-            if let Some((first, outcome)) = acted {
-                let result = RecordResult::for_target(*index, target, Outcome::Unchanged)
-                    .reason(format!("duplicate of record {first}"));
-                // A failed first attempt leaves the user unfinished: its duplicates must be retried too.
-                let result = if outcome == Outcome::Failed {
-                    RecordResult {
-                        outcome: Outcome::Failed,
-                        ..result
-                    }
-                } else {
-                    result
+            if acted.is_none() {
+                // One user may be named by id in one record and by OCID in another: they are
+                // separate work until the read gives the id, so the first to get here acts and
+                // every other waits for its outcome.
+                let claim = claims.claim(&work.domain_url, &user_id);
+                let mut mine = None;
+                let first = {
+                    let (mine, ecids, user_id, current) =
+                        (&mut mine, &mut ecids, &user_id, &current);
+                    let work = &work;
+                    *claim
+                        .get_or_init(|| async move {
+                            let mut result = self
+                                .enforce(work, user_id, target, *index, current, ecids, deadline)
+                                .await;
+                            result.request_ids = ecids.clone();
+                            let first = (*index, result.outcome);
+                            *mine = Some(result);
+                            first
+                        })
+                        .await
                 };
-                results.push(result);
-                continue;
+                acted = Some(first);
+                if let Some(result) = mine {
+                    results.push(result);
+                    continue;
+                }
             }
-            let mut result = self
-                .enforce(
-                    &work, &user_id, target, *index, &current, &mut ecids, deadline,
-                )
-                .await;
-            result.request_ids = ecids.clone();
-            acted = Some((*index, result.outcome));
-            results.push(result);
+            if let Some((first, outcome)) = acted {
+                // Never `unchanged` for a user that was not made compliant.
+                let outcome = match outcome {
+                    Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
+                    other => other,
+                };
+                results.push(
+                    RecordResult::for_target(*index, target, outcome)
+                        .reason(format!("duplicate of record {first}")),
+                );
+            }
         }
         results
     }
@@ -518,6 +544,17 @@ impl Enforced {
             reason,
             ecids: Vec::new(),
         }
+    }
+}
+
+/// Which record of a batch acts on each user (by domain and SCIM id), and its outcome once known.
+#[derive(Default)]
+struct Claims(std::sync::Mutex<HashMap<(DomainUrl, UserId), Arc<OnceCell<(usize, Outcome)>>>>);
+
+impl Claims {
+    fn claim(&self, domain: &DomainUrl, user: &UserId) -> Arc<OnceCell<(usize, Outcome)>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry((domain.clone(), user.clone())).or_default())
     }
 }
 

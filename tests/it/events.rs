@@ -12,7 +12,7 @@ use oci_user_capabilities::names::{DomainOcid, DomainUrl};
 use oci_user_capabilities::signer::ResourcePrincipal;
 use serde_json::{json, Value};
 
-use crate::enforcement::{invoke, server, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
+use crate::enforcement::{admin_record, invoke, server, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
 use crate::platform_harness::{vectors_dir, FnProcess, Launch, FN_BINARY};
 use crate::support::fixtures;
 use crate::support::identity_domain_server::{hex_id, test_key_pem, IdentityDomainServer};
@@ -178,7 +178,16 @@ async fn audit_createuser_records_in_a_batch_are_enforced() {
     // Other audit records in the same batch are ignored.
     batch.push(json!({"type": "com.oraclecloud.identityControlPlane.UpdateUser", "id": "x",
                       "data": {"resourceId": user_ocid(12), "additionalDetails": {"domainId": DOMAIN_OCID}}}));
-    let f = function(&idd, &[("MAX_CONCURRENCY", "4")]);
+    // User 13 named by SCIM id in a JIT record of the same domain: one user, one write.
+    batch.push(admin_record(DOMAIN_A, &hex_id(13), "u13@example.com"));
+    let template = idd.base_url();
+    let f = function(
+        &idd,
+        &[
+            ("MAX_CONCURRENCY", "4"),
+            ("IDENTITY_DOMAIN_URL_TEMPLATE", &template),
+        ],
+    );
 
     let (status, report) = invoke(&f, &Value::Array(batch)).await;
     assert_eq!(status, 200, "{report}");
@@ -191,7 +200,7 @@ async fn audit_createuser_records_in_a_batch_are_enforced() {
             report["rejected"].as_u64(),
             report["failed"].as_u64()
         ),
-        (Some(7), Some(4), Some(1), Some(1), Some(1), Some(0)),
+        (Some(8), Some(4), Some(2), Some(1), Some(1), Some(0)),
         "{report}"
     );
     let dup = &results(&report)[4];
@@ -212,6 +221,15 @@ async fn audit_createuser_records_in_a_batch_are_enforced() {
             .starts_with("identity mismatch"),
         "{mismatch}"
     );
+    let by_id_and_ocid: Vec<&Value> = [&results(&report)[3], &results(&report)[7]]
+        .into_iter()
+        .filter(|r| r["outcome"] == "unchanged")
+        .collect();
+    assert_eq!(by_id_and_ocid.len(), 1, "{report}");
+    assert!(by_id_and_ocid[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("duplicate of record "));
     for n in 10..14 {
         assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED), "user {n}");
     }
