@@ -549,10 +549,13 @@ impl Enforced {
 
 /// Which record of a batch acts on each user (by domain and SCIM id), and its outcome once known.
 #[derive(Default)]
-struct Claims(std::sync::Mutex<HashMap<(DomainUrl, UserId), Arc<OnceCell<(usize, Outcome)>>>>);
+struct Claims(std::sync::Mutex<HashMap<(DomainUrl, UserId), Arc<Claim>>>);
+
+/// The first record that acted on a user, and its outcome.
+type Claim = OnceCell<(usize, Outcome)>;
 
 impl Claims {
-    fn claim(&self, domain: &DomainUrl, user: &UserId) -> Arc<OnceCell<(usize, Outcome)>> {
+    fn claim(&self, domain: &DomainUrl, user: &UserId) -> Arc<Claim> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(map.entry((domain.clone(), user.clone())).or_default())
     }
