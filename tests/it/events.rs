@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::enforcement::{admin_record, invoke, server, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
 use crate::platform_harness::{vectors_dir, FnProcess, Launch, FN_BINARY};
 use crate::support::fixtures;
-use crate::support::identity_domain_server::{hex_id, test_key_pem, IdentityDomainServer};
+use crate::support::identity_domain_server::{hex_id, test_key_pem, Fault, IdentityDomainServer};
 
 const DOMAIN_OCID: &str = "ocid1.domain.oc1..aaaaaaaaexampledomain00000000000000000000000000000000";
 const OTHER_DOMAIN_OCID: &str =
@@ -520,4 +520,54 @@ async fn concurrent_lookups_of_one_ocid_share_one_get_domain() {
         Err(ResolveError::Rejected(reason)) => assert!(reason.contains("no region"), "{reason}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// `GetDomain` goes through the identity-domain client's classifier: 5xx retried, 429 retried then
+/// `failed` (502, so the platform redelivers), other 4xx `rejected` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_domain_failures_are_classified_like_identity_domain_calls() {
+    let idd = server().await;
+    idd.add_domain(DOMAIN_OCID, &idd.base_url());
+    idd.add_domain(OTHER_DOMAIN_OCID, &idd.base_url());
+    let path = format!("/20160918/domains/{DOMAIN_OCID}");
+    idd.add_fault("GET", &path, Fault::Status(503), Some(2));
+    let (ocid, name) = new_user(&idd, 70);
+    let f = function(&idd, &[]);
+    let (status, report) = invoke(&f, &events_object(&ocid, &name, DOMAIN_OCID)).await;
+    assert_eq!(
+        (status, report["applied"].as_u64()),
+        (200, Some(1)),
+        "{report}"
+    );
+    assert_eq!(
+        get_domain_calls(&idd, DOMAIN_OCID),
+        3,
+        "two 503s, then the answer"
+    );
+
+    let other = format!("/20160918/domains/{OTHER_DOMAIN_OCID}");
+    idd.add_fault("GET", &other, Fault::Status(400), Some(1));
+    let (ocid, name) = new_user(&idd, 71);
+    let (status, report) = invoke(&f, &events_object(&ocid, &name, OTHER_DOMAIN_OCID)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(results(&report)[0]["outcome"], "rejected", "{report}");
+    assert_eq!(
+        get_domain_calls(&idd, OTHER_DOMAIN_OCID),
+        1,
+        "a 400 is not retried"
+    );
+
+    // Not remembered: the next call asks again, and this time keeps getting 429.
+    idd.add_fault(
+        "GET",
+        &other,
+        Fault::TooManyRequests {
+            retry_after: Some("0".to_owned()),
+        },
+        None,
+    );
+    let (status, log) = invoke(&f, &events_object(&ocid, &name, OTHER_DOMAIN_OCID)).await;
+    assert_eq!(status, 502, "a retry can fix a 429: {log}");
+    assert!(get_domain_calls(&idd, OTHER_DOMAIN_OCID) > 2);
+    assert_eq!(idd.user_caps(&hex_id(71)), Some(ALL_ON), "nothing written");
 }
