@@ -59,10 +59,14 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
                     ),
                     None => {
                         first_for_user.insert(key, index);
+                        let mut attributes = user_attributes();
+                        if matches!(target.user_id, UserRef::Ocid(_)) {
+                            attributes.push_str(",ocid");
+                        }
                         let get_url = route_endpoint(
                             &target.route,
                             &["admin", "v1", "Users", target.user_id.as_str()],
-                            &[("attributes", &user_attributes())],
+                            &[("attributes", &attributes)],
                         );
                         let put_id = match &target.user_id {
                             UserRef::Id(id) => id.as_str(),
