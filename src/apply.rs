@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
-use crate::config::{DomainPolicy, DomainRoute, EventTypes};
+use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
 use crate::control_plane::{ControlPlane, ResolveError};
 use crate::identity_domain::{answered_user_id, Failure, IdentityDomainClient};
 use crate::names::{DomainOcid, DomainUrl, UserId, UserRef};
@@ -183,15 +183,16 @@ impl Report {
     }
 }
 
-/// What the engine needs besides the records.
+/// What the engine needs besides the records: the client and the settings that decide and bound the
+/// work, taken from a validated [`Config`].
 #[derive(Debug, Clone)]
 pub struct Engine {
-    pub client: IdentityDomainClient,
+    pub(crate) client: IdentityDomainClient,
     /// Resolves domain OCIDs (records and DOMAINS entries) to identity-domain URLs.
-    pub control_plane: ControlPlane,
-    pub profile: Profile,
-    pub dry_run: bool,
-    pub max_concurrency: usize,
+    pub(crate) control_plane: ControlPlane,
+    pub(crate) profile: Profile,
+    pub(crate) dry_run: bool,
+    pub(crate) max_concurrency: usize,
 }
 
 /// All records that name one user, in batch order.
@@ -203,6 +204,29 @@ struct UserWork {
 }
 
 impl Engine {
+    /// An engine that enforces `config`'s profile with `client`.
+    /// Domain OCIDs are resolved at `config`'s IDENTITY_CONTROL_PLANE_URL; without one (the default
+    /// depends on the region, which the credentials know), see
+    /// [`with_control_plane`](Self::with_control_plane).
+    pub fn new(client: IdentityDomainClient, config: &Config) -> Self {
+        let control_plane = config.control_plane_url.clone().ok_or_else(|| {
+            format!("{KEY_CONTROL_PLANE} is unset and no region is known to derive it from")
+        });
+        Engine {
+            control_plane: ControlPlane::new(control_plane, client.clone()),
+            client,
+            profile: config.profile,
+            dry_run: config.dry_run,
+            max_concurrency: config.max_concurrency,
+        }
+    }
+
+    /// Resolves domain OCIDs at `base` (`Err`: why there is no control plane to ask).
+    pub fn with_control_plane(mut self, base: Result<DomainUrl, String>) -> Self {
+        self.control_plane = ControlPlane::new(base, self.client.clone());
+        self
+    }
+
     /// Processes a batch of raw records and returns one result per record.
     pub async fn process_records(
         &self,
@@ -227,7 +251,7 @@ impl Engine {
                             domain,
                             ..RecordResult::new(index, Outcome::Ignored)
                         }
-                        .reason(reason),
+                        .reason(reason.as_str()),
                     );
                 }
                 Triage::Rejected {

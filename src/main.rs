@@ -13,7 +13,7 @@ use oci_user_capabilities::audit::{parse_invocation, Invocation};
 use oci_user_capabilities::config::{
     Config, ConfigError, DomainRoute, LogFormat, KEY_CONTROL_PLANE,
 };
-use oci_user_capabilities::control_plane::{self, ControlPlane, ResolveError};
+use oci_user_capabilities::control_plane::{self, ResolveError};
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::identity_domain::{BuildError, ClientSettings, IdentityDomainClient};
@@ -295,13 +295,7 @@ fn serve() -> Result<ExitCode, CliError> {
         // After the bind: the TLS client set-up is the slowest part of the start.
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let profile = config.profile.describe();
-        let engine = Engine {
-            control_plane: ControlPlane::new(control_plane_base, client.clone()),
-            client,
-            profile: config.profile,
-            dry_run: config.dry_run,
-            max_concurrency: config.max_concurrency,
-        };
+        let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
@@ -377,13 +371,7 @@ fn operator(
     runtime()?.block_on(async move {
         let client = IdentityDomainClient::new(credentials, client_settings(&config))?;
         tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
-        let engine = Engine {
-            control_plane: ControlPlane::new(control_plane_base, client.clone()),
-            client,
-            profile: config.profile,
-            dry_run: config.dry_run,
-            max_concurrency: config.max_concurrency,
-        };
+        let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         body(OperatorContext {
             config,
             engine,
