@@ -970,7 +970,7 @@ mod tests {
         "ocid1.domain.oc1..aaaaaaaaexampledomain00000000000000000000000000000000";
     const EVENTS_CREATEUSER: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/oci-events-createuser-RECONSTRUCTION.json"
+        "/tests/data/samples/oci-events-createuser-RECONSTRUCTION.json"
     ));
 
     #[test]
