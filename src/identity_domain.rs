@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::names::{DomainUrl, UserId};
+use crate::names::{DomainUrl, UserId, UserRef};
 use crate::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
 use crate::retry::{
     backoff, classify, hint, parse_retry_after, Observed, Purpose, Verdict, ERROR_ANSWER_LIMIT,
@@ -199,9 +199,13 @@ pub struct Call {
 }
 
 impl Call {
-    /// `GET /admin/v1/Users/{id}` with the attributes the comparison needs.
-    pub fn read_user(domain: &DomainUrl, user: &UserId) -> Self {
-        let attributes = user_attributes();
+    /// `GET /admin/v1/Users/{id or OCID}` with the attributes the comparison needs, and `ocid`
+    /// when asked by OCID.
+    pub fn read_user(domain: &DomainUrl, user: &UserRef) -> Self {
+        let mut attributes = user_attributes();
+        if matches!(user, UserRef::Ocid(_)) {
+            attributes.push_str(",ocid");
+        }
         Call {
             method: Method::GET,
             url: domain.endpoint(
@@ -367,17 +371,39 @@ impl IdentityDomainClient {
         self.inner.credentials.describe()
     }
 
-    /// `GET /admin/v1/Users/{id}`. The answer must be the user asked for (its `id` equal to the id
-    /// asked for), or nothing is done with it: the request `failed`.
+    /// `GET /admin/v1/Users/{id or OCID}` with the capability and user extensions (and `ocid`
+    /// when asked by OCID, so [`answered_user_id`] can check the answer is the user asked for).
     pub async fn get_user(
         &self,
         domain: &DomainUrl,
-        user: &UserId,
+        user: &UserRef,
         deadline: Instant,
     ) -> Result<Answer<serde_json::Value>, Failure> {
         let answer = self.send(&Call::read_user(domain, user), deadline).await?;
         let value = json_object(&answer.value)
-            .and_then(|value| check_user_answer(user, value))
+            .map_err(|error| Failure::failed(error, answer.ecids.clone()))?;
+        Ok(Answer {
+            value,
+            ecids: answer.ecids,
+        })
+    }
+
+    /// A signed `GET` of a JSON object from any service the same credentials reach (the IAM
+    /// control plane's `GetDomain`), through the same retries and failure classes as the
+    /// identity-domain calls.
+    pub async fn get_json(
+        &self,
+        url: url::Url,
+        deadline: Instant,
+    ) -> Result<Answer<serde_json::Value>, Failure> {
+        let call = Call {
+            method: Method::GET,
+            url,
+            body: None,
+            purpose: Purpose::LookupDomain,
+        };
+        let answer = self.send(&call, deadline).await?;
+        let value = json_object(&answer.value)
             .map_err(|error| Failure::failed(error, answer.ecids.clone()))?;
         Ok(Answer {
             value,
@@ -694,36 +720,38 @@ async fn read_capped(
     Ok(Some(body))
 }
 
+/// The SCIM id to write with, once the answer to [`IdentityDomainClient::get_user`] is known to
+/// be the user asked for: asked by id, the answer's `id` must equal it; asked by OCID, the
+/// answer's `ocid` must equal it and its `id` must be 32 lower-case hex. Anything else means the
+/// answer is not trustworthy, and nothing may be written.
+pub fn answered_user_id(requested: &UserRef, user: &serde_json::Value) -> Result<UserId, String> {
+    let field = |name: &str| user.get(name).and_then(serde_json::Value::as_str);
+    let id = field("id");
+    match requested {
+        UserRef::Id(wanted) => match id {
+            Some(id) if id == wanted.as_str() => Ok(wanted.clone()),
+            other => Err(format!(
+                "the identity domain answered for id {} when asked for {wanted}",
+                crate::names::shown(other.unwrap_or("<none>"))
+            )),
+        },
+        UserRef::Ocid(wanted) => match field("ocid") {
+            Some(ocid) if ocid == wanted.as_str() => UserId::parse(id.unwrap_or_default())
+                .map_err(|e| format!("the user asked for by OCID has an unusable {e}")),
+            other => Err(format!(
+                "the identity domain answered for OCID {} when asked for {wanted}",
+                crate::names::shown(other.unwrap_or("<none>"))
+            )),
+        },
+    }
+}
+
 fn json_object(bytes: &[u8]) -> Result<serde_json::Value, IdcsError> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Ok(v) if v.is_object() => Ok(v),
         Ok(_) => Err(IdcsError::InvalidResponse("expected a JSON object".into())),
         Err(e) => Err(IdcsError::InvalidResponse(format!("not JSON ({e})"))),
     }
-}
-
-/// The read's answer must be the user asked for: a proxy, a cache or a confused service answering
-/// with another user must never lead to a write carrying that user's values.
-pub fn check_user_answer(
-    asked: &UserId,
-    user: serde_json::Value,
-) -> Result<serde_json::Value, IdcsError> {
-    let shown = |v: Option<&serde_json::Value>| match v {
-        Some(serde_json::Value::String(s)) => {
-            format!("{:?}", s.chars().take(80).collect::<String>())
-        }
-        Some(_) => "a non-string".to_string(),
-        None => "no id".to_string(),
-    };
-    let id = user.get("id");
-    if id.and_then(serde_json::Value::as_str) != Some(asked.as_str()) {
-        return Err(IdcsError::InvalidResponse(format!(
-            "asked for user {}, the answer has {}",
-            asked.as_str(),
-            shown(id)
-        )));
-    }
-    Ok(user)
 }
 
 /// `detail` and Oracle's `messageId` from a SCIM error body; anything else (an HTML error page) yields
@@ -758,6 +786,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_answer_must_be_the_user_asked_for() {
+        let id = "8f2e4c6a1b3d5f7091a2b3c4d5e6f708";
+        let ocid = "ocid1.user.oc1..aaaaexample";
+        let by_id = UserRef::parse(id).unwrap();
+        let by_ocid = UserRef::parse(ocid).unwrap();
+        let user = serde_json::json!({"id": id, "ocid": ocid, "userName": "x"});
+        assert_eq!(answered_user_id(&by_id, &user).unwrap().as_str(), id);
+        assert_eq!(answered_user_id(&by_ocid, &user).unwrap().as_str(), id);
+        for (asked, answer) in [
+            (&by_id, serde_json::json!({"id": "0".repeat(32)})),
+            (&by_id, serde_json::json!({"ocid": ocid})),
+            (&by_ocid, serde_json::json!({"id": id})),
+            (
+                &by_ocid,
+                serde_json::json!({"id": id, "ocid": "ocid1.user.oc1..other"}),
+            ),
+            (&by_ocid, serde_json::json!({"id": "../x", "ocid": ocid})),
+            (
+                &by_ocid,
+                serde_json::json!({"id": id.to_uppercase(), "ocid": ocid}),
+            ),
+            (&by_ocid, serde_json::json!({"ocid": ocid})),
+        ] {
+            assert!(answered_user_id(asked, &answer).is_err(), "{answer}");
+        }
+    }
+
+    #[test]
     fn scim_errors_are_read_and_other_bodies_tolerated() {
         let body = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error","urn:ietf:params:scim:api:oracle:idcs:extension:messages:Error"],"detail":"Missing required attribute(s)","status":"400","urn:ietf:params:scim:api:oracle:idcs:extension:messages:Error":{"messageId":"error.common.validation.missingReqAttributes"}}"#;
         let (detail, id) = scim_error(body);
@@ -768,23 +824,6 @@ mod tests {
         );
         assert_eq!(scim_error(b"<html>bad gateway</html>"), (None, None));
         assert_eq!(scim_error(br#"{"detail": 5}"#), (None, None));
-    }
-
-    #[test]
-    fn the_answer_must_be_the_user_asked_for() {
-        let asked = UserId::parse("0123456789abcdef0123456789abcdef").unwrap();
-        let other = serde_json::json!({"id": "fedcba9876543210fedcba9876543210", "userName": "x"});
-        let err = check_user_answer(&asked, other).unwrap_err().to_string();
-        assert!(err.contains("fedcba9876543210fedcba9876543210"), "{err}");
-        for answer in [
-            serde_json::json!({"userName": "x"}),
-            serde_json::json!({"id": 5}),
-            serde_json::json!({"id": "0123456789ABCDEF0123456789ABCDEF"}),
-        ] {
-            assert!(check_user_answer(&asked, answer).is_err());
-        }
-        let same = serde_json::json!({"id": asked.as_str()});
-        assert_eq!(check_user_answer(&asked, same.clone()).unwrap(), same);
     }
 
     #[test]
@@ -805,7 +844,7 @@ mod tests {
         )
         .unwrap();
         let user = UserId::parse("0123456789abcdef0123456789abcdef").unwrap();
-        let read = Call::read_user(&domain, &user);
+        let read = Call::read_user(&domain, &UserRef::Id(user.clone()));
         assert_eq!(
             (read.method.clone(), read.purpose),
             (Method::GET, Purpose::ReadUser)
