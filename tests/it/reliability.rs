@@ -257,7 +257,7 @@ async fn a_read_answered_for_another_user_or_a_partial_user_writes_nothing() {
         records[&hex_id(1)]
     );
     assert!(
-        records[&hex_id(2)].1.contains("no id"),
+        records[&hex_id(2)].1.contains("<none>"),
         "{:?}",
         records[&hex_id(2)]
     );
