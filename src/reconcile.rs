@@ -144,7 +144,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
                 break;
             }
         };
-        let total = match check_page(&page, index) {
+        let total = match check_page(&page, index, count) {
             Ok(total) => total,
             Err(reason) => {
                 // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
@@ -212,22 +212,25 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
     report
 }
 
-/// The page's `totalResults` when the page can be trusted to say where the scan stands.
-fn check_page(page: &UserPage, index: u64) -> Result<u64, String> {
+/// The page's `totalResults` when the page can be trusted to say where the scan stands. A page may
+/// hold fewer users than asked when the server says so (`itemsPerPage`, a server whose pages are
+/// smaller) or at the end of the listing; fewer than that before the end means users the scan
+/// cannot account for.
+fn check_page(page: &UserPage, index: u64, asked: u64) -> Result<u64, String> {
     let total = page
         .total_results
         .ok_or("the page has no totalResults, so the end of the listing is unknown")?;
     let held = page.resources.len() as u64;
-    if let Some(promised) = page.items_per_page {
-        if promised != held {
-            return Err(format!(
-                "the page promised {promised} users (itemsPerPage) and holds {held}"
-            ));
-        }
-    }
-    if held == 0 && index <= total {
+    let promised = page.items_per_page.unwrap_or(asked).min(asked);
+    // Users from `index` to the end of the listing.
+    let remaining = total.saturating_sub(index.saturating_sub(1));
+    let expected = promised.min(remaining);
+    if held < expected {
         return Err(format!(
-            "an empty page at index {index} of {total} users (totalResults)"
+            "the page holds {held} users where {expected} were due (totalResults {total}, \
+             itemsPerPage {}, {asked} asked)",
+            page.items_per_page
+                .map_or_else(|| "absent".to_string(), |n| n.to_string())
         ));
     }
     Ok(total)
@@ -283,4 +286,48 @@ async fn reconcile_one(
         request_ids: done.ecids,
         ..entry(done.outcome, done.reason)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(total: Option<u64>, per_page: Option<u64>, held: usize) -> UserPage {
+        UserPage {
+            total_results: total,
+            start_index: None,
+            items_per_page: per_page,
+            resources: vec![serde_json::json!({}); held],
+        }
+    }
+
+    #[test]
+    fn pages_that_cannot_say_where_the_scan_stands_are_refused() {
+        // Whole pages, a server's smaller pages, and the short last page are fine.
+        assert_eq!(
+            check_page(&page(Some(2500), Some(1000), 1000), 1, 1000),
+            Ok(2500)
+        );
+        assert_eq!(check_page(&page(Some(2500), Some(7), 7), 8, 1000), Ok(2500));
+        assert_eq!(
+            check_page(&page(Some(2500), Some(1000), 500), 2001, 1000),
+            Ok(2500)
+        );
+        assert_eq!(
+            check_page(&page(Some(2500), Some(500), 500), 2001, 1000),
+            Ok(2500)
+        );
+        assert_eq!(
+            check_page(&page(Some(2500), None, 500), 2001, 1000),
+            Ok(2500)
+        );
+        assert_eq!(check_page(&page(Some(0), None, 0), 1, 1000), Ok(0));
+        assert_eq!(check_page(&page(Some(10), None, 0), 11, 1000), Ok(10));
+        // No total, an empty or short page before the end.
+        assert!(check_page(&page(None, Some(1), 1), 1, 1000).is_err());
+        assert!(check_page(&page(Some(10), None, 0), 1, 1000).is_err());
+        assert!(check_page(&page(Some(10), Some(5), 2), 1, 5).is_err());
+        assert!(check_page(&page(Some(2500), None, 999), 1, 1000).is_err());
+        assert!(check_page(&page(Some(2500), Some(1000), 999), 1, 1000).is_err());
+    }
 }

@@ -457,11 +457,11 @@ async fn reconcile_never_claims_a_scan_it_did_not_make() {
         (
             json!({"totalResults": 10, "itemsPerPage": 5, "startIndex": 1,
                    "Resources": [listed(&hex_id(0), 0), listed(&hex_id(1), 1)]}),
-            "promised 5 users",
+            "holds 2 users where 5 were due",
         ),
         (
             json!({"totalResults": 10, "startIndex": 1, "Resources": []}),
-            "an empty page at index 1 of 10",
+            "holds 0 users where 10 were due",
         ),
     ];
     for (page, why) in pages {
@@ -474,6 +474,18 @@ async fn reconcile_never_claims_a_scan_it_did_not_make() {
         assert_eq!(report["nextStartIndex"], 1, "{why}: {report}");
         assert!(report["error"].as_str().unwrap().contains(why), "{report}");
     }
+
+    // The last page may be short, even when itemsPerPage echoes the count asked.
+    let idd = server().await;
+    idd.add_user(&hex_id(0), "u0@example.com", ALL_ON, "samljit", true);
+    idd.add_user(&hex_id(1), "u1@example.com", ALL_ON, "samljit", true);
+    let last = json!({"totalResults": 2, "itemsPerPage": 1000, "startIndex": 1,
+                      "Resources": [listed(&hex_id(0), 0), listed(&hex_id(1), 1)]});
+    idd.add_fault("GET", "/admin/v1/Users?", Fault::Answer(last), None);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &reconcile).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], 2, "{report}");
 
     // A user listed twice is processed and counted once.
     let idd = server().await;
