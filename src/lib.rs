@@ -15,6 +15,7 @@ pub mod names;
 pub mod plan;
 pub mod profile;
 pub mod reconcile;
+pub mod retry;
 pub mod telemetry;
 
 pub use oci_fdk as fdk;
