@@ -503,7 +503,7 @@ async fn rejected_credentials_are_refreshed_once_then_reported() {
     );
     let log = f.stderr.wait_for("User Administrator");
     assert!(
-        log.contains("User Administrator"),
-        "the error names the likely cause"
+        log.contains("signing as resource principal") && log.contains("dynamic group"),
+        "the error names the credential and the likely cause: {log}"
     );
 }
