@@ -259,10 +259,12 @@ impl Report {
     pub fn needs_retry(&self) -> bool {
         self.failed > 0
     }
+}
 
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
-    }
+/// A report (of a batch, a reconcile run or a plan) as JSON. Serialising these plain structs cannot
+/// fail; if it ever did, the answer still says so rather than being empty.
+pub fn to_json(report: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(report).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
 }
 
 /// What the engine needs besides the records: the client and the settings that decide and bound the

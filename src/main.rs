@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use oci_user_capabilities::apply::{log_report, Engine, Report};
+use oci_user_capabilities::apply::{log_report, to_json, Engine, Report};
 use oci_user_capabilities::audit::{parse_invocation, Invocation};
 use oci_user_capabilities::config::{
     Config, ConfigError, DomainRoute, LogFormat, KEY_CONTROL_PLANE,
@@ -587,11 +587,7 @@ fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileRepo
 fn print_apply(report: &Report, output: OutputKind) {
     let mut out = std::io::stdout().lock();
     if output == OutputKind::Json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{:#}", to_json(report));
         return;
     }
     let _ = writeln!(
@@ -639,11 +635,7 @@ fn print_apply(report: &Report, output: OutputKind) {
 fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
     let mut out = std::io::stdout().lock();
     if output == OutputKind::Json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{:#}", to_json(report));
         return;
     }
     for u in &report.users {

@@ -92,10 +92,6 @@ impl ReconcileReport {
     pub fn needs_retry(&self) -> bool {
         self.failed > 0 || self.error.is_some()
     }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
-    }
 }
 
 pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -> ReconcileReport {
