@@ -13,6 +13,7 @@ pub mod handler;
 pub mod identity_domain;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod profile;
 pub mod reconcile;
 pub mod signer;
