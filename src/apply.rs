@@ -4,7 +4,8 @@
 //! and written only when something differs. At most `max_concurrency` users are in flight; users not yet
 //! started when the deadline is near are reported `failed`, so the platform retries the batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,9 +13,11 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
+use crate::batch::{group_by_user, UserRecords};
 use crate::config::{DomainPolicy, EventTypes};
 use crate::identity_domain::{Failure, IdentityDomainClient};
 use crate::names::{DomainUrl, UserId};
+use crate::policy::{Decision, Policy, UserFacts};
 use crate::profile::{Change, CurrentCapabilities, Profile};
 
 /// Work is not started on a user with less than this left before the deadline: one read and one write
@@ -60,6 +63,9 @@ pub struct RecordResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
     pub outcome: Outcome,
+    /// What decided the user's profile: rule names, `tag:<ns>.<key>`, or `default`; empty when the
+    /// record ended before the policy was consulted (ignored, rejected or failed before the read).
+    pub policy: Vec<String>,
     /// Attribute → [before, after]; `before` is null when the domain did not report a value.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub changed: BTreeMap<&'static str, [Option<bool>; 2]>,
@@ -79,6 +85,7 @@ impl RecordResult {
             user_id: None,
             user_name: None,
             outcome,
+            policy: Vec::new(),
             changed: BTreeMap::new(),
             reason: None,
             request_ids: Vec::new(),
@@ -184,16 +191,10 @@ impl Report {
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub client: IdentityDomainClient,
-    pub profile: Profile,
+    /// Decides each user's profile; the same policy serves batches and reconcile.
+    pub policy: Arc<Policy>,
     pub dry_run: bool,
     pub max_concurrency: usize,
-}
-
-/// All records that name one user, in batch order.
-struct UserWork {
-    domain_url: DomainUrl,
-    user_id: UserId,
-    records: Vec<(usize, Target)>,
 }
 
 impl Engine {
@@ -205,60 +206,12 @@ impl Engine {
         domains: &DomainPolicy,
         deadline: Instant,
     ) -> Report {
-        let mut results = Vec::with_capacity(records.len());
-        let mut work: Vec<UserWork> = Vec::new();
-        let mut by_user: HashMap<(String, String), usize> = HashMap::new();
-        for (index, triaged) in records.triage(events, domains).enumerate() {
-            match triaged {
-                Triage::Act(target) => {
-                    let key = (
-                        target.domain_url.as_str().to_string(),
-                        target.user_id.as_str().to_string(),
-                    );
-                    let slot = *by_user.entry(key).or_insert_with(|| {
-                        work.push(UserWork {
-                            domain_url: target.domain_url.clone(),
-                            user_id: target.user_id.clone(),
-                            records: Vec::new(),
-                        });
-                        work.len() - 1
-                    });
-                    work[slot].records.push((index, target));
-                }
-                Triage::Ignored {
-                    event_id,
-                    domain,
-                    reason,
-                } => {
-                    results.push(
-                        RecordResult {
-                            event_id,
-                            domain,
-                            ..RecordResult::new(index, Outcome::Ignored)
-                        }
-                        .reason(reason),
-                    );
-                }
-                Triage::Rejected {
-                    event_id,
-                    domain,
-                    user_id,
-                    user_name,
-                    reason,
-                } => {
-                    results.push(
-                        RecordResult {
-                            event_id,
-                            domain,
-                            user_id,
-                            user_name,
-                            ..RecordResult::new(index, Outcome::Rejected)
-                        }
-                        .reason(reason),
-                    );
-                }
-            }
+        let batch = group_by_user(records, events, domains);
+        let mut results = Vec::with_capacity(batch.received);
+        for (index, triaged) in batch.settled {
+            results.push(settled_result(index, triaged));
         }
+        let work = batch.users;
         let concurrency = self.max_concurrency.max(1);
         let mut done =
             futures_util::stream::iter(work.into_iter().map(|w| self.process_user(w, deadline)))
@@ -269,7 +222,7 @@ impl Engine {
         Report::from_results(results, self.dry_run)
     }
 
-    async fn process_user(&self, work: UserWork, deadline: Instant) -> Vec<RecordResult> {
+    async fn process_user(&self, work: UserRecords, deadline: Instant) -> Vec<RecordResult> {
         let fail_all = |reason: String, ecids: Vec<String>, outcome: Outcome| {
             work.records
                 .iter()
@@ -286,9 +239,10 @@ impl Engine {
                 Outcome::Failed,
             );
         }
+        let wanted = self.policy.needs().attributes();
         let user = match self
             .client
-            .get_user(&work.domain_url, &work.user_id, deadline)
+            .get_user(&work.domain_url, &work.user_id, &wanted, deadline)
             .await
         {
             Ok(answer) => answer,
@@ -313,6 +267,16 @@ impl Engine {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
+        let decision = match UserFacts::from_scim(&user.value, work.domain_values()) {
+            Ok(facts) => self.policy.decide(&facts),
+            Err(e) => {
+                return fail_all(
+                    format!("reading the user: unexpected answer: {e}"),
+                    ecids,
+                    Outcome::Failed,
+                )
+            }
+        };
 
         let mut results = Vec::with_capacity(work.records.len());
         let mut acted: Option<(usize, Outcome)> = None;
@@ -334,8 +298,11 @@ impl Engine {
                 continue;
             }
             if let Some((first, outcome)) = acted {
-                let result = RecordResult::for_target(*index, target, Outcome::Unchanged)
-                    .reason(format!("duplicate of record {first}"));
+                let result = RecordResult {
+                    policy: decision.policy().to_vec(),
+                    ..RecordResult::for_target(*index, target, Outcome::Unchanged)
+                        .reason(format!("duplicate of record {first}"))
+                };
                 // A failed first attempt leaves the user unfinished: its duplicates must be retried too.
                 let result = if outcome == Outcome::Failed {
                     RecordResult {
@@ -348,9 +315,22 @@ impl Engine {
                 results.push(result);
                 continue;
             }
-            let mut result = self
-                .enforce(&work, target, *index, &current, &mut ecids, deadline)
+            let done = self
+                .apply_decision(
+                    &work.domain_url,
+                    &work.user_id,
+                    &decision,
+                    &current,
+                    deadline,
+                )
                 .await;
+            ecids.extend(done.ecids);
+            let mut result = RecordResult {
+                policy: done.policy,
+                changed: done.changed,
+                reason: done.reason,
+                ..RecordResult::for_target(*index, target, done.outcome)
+            };
             result.request_ids = ecids.clone();
             acted = Some((*index, result.outcome));
             results.push(result);
@@ -358,24 +338,37 @@ impl Engine {
         results
     }
 
-    /// Compares and writes for the record that acts on the user.
-    async fn enforce(
+    /// Carries out the policy's decision for one user whose current capabilities are known: an
+    /// exempt user is left alone, any other is brought to its profile.
+    pub async fn apply_decision(
         &self,
-        work: &UserWork,
-        target: &Target,
-        index: usize,
+        domain: &DomainUrl,
+        user: &UserId,
+        decision: &Decision,
         current: &CurrentCapabilities,
-        ecids: &mut Vec<String>,
         deadline: Instant,
-    ) -> RecordResult {
-        let done = self
-            .enforce_user(&work.domain_url, &work.user_id, current, deadline)
-            .await;
-        ecids.extend(done.ecids);
-        RecordResult {
-            changed: done.changed,
-            reason: done.reason,
-            ..RecordResult::for_target(index, target, done.outcome)
+    ) -> Enforced {
+        match decision {
+            Decision::Exempt { policy, reason } => Enforced {
+                policy: policy.clone(),
+                ..Enforced::new(Outcome::Unchanged, Some(reason.clone()))
+            },
+            Decision::Enforce {
+                profile,
+                policy,
+                notes,
+            } => {
+                let mut done = self
+                    .enforce_user(domain, user, profile, current, deadline)
+                    .await;
+                done.policy = policy.clone();
+                if !notes.is_empty() {
+                    let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
+                    reason.extend(notes.iter().cloned());
+                    done.reason = Some(reason.join("; "));
+                }
+                done
+            }
         }
     }
 
@@ -385,10 +378,11 @@ impl Engine {
         &self,
         domain: &DomainUrl,
         user: &UserId,
+        profile: &Profile,
         current: &CurrentCapabilities,
         deadline: Instant,
     ) -> Enforced {
-        let changes = self.profile.diff(current);
+        let changes = profile.diff(current);
         if changes.is_empty() {
             return Enforced::new(Outcome::Unchanged, Some("already compliant".into()));
         }
@@ -399,7 +393,7 @@ impl Engine {
                 ..Enforced::new(Outcome::Applied, Some("dry run: not written".into()))
             };
         }
-        let body = self.profile.put_body(current);
+        let body = profile.put_body(current);
         match self
             .client
             .put_capabilities(domain, user, body, deadline)
@@ -429,6 +423,8 @@ impl Engine {
 #[derive(Debug, Clone)]
 pub struct Enforced {
     pub outcome: Outcome,
+    /// What decided the profile (see [`RecordResult::policy`]).
+    pub policy: Vec<String>,
     pub changed: BTreeMap<&'static str, [Option<bool>; 2]>,
     pub reason: Option<String>,
     pub ecids: Vec<String>,
@@ -438,10 +434,44 @@ impl Enforced {
     pub fn new(outcome: Outcome, reason: Option<String>) -> Self {
         Enforced {
             outcome,
+            policy: Vec::new(),
             changed: BTreeMap::new(),
             reason,
             ecids: Vec::new(),
         }
+    }
+}
+
+/// The result of a record that never reached a user: ignored, or rejected on its own values.
+fn settled_result(index: usize, triaged: Triage) -> RecordResult {
+    match triaged {
+        Triage::Ignored {
+            event_id,
+            domain,
+            reason,
+        } => RecordResult {
+            event_id,
+            domain,
+            ..RecordResult::new(index, Outcome::Ignored)
+        }
+        .reason(reason),
+        Triage::Rejected {
+            event_id,
+            domain,
+            user_id,
+            user_name,
+            reason,
+        } => RecordResult {
+            event_id,
+            domain,
+            user_id,
+            user_name,
+            ..RecordResult::new(index, Outcome::Rejected)
+        }
+        .reason(reason),
+        // Acting records are grouped by user, never settled; answer rather than panic.
+        Triage::Act(target) => RecordResult::for_target(index, &target, Outcome::Failed)
+            .reason("internal: an acting record was not processed"),
     }
 }
 
@@ -471,6 +501,7 @@ pub fn log_report(report: &Report) {
                     user_id = r.user_id.as_deref().unwrap_or(""),
                     user_name = r.user_name.as_deref().unwrap_or(""),
                     outcome = r.outcome.as_str(),
+                    policy = %r.policy.join(","),
                     changed = %changed,
                     reason = r.reason.as_deref().unwrap_or(""),
                     request_ids = %ids,

@@ -191,6 +191,9 @@ pub struct Target {
     pub event_id: Option<String>,
     /// The domain value as the record gave it (a domain name, display name or OCID).
     pub domain: String,
+    /// Every domain field the record gave (`domainName`, `domainId`, `domainDisplayName`), for the
+    /// policy's `domains` matcher.
+    pub domain_values: Vec<String>,
     pub domain_url: DomainUrl,
     pub user_id: UserId,
     pub user_name: Option<String>,
@@ -342,6 +345,10 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
 }
 
 fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -> Triage {
+    let domain_values: Vec<String> = [&d.domain_name, &d.domain_id, &d.domain_display_name]
+        .into_iter()
+        .filter_map(|v| present(v.clone()))
+        .collect();
     let domain = present(d.domain_name)
         .or(present(d.domain_id))
         .or(present(d.domain_display_name));
@@ -407,6 +414,7 @@ fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -
         Ok(parsed) => Triage::Act(Target {
             event_id,
             domain: domain.unwrap_or_default(),
+            domain_values,
             domain_url,
             user_id: parsed,
             user_name,

@@ -19,14 +19,32 @@ use crate::signer::{
     SignedRequest,
 };
 
-/// Attributes read for one user: enough to cross-check the name and compare capabilities.
-pub fn user_attributes() -> String {
-    format!("userName,{CAPABILITIES_URN},{USER_EXTENSION_URN}")
+/// Attributes read for one user: enough to cross-check the name and compare capabilities, plus
+/// `policy` (the policy's facts: groups, tags, user-extension flags). `attributes` replaces the
+/// service's default set, so everything used is named.
+pub fn user_attributes(policy: &[&str]) -> String {
+    join_attributes(&["userName", CAPABILITIES_URN], policy)
 }
 
-/// The JIT marker is `returned: request`, so listing names it explicitly.
-pub fn list_attributes() -> String {
-    format!("userName,{CAPABILITIES_URN},{USER_EXTENSION_URN}:isFederatedUser,{USER_EXTENSION_URN}:creationMechanism")
+/// The JIT marker is `returned: request`, so listing names it explicitly; `policy` as for
+/// [`user_attributes`].
+pub fn list_attributes(policy: &[&str]) -> String {
+    let federated = format!("{USER_EXTENSION_URN}:isFederatedUser");
+    let creation = format!("{USER_EXTENSION_URN}:creationMechanism");
+    join_attributes(
+        &["userName", CAPABILITIES_URN, &federated, &creation],
+        policy,
+    )
+}
+
+fn join_attributes(base: &[&str], extra: &[&str]) -> String {
+    let mut all: Vec<&str> = base.to_vec();
+    for a in extra {
+        if !all.contains(a) {
+            all.push(a);
+        }
+    }
+    all.join(",")
 }
 
 #[derive(Debug, Clone)]
@@ -228,14 +246,15 @@ impl IdentityDomainClient {
         self.inner.credentials.describe()
     }
 
-    /// `GET /admin/v1/Users/{id}` with the capability and user extensions.
+    /// `GET /admin/v1/Users/{id}` with the capabilities and the attributes `policy` names.
     pub async fn get_user(
         &self,
         domain: &DomainUrl,
         user: &UserId,
+        policy: &[&str],
         deadline: Instant,
     ) -> Result<Answer<serde_json::Value>, Failure> {
-        let attributes = user_attributes();
+        let attributes = user_attributes(policy);
         let url = domain.endpoint(
             &["admin", "v1", "Users", user.as_str()],
             &[("attributes", &attributes)],
@@ -278,9 +297,10 @@ impl IdentityDomainClient {
         filter: &str,
         start_index: u64,
         count: u64,
+        policy: &[&str],
         deadline: Instant,
     ) -> Result<Answer<UserPage>, Failure> {
-        let attributes = list_attributes();
+        let attributes = list_attributes(policy);
         let start = start_index.to_string();
         let count = count.to_string();
         let url = domain.endpoint(
@@ -567,6 +587,19 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_name_exactly_the_attributes_used() {
+        assert_eq!(user_attributes(&[]), format!("userName,{CAPABILITIES_URN}"));
+        assert_eq!(
+            user_attributes(&["groups", "urn:x:OCITags:definedTags"]),
+            format!("userName,{CAPABILITIES_URN},groups,urn:x:OCITags:definedTags")
+        );
+        let federated = format!("{USER_EXTENSION_URN}:isFederatedUser");
+        let listed = list_attributes(&[&federated, "groups"]);
+        assert_eq!(listed.matches("isFederatedUser").count(), 1, "{listed}");
+        assert!(listed.ends_with(",groups"), "{listed}");
+    }
 
     #[test]
     fn retry_after_forms() {

@@ -7,6 +7,7 @@
 //! knows nothing of Fn.
 pub mod apply;
 pub mod audit;
+pub mod batch;
 pub mod config;
 pub mod fdk;
 pub mod handler;

@@ -10,13 +10,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oci_user_capabilities::apply::{log_report, Engine, Report};
 use oci_user_capabilities::audit::{parse_invocation, Invocation};
-use oci_user_capabilities::config::{Config, LogFormat};
+use oci_user_capabilities::config::{Config, LogFormat, PolicyFile};
 use oci_user_capabilities::fdk::{self, FdkSettings, FnConfig, ListenerSpec};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::identity_domain::{ClientSettings, IdentityDomainClient};
 use oci_user_capabilities::names::DomainUrl;
 use oci_user_capabilities::reconcile::{
-    reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
+    domain_values, reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
 };
 use oci_user_capabilities::signer::{
     default_oci_config_path, ApiKeyProvider, CredentialsProvider, ResourcePrincipal,
@@ -31,7 +31,9 @@ use oci_user_capabilities::telemetry::{self, LogStyle};
     long_about = "Enforce a least-privilege capability profile on OCI identity-domain users.\n\n\
         The profile and the other settings come from the same environment variables as the function's \
         configuration (CAPABILITIES, EVENT_TYPES, DOMAINS, IDENTITY_DOMAIN_URL_TEMPLATE, DRY_RUN, \
-        MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT)."
+        MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT, POLICY, TAG_NAMESPACE). The policy that \
+        decides each user's profile is the one compiled in from policies/capabilities.toml, replaced \
+        whole by POLICY (the same TOML) or by --policy FILE on plan, apply and reconcile."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,6 +49,9 @@ enum Command {
         /// Payload file (a Service Connector batch, one audit record, or a reconcile request); `-` or
         /// nothing reads standard input.
         file: Option<PathBuf>,
+        /// Policy file (TOML) replacing the baked-in policy and POLICY.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Process a payload against the identity domains now, as the function would.
     Apply {
@@ -82,6 +87,9 @@ struct RunOptions {
     /// Read and report, never write.
     #[arg(long)]
     dry_run: bool,
+    /// Policy file (TOML) replacing the baked-in policy and POLICY.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// How to sign requests [default: resource-principal when its variables are set, else api-key]
     #[arg(long, value_enum)]
     auth: Option<AuthKind>,
@@ -123,7 +131,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve => serve(),
-        Command::Plan { file } => plan(file),
+        Command::Plan { file, policy } => plan(file, policy),
         Command::Apply { file, run } => operator(run, |ctx| Box::pin(apply(ctx, file))),
         Command::Reconcile {
             domain,
@@ -211,11 +219,12 @@ fn serve() -> ExitCode {
             };
         let engine = Engine {
             client,
-            profile: config.profile,
+            policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
         };
-        let profile = config.profile.describe();
+        let profile = config.policy.default.describe();
+        let rules = config.policy.rules.len();
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
@@ -232,6 +241,7 @@ fn serve() -> ExitCode {
         tracing::info!(
             socket = %spec.announced.display(),
             profile = %profile,
+            rules,
             "ready"
         );
         let served = fdk::serve(listener, fdk::router(handler, settings), shutdown.wait()).await;
@@ -271,8 +281,17 @@ fn read_payload(file: Option<PathBuf>) -> Result<Vec<u8>, String> {
     }
 }
 
-fn plan(file: Option<PathBuf>) -> ExitCode {
-    let config = match Config::from_lookup(&env) {
+/// The configuration, with the policy from `--policy FILE` when one is given.
+fn load_config(policy: Option<&std::path::Path>) -> Result<Config, String> {
+    let file = policy
+        .map(PolicyFile::read)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Config::load(&env, file.as_ref()).map_err(|e| e.to_string())
+}
+
+fn plan(file: Option<PathBuf>, policy: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(policy.as_deref()) {
         Ok(c) => c,
         Err(e) => return refuse(e),
     };
@@ -301,7 +320,7 @@ struct OperatorContext {
 type OperatorFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode>>>;
 
 fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFuture) -> ExitCode {
-    let mut config = match Config::from_lookup(&env) {
+    let mut config = match load_config(run.policy.as_deref()) {
         Ok(c) => c,
         Err(e) => return refuse(e),
     };
@@ -333,7 +352,7 @@ fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFutur
         tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
         let engine = Engine {
             client,
-            profile: config.profile,
+            policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
         };
@@ -432,6 +451,7 @@ async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCod
         }
         let step = left.map_or(args.page_size, |l| l.min(args.page_size));
         let job = ReconcileJob {
+            domain_values: domain_values(&args.domain, &domain),
             domain: domain.clone(),
             filter: filter.clone(),
             start_index: next,
@@ -524,7 +544,7 @@ fn print_apply(report: &Report, output: OutputKind) {
         "INDEX", "OUTCOME", "USER ID", "USER NAME"
     );
     for r in &report.results {
-        let detail = if r.changed.is_empty() {
+        let mut detail = if r.changed.is_empty() {
             r.reason.clone().unwrap_or_default()
         } else {
             r.changed
@@ -533,6 +553,9 @@ fn print_apply(report: &Report, output: OutputKind) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if !r.policy.is_empty() {
+            detail.push_str(&format!(" [policy: {}]", r.policy.join(", ")));
+        }
         let _ = writeln!(
             out,
             "{:>5}  {:<9}  {:<32}  {:<30}  {}",
