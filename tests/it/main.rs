@@ -4,6 +4,7 @@ mod fdk_platform;
 mod hardening;
 mod idd_server;
 mod platform_harness;
+mod policy;
 mod reconcile;
 mod signer_vectors;
 mod support;
