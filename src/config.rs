@@ -392,7 +392,8 @@ pub struct Config {
 
 impl Config {
     /// Reads the keys of PRODUCT.md's table through `lookup` (the environment in production, a
-    /// closure in tests). An empty or all-whitespace value counts as unset; other values have
+    /// closure in tests). An empty or all-whitespace value counts as unset (but for `CAPABILITIES` and
+    /// `EVENT_TYPES`, where it is an error); other values have
     /// surrounding ASCII whitespace removed. The first invalid key is reported.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::load(lookup, None)
@@ -409,6 +410,16 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
 
+        // Unlike the other keys, an empty profile or event list is refused: an operator who cleared it
+        // most likely meant "manage nothing" or "act on nothing", and the default does the opposite.
+        for key in [KEY_CAPABILITIES, KEY_EVENT_TYPES] {
+            if lookup(key).is_some_and(|v| v.trim_ascii().is_empty()) {
+                return Err(ConfigError::new(
+                    key,
+                    "set but empty; remove the key to use the default, or list at least one name",
+                ));
+            }
+        }
         let capabilities = match get(KEY_CAPABILITIES) {
             Some(v) => Some(
                 Profile::parse(&v)
@@ -567,9 +578,11 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
+        for key in [KEY_CAPABILITIES, KEY_EVENT_TYPES] {
+            let err = config(&[(key, " ")]).unwrap_err();
+            assert!(err.to_string().starts_with(key) && err.to_string().contains("empty"));
+        }
         let keys = [
-            KEY_CAPABILITIES,
-            KEY_EVENT_TYPES,
             KEY_DOMAINS,
             KEY_TEMPLATE,
             KEY_DRY_RUN,

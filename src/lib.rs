@@ -9,7 +9,6 @@ pub mod apply;
 pub mod audit;
 pub mod batch;
 pub mod config;
-pub mod fdk;
 pub mod handler;
 pub mod identity_domain;
 pub mod names;
@@ -17,5 +16,7 @@ pub mod plan;
 pub mod policy;
 pub mod profile;
 pub mod reconcile;
-pub mod signer;
 pub mod telemetry;
+
+pub use oci_fdk as fdk;
+pub use oci_signer as signer;
