@@ -551,16 +551,14 @@ impl Policy {
             toml::de::Deserializer::parse(text).map_err(|e| toml_error(text, &e, String::new()))?,
         )
         .map_err(|e| toml_error(text, e.inner(), e.path().to_string()))?;
+        // Without `default`, the product's baked-in profile: a one-line POLICY can then be just
+        // `rule = [{...}, {...}]` (TOML allows one key per line).
         let default = match (capabilities, raw.default) {
             (Some(profile), _) => profile,
-            (None, Some(spec)) => Profile::parse(&spec)
-                .map_err(|e| PolicyError::top("default", e.to_string()))?,
-            (None, None) => {
-                return Err(PolicyError::top(
-                    "default",
-                    "missing: give the profile every user starts from (CAPABILITIES syntax), or set CAPABILITIES",
-                ))
+            (None, Some(spec)) => {
+                Profile::parse(&spec).map_err(|e| PolicyError::top("default", e.to_string()))?
             }
+            (None, None) => Profile::default(),
         };
         let mut rules: Vec<Rule> = Vec::with_capacity(raw.rule.len());
         for (i, table) in raw.rule.into_iter().enumerate() {
@@ -977,7 +975,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.default.describe(), "api_keys=off");
-        assert!(error("").starts_with("default: missing"));
+        assert_eq!(policy(""), Policy::default());
+        // One line: rules as an inline array, the default from the product.
+        let one_line = policy(
+            r#"rule = [{name = "break-glass", users = ["bg-*"], exempt = true}, {name = "dev", groups = ["Dev"], capabilities = "api_keys=on"}]"#,
+        );
+        assert_eq!(one_line.default, Profile::default());
+        assert_eq!(one_line.rules.len(), 2);
+        assert_eq!(one_line.rules[1].name, "dev");
     }
 
     #[test]

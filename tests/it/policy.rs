@@ -308,12 +308,13 @@ async fn reads_ask_for_groups_and_tags_only_when_the_policy_uses_them() {
     );
     drop(f);
 
-    // Groups only.
+    // Groups only, as a one-line POLICY with the default from CAPABILITIES.
     idd.clear_requests();
-    let groups_only = format!(
-        "default = \"{ALL_OFF}\"\n[[rule]]\nname = \"developers\"\ngroups = [\"oci developers\"]\ncapabilities = \"api_keys=on\"\n"
+    let groups_only = r#"rule = [{name = "developers", groups = ["oci developers"], capabilities = "api_keys=on"}]"#;
+    let f = function_for(
+        &[(DOMAIN_A, &idd)],
+        &[("POLICY", groups_only), ("CAPABILITIES", ALL_OFF)],
     );
-    let f = function_for(&[(DOMAIN_A, &idd)], &[("POLICY", groups_only.as_str())]);
     let (status, report) = invoke(&f, &record).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
@@ -324,6 +325,10 @@ async fn reads_ask_for_groups_and_tags_only_when_the_policy_uses_them() {
     let asked = attributes_asked(&idd);
     assert!(asked[0].split(',').any(|a| a == "groups"), "{}", asked[0]);
     assert!(!asked[0].contains("OCITags"), "{}", asked[0]);
+    let mut expected = [Some(false); 8];
+    expected[0] = Some(true);
+    expected[7] = Some(true);
+    assert_eq!(idd.user_caps(&hex_id(1)), Some(expected));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
