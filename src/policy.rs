@@ -1307,7 +1307,7 @@ mod tests {
         assert_eq!(o.reads, [Fact::UserName, Fact::Groups]);
 
         let o = p.outlook(Some("BG-1"), &[]);
-        assert!(matches!(o.decided, None), "groups still pending");
+        assert!(o.decided.is_none(), "groups still pending");
         let only_users = policy(&format!(
             "{DEFAULT_ALL_OFF}[[rule]]\nname = \"bg\"\nusers = [\"bg-*\"]\nexempt = true\n"
         ));
@@ -1354,9 +1354,9 @@ mod tests {
                 defined_tags: tags
                     .into_iter()
                     .map(|(n, k, v)| DefinedTag {
-                        namespace: n.into(),
-                        key: k.into(),
-                        value: v.into(),
+                        namespace: n,
+                        key: k,
+                        value: v,
                     })
                     .collect(),
             })
