@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
 use crate::batch::{group_by_user, UserRecords};
-use crate::config::{DomainPolicy, EventTypes};
+use crate::config::{Config, DomainPolicy, EventTypes};
 use crate::identity_domain::{Failure, IdentityDomainClient};
 use crate::names::{DomainUrl, UserId};
 use crate::policy::{Decision, Policy, UserFacts};
@@ -187,17 +187,28 @@ impl Report {
     }
 }
 
-/// What the engine needs besides the records.
+/// What the engine needs besides the records: the client and the settings that decide and bound the
+/// work, taken from a validated [`Config`].
 #[derive(Debug, Clone)]
 pub struct Engine {
-    pub client: IdentityDomainClient,
+    pub(crate) client: IdentityDomainClient,
     /// Decides each user's profile; the same policy serves batches and reconcile.
-    pub policy: Arc<Policy>,
-    pub dry_run: bool,
-    pub max_concurrency: usize,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) dry_run: bool,
+    pub(crate) max_concurrency: usize,
 }
 
 impl Engine {
+    /// An engine that enforces `config`'s policy with `client`.
+    pub fn new(client: IdentityDomainClient, config: &Config) -> Self {
+        Engine {
+            client,
+            policy: Arc::new(config.policy.clone()),
+            dry_run: config.dry_run,
+            max_concurrency: config.max_concurrency,
+        }
+    }
+
     /// Processes a batch of raw records and returns one result per record.
     pub async fn process_records(
         &self,
@@ -454,7 +465,7 @@ fn settled_result(index: usize, triaged: Triage) -> RecordResult {
             domain,
             ..RecordResult::new(index, Outcome::Ignored)
         }
-        .reason(reason),
+        .reason(reason.as_str()),
         Triage::Rejected {
             event_id,
             domain,

@@ -272,13 +272,8 @@ fn serve() -> Result<ExitCode, CliError> {
         // After the bind: the TLS client set-up is the slowest part of the start.
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let profile = config.policy.default.describe();
-        let engine = Engine {
-            client,
-            policy: Arc::new(config.policy.clone()),
-            dry_run: config.dry_run,
-            max_concurrency: config.max_concurrency,
-        };
         let rules = config.policy.rules.len();
+        let engine = Engine::new(client, &config);
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
@@ -359,12 +354,7 @@ fn operator(
     runtime()?.block_on(async move {
         let client = IdentityDomainClient::new(credentials, client_settings(&config))?;
         tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
-        let engine = Engine {
-            client,
-            policy: Arc::new(config.policy.clone()),
-            dry_run: config.dry_run,
-            max_concurrency: config.max_concurrency,
-        };
+        let engine = Engine::new(client, &config);
         body(OperatorContext {
             config,
             engine,

@@ -340,7 +340,7 @@ fn settled(index: usize, triaged: Triage) -> PlannedRecord {
         } => PlannedRecord {
             event_id,
             domain,
-            reason: Some(reason),
+            reason: Some(reason.as_str().to_owned()),
             ..base(PlannedAction::Ignore)
         },
         Triage::Rejected {

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::names::shown;
-use crate::profile::{Capability, Profile};
+use crate::profile::{parse_switch, Capability, Profile};
 
 /// The shipped policy, compiled in.
 pub const BAKED_IN: &str = include_str!("../policies/capabilities.toml");
@@ -464,16 +464,9 @@ fn capability_for_tag_key(key: &str) -> Option<Capability> {
         .find(|c| c.name().eq_ignore_ascii_case(key))
 }
 
+/// Tag values use the configuration's one switch syntax (`yes`/`on`/`true`/`1`, `no`/`off`/`false`/`0`).
 fn tag_switch(value: &str) -> Option<bool> {
-    let value = value.trim();
-    let any = |words: [&str; 3]| words.iter().any(|w| value.eq_ignore_ascii_case(w));
-    if any(["yes", "on", "true"]) {
-        Some(true)
-    } else if any(["no", "off", "false"]) {
-        Some(false)
-    } else {
-        None
-    }
+    parse_switch(value.trim())
 }
 
 /// The tag overrides for one user: capability → (on, label), exemption, and unusable tags.

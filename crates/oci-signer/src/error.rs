@@ -3,6 +3,11 @@
 
 use std::path::PathBuf;
 
+/// A value from outside cut to `max` characters, so an error that echoes it stays short.
+pub(crate) fn clipped(value: &str, max: usize) -> String {
+    value.chars().take(max).collect()
+}
+
 /// Why a request could not be signed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
