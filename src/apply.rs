@@ -217,12 +217,10 @@ impl Engine {
         domains: &DomainPolicy,
         deadline: Instant,
     ) -> Report {
-        let batch = group_by_user(records, events, domains);
-        let mut results = Vec::with_capacity(batch.received);
-        for (index, triaged) in batch.settled {
-            results.push(settled_result(index, triaged));
-        }
-        let work = batch.users;
+        let mut results = Vec::with_capacity(records.len());
+        let work = group_by_user(records, events, domains, |index, triaged| {
+            results.push(settled_result(index, triaged))
+        });
         let concurrency = self.max_concurrency.max(1);
         let mut done =
             futures_util::stream::iter(work.into_iter().map(|w| self.process_user(w, deadline)))

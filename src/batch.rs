@@ -29,19 +29,16 @@ impl UserRecords {
     }
 }
 
-/// A triaged batch: users to act on, and records already settled (ignored or rejected).
-#[derive(Debug, Clone)]
-pub struct Batch {
-    pub received: usize,
-    pub users: Vec<UserRecords>,
-    /// `(index, triage)` for every record that does not act; never [`Triage::Act`].
-    pub settled: Vec<(usize, Triage)>,
-}
-
 /// Triages each record and groups the acting ones by user, users in order of first appearance.
-pub fn group_by_user(records: &Records, events: &EventTypes, domains: &DomainPolicy) -> Batch {
+/// Every record that does not act (ignored or rejected) goes to `settled` with its index as it is
+/// met, so a batch of 100,000 ignored records is never held twice.
+pub fn group_by_user(
+    records: &Records,
+    events: &EventTypes,
+    domains: &DomainPolicy,
+    mut settled: impl FnMut(usize, Triage),
+) -> Vec<UserRecords> {
     let mut users: Vec<UserRecords> = Vec::new();
-    let mut settled = Vec::new();
     let mut slot_of: HashMap<(String, String), usize> = HashMap::new();
     for (index, triaged) in records.triage(events, domains).enumerate() {
         match triaged {
@@ -60,12 +57,8 @@ pub fn group_by_user(records: &Records, events: &EventTypes, domains: &DomainPol
                 });
                 users[slot].records.push((index, target));
             }
-            other => settled.push((index, other)),
+            other => settled(index, other),
         }
     }
-    Batch {
-        received: records.len(),
-        users,
-        settled,
-    }
+    users
 }

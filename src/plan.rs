@@ -178,13 +178,14 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
             }));
         }
     };
-    let batch = group_by_user(&records, &config.event_types, &config.domains);
-    let mut results: Vec<PlannedRecord> = batch
-        .settled
-        .into_iter()
-        .map(|(index, triaged)| settled(index, triaged))
-        .collect();
-    for user in batch.users {
+    let mut results: Vec<PlannedRecord> = Vec::with_capacity(records.len());
+    let users = group_by_user(
+        &records,
+        &config.event_types,
+        &config.domains,
+        |index, triaged| results.push(settled(index, triaged)),
+    );
+    for user in users {
         let domains = user.domain_values();
         let mut first: Option<usize> = None;
         for (index, target) in &user.records {
@@ -209,7 +210,7 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
     Ok(Plan::Records(RecordsPlan {
         policy: PolicySummary::of(policy),
         dry_run: config.dry_run,
-        received: batch.received,
+        received: records.len(),
         enforce: count(PlannedAction::Enforce),
         duplicate: count(PlannedAction::Duplicate),
         ignore: count(PlannedAction::Ignore),
