@@ -348,11 +348,18 @@ impl PolicyFile {
         let shown_path = path.display().to_string();
         let err =
             |reason: String| ConfigError::new(KEY_POLICY_FILE, format!("{shown_path}: {reason}"));
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it ({e})")))?;
+        // Read at most one byte past the limit: a policy path pointing at a device or a huge file
+        // must not fill memory before it is refused.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_POLICY_BYTES as u64 + 1).read_to_end(&mut bytes)
+            })
+            .map_err(|e| err(format!("cannot read it ({e})")))?;
         if bytes.len() > MAX_POLICY_BYTES {
             return Err(err(format!(
-                "is {} bytes; the limit is {MAX_POLICY_BYTES}",
-                bytes.len()
+                "is larger than the limit of {MAX_POLICY_BYTES} bytes"
             )));
         }
         let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8 text".into()))?;
@@ -731,6 +738,26 @@ mod tests {
             key_of(&[(KEY_POLICY, "x"), (KEY_CAPABILITIES, "bogus=on")]),
             KEY_CAPABILITIES
         );
+    }
+
+    #[test]
+    fn policy_files_are_read_within_a_limit() {
+        let dir = std::env::temp_dir().join(format!("policy-file-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("ok.toml");
+        std::fs::write(&ok, "default = \"api_keys=off\"\n").unwrap();
+        assert_eq!(
+            PolicyFile::read(&ok).unwrap().text,
+            "default = \"api_keys=off\"\n"
+        );
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_POLICY_BYTES + 1]).unwrap();
+        let e = PolicyFile::read(&big).unwrap_err();
+        assert_eq!(e.key, KEY_POLICY_FILE);
+        assert!(e.reason.contains("larger than the limit"), "{e}");
+        let e = PolicyFile::read(&dir.join("missing.toml")).unwrap_err();
+        assert!(e.reason.contains("missing.toml: cannot read it"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
