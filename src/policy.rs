@@ -1040,7 +1040,7 @@ mod tests {
             ),
             (
                 "default = \"api_keys=maybe\"".to_string(),
-                "default: entry \"api_keys=maybe\": value \"maybe\" is not on, off",
+                "default: entry \"api_keys=maybe\": value \"maybe\" is not on or off",
             ),
             (
                 format!("{DEFAULT_ALL_OFF}[rule]\nname = \"x\"\n"),
@@ -1471,6 +1471,26 @@ mod tests {
                 let no_tags = UserFacts { defined_tags: Vec::new(), ..facts.clone() };
                 prop_assert_eq!(decided, p.decide(&no_tags));
             }
+        }
+
+        /// The pattern matcher agrees with a textbook dynamic-programming wildcard match.
+        #[test]
+        fn patterns_agree_with_a_reference_matcher(pattern in "[ab*]{0,6}", text in "[abAB]{0,8}") {
+            let p: Vec<char> = pattern.chars().collect();
+            let t: Vec<char> = text.to_lowercase().chars().collect();
+            // m[i][j]: the first i pattern chars match the first j text chars.
+            let mut m = vec![vec![false; t.len() + 1]; p.len() + 1];
+            m[0][0] = true;
+            for i in 1..=p.len() {
+                for j in 0..=t.len() {
+                    m[i][j] = if p[i - 1] == '*' {
+                        m[i - 1][j] || (j > 0 && m[i][j - 1])
+                    } else {
+                        j > 0 && m[i - 1][j - 1] && p[i - 1] == t[j - 1]
+                    };
+                }
+            }
+            prop_assert_eq!(Pattern::new(&pattern).matches(&text), m[p.len()][t.len()]);
         }
 
         #[test]
