@@ -611,21 +611,20 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
         return;
     }
     for u in &report.users {
+        let mut detail = u
+            .reason
+            .clone()
+            .unwrap_or_else(|| u.changed.keys().copied().collect::<Vec<_>>().join(","));
+        if !u.policy.is_empty() {
+            detail.push_str(&format!(" [policy: {}]", u.policy.join(", ")));
+        }
         let _ = writeln!(
             out,
             "{:<9}  {:<32}  {:<30}  {}",
-            serde_json::to_value(u.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            u.outcome.as_str(),
             u.user_id.as_deref().unwrap_or("-"),
             u.user_name.as_deref().unwrap_or("-"),
-            u.reason.clone().unwrap_or_else(|| u
-                .changed
-                .keys()
-                .copied()
-                .collect::<Vec<_>>()
-                .join(","))
+            detail
         );
     }
     let _ = writeln!(
