@@ -361,3 +361,95 @@ fn settled(index: usize, triaged: Triage) -> PlannedRecord {
         Triage::Act(target) => acting(index, &target),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use serde_json::json;
+
+    const SAMPLE: &str = include_str!("../examples/payloads/sch-batch.json");
+
+    fn config_with(policy: &str) -> Config {
+        let mut config = Config::from_lookup(&|_| None).unwrap();
+        config.policy = Policy::parse(policy, None, None).unwrap();
+        config
+    }
+
+    fn records_plan(plan: Plan) -> Value {
+        match plan {
+            Plan::Records(p) => serde_json::to_value(p).unwrap(),
+            Plan::Reconcile(_) => panic!("a batch was planned as a reconcile"),
+        }
+    }
+
+    #[test]
+    fn the_sample_batch_by_domain_display_name_is_decided_offline() {
+        // The sample's records give domainDisplayName "Default": a domains rule decides without a read.
+        let config = config_with(
+            "default = \"api_keys=off\"\n[[rule]]\nname = \"default-domain\"\ndomains = [\"default\"]\ncapabilities = \"smtp_credentials=off\"\n",
+        );
+        let plan = records_plan(plan(SAMPLE.as_bytes(), &config).unwrap());
+        assert_eq!(
+            (
+                plan["received"].clone(),
+                plan["enforce"].clone(),
+                plan["duplicate"].clone()
+            ),
+            (json!(5), json!(2), json!(1)),
+            "{plan}"
+        );
+        let first = &plan["results"][0];
+        assert_eq!(first["action"], "enforce");
+        assert_eq!(
+            first["policy"]["decidedBy"],
+            json!(["default-domain"]),
+            "{plan}"
+        );
+        assert_eq!(
+            first["policy"]["profile"],
+            "api_keys=off,smtp_credentials=off"
+        );
+        assert_eq!(first["policy"]["reads"], json!([]));
+        assert_eq!(first["steps"][1]["body"]["canUseSmtpCredentials"], false);
+        assert_eq!(
+            first["steps"][1]["body"]["canUseAuthTokens"],
+            crate::profile::UNMANAGED_PLACEHOLDER
+        );
+        // Every record has a result, in batch order; only acting records carry a policy outlook.
+        let indexes: Vec<u64> = plan["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, [0, 1, 2, 3, 4]);
+        for r in plan["results"].as_array().unwrap() {
+            assert_eq!(r.get("policy").is_some(), r["action"] == "enforce", "{r}");
+        }
+    }
+
+    #[test]
+    fn pending_facts_leave_the_decision_to_the_read() {
+        let config = config_with(
+            "default = \"api_keys=off\"\n[[rule]]\nname = \"dev\"\ngroups = [\"Developers\"]\ncapabilities = \"api_keys=on\"\n",
+        );
+        let plan = records_plan(plan(SAMPLE.as_bytes(), &config).unwrap());
+        let first = &plan["results"][0]["policy"];
+        assert_eq!(first["reads"], json!(["groups"]), "{plan}");
+        assert_eq!(first["couldApply"][0]["rule"], "dev");
+        assert_eq!(first["couldApply"][0]["needs"], json!(["groups"]));
+        assert!(first.get("decidedBy").is_none(), "{plan}");
+        assert_eq!(first["profileSoFar"], "api_keys=off");
+        assert_eq!(
+            plan["policy"]["readAttributes"]
+                .as_str()
+                .unwrap()
+                .matches("groups")
+                .count(),
+            1
+        );
+        let get = plan["results"][0]["steps"][0]["url"].as_str().unwrap();
+        assert!(get.ends_with("%2Cgroups"), "{get}");
+    }
+}
