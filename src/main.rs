@@ -90,10 +90,10 @@ FN_LISTENER. Configuration and credentials are checked before the socket is crea
 the process with one line naming the key (exit 2).
 
 Function configuration (fn config keys, read as environment variables):
-  CAPABILITIES                  the profile, e.g. api_keys=on,smtp_credentials=off; names not listed are
-                                unmanaged [default: api_keys=on,auth_tokens=on,console_password=off,
-                                customer_secret_keys=off,db_credentials=off,oauth2_client_credentials=off,
-                                smtp_credentials=off]
+  CAPABILITIES                  the policy's default profile, e.g. api_keys=on,smtp_credentials=off;
+                                names not listed are unmanaged [default: api_keys=on,auth_tokens=on,
+                                console_password=off,customer_secret_keys=off,db_credentials=off,
+                                oauth2_client_credentials=off,smtp_credentials=off]
   EVENT_TYPES                   names that select a record (data.eventName, additionalDetails.eventId,
                                 last segment of type/eventType) [default: UserJit,createuser]
   DOMAINS                       allow-list: idcs-<32 hex>, a domain OCID, or NAME=URL [default: unset,
@@ -102,9 +102,11 @@ Function configuration (fn config keys, read as environment variables):
                                 [default: https://{domain}.identity.oraclecloud.com]
   IDENTITY_CONTROL_PLANE_URL    where domain OCIDs are resolved
                                 [default: https://identity.{region}.oci.oraclecloud.com]
-  POLICY                        the whole capability policy as TOML [default: the built-in
+  POLICY                        the whole capability policy as TOML: default, then [[rule]]s matching
+                                users, groups, domains, federated, service_user [default: the built-in
                                 policies/capabilities.toml]
-  TAG_NAMESPACE                 defined-tag namespace for per-user overrides [default: unset]
+  TAG_NAMESPACE                 defined-tag namespace for per-user overrides: <ns>.<capability> = yes/no,
+                                <ns>.exempt = yes [default: unset]
   DRY_RUN                       true: read and report, never write [default: false]
   MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
   MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
