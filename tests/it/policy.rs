@@ -447,6 +447,18 @@ async fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().await.unwrap()
 }
 
+/// Runs the binary and returns what it printed as JSON; the test fails unless it exited 0.
+async fn cli_json(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let out = cli(args, env).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}"))
+}
+
 #[tokio::test]
 async fn plan_with_a_policy_file_shows_the_rules_that_could_apply_and_the_facts_to_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -459,7 +471,7 @@ async fn plan_with_a_policy_file_shows_the_rules_that_could_apply_and_the_facts_
         actor_record(DOMAIN_A, &hex_id(1), "dev@example.com"),
     ]);
     std::fs::write(&batch, records.to_string()).unwrap();
-    let out = cli(
+    let plan = cli_json(
         &[
             "plan",
             batch.to_str().unwrap(),
@@ -469,13 +481,6 @@ async fn plan_with_a_policy_file_shows_the_rules_that_could_apply_and_the_facts_
         &[("TAG_NAMESPACE", "Security")],
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         plan["policy"]["rules"].as_array().unwrap().len(),
         7,
@@ -533,7 +538,7 @@ async fn plan_with_a_policy_file_shows_the_rules_that_could_apply_and_the_facts_
         format!("default = \"{ALL_OFF}\"\n[[rule]]\nname = \"break-glass\"\nusers = [\"breakglass-*\"]\nexempt = true\n"),
     )
     .unwrap();
-    let out = cli(
+    let plan = cli_json(
         &[
             "plan",
             batch.to_str().unwrap(),
@@ -543,7 +548,6 @@ async fn plan_with_a_policy_file_shows_the_rules_that_could_apply_and_the_facts_
         &[],
     )
     .await;
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         plan["results"][0]["policy"]["decidedBy"],
         json!(["default"]),
@@ -616,7 +620,7 @@ async fn apply_and_reconcile_take_a_policy_file() {
         ("MAX_REQUESTS_PER_SECOND", "0"),
     ];
     let policy_arg = policy_path.to_str().unwrap();
-    let out = cli(
+    let report = cli_json(
         &[
             "apply",
             batch.to_str().unwrap(),
@@ -628,18 +632,11 @@ async fn apply_and_reconcile_take_a_policy_file() {
         &env,
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     check(&idd, &cases, &by_user(&report["results"]));
 
     // Reconciling DOMAIN_A with the same file: every decision agrees with the batch's except the
     // user whose record came from DOMAIN_B (the domain-b rule does not hold here).
-    let out = cli(
+    let report = cli_json(
         &[
             "reconcile",
             "--domain",
@@ -652,13 +649,6 @@ async fn apply_and_reconcile_take_a_policy_file() {
         &env,
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["scanned"], cases.len(), "{report}");
     assert_eq!(report["applied"], 1, "{report}");
     assert_eq!(report["users"][0]["userId"], hex_id(6), "{report}");
