@@ -638,10 +638,17 @@ impl Policy {
     pub fn outlook(&self, user_name: Option<&str>, domains: &[String]) -> Outlook {
         let mut could_apply = Vec::new();
         let mut reads: Vec<Fact> = Vec::new();
+        // `default` with the rules already certain to apply, for the PUT body `plan` shows.
+        let mut known = self.default;
         for rule in &self.rules {
             let needs = match rule.prospect(user_name, domains) {
                 Prospect::CannotApply => continue,
-                Prospect::Applies => Vec::new(),
+                Prospect::Applies => {
+                    if let Action::Capabilities(p) = &rule.action {
+                        known = known.overlaid(p);
+                    }
+                    Vec::new()
+                }
                 Prospect::Depends(facts) => facts,
             };
             reads.extend(&needs);
@@ -669,15 +676,6 @@ impl Policy {
             };
             self.decide(&certain)
         });
-        // Otherwise: the rules already certain to apply, for the PUT body `plan` shows.
-        let mut known = self.default;
-        for rule in &self.rules {
-            if let (Prospect::Applies, Action::Capabilities(p)) =
-                (rule.prospect(user_name, domains), &rule.action)
-            {
-                known = known.overlaid(p);
-            }
-        }
         Outlook {
             could_apply,
             reads,
