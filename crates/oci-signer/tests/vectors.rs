@@ -922,7 +922,7 @@ fn api_key_refresh_rereads_the_key_file() {
     std::fs::write(
         &config,
         format!(
-            "[DEFAULT]\nuser=u\nfingerprint=00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff\ntenancy=t\nkey_file={}\n",
+            "[DEFAULT]\nuser=u\nfingerprint=56:cb:42:a3:41:91:3f:ca:e7:78:43:4d:89:be:08:d8\ntenancy=t\nkey_file={}\n",
             key_path.display()
         ),
     )
@@ -931,7 +931,7 @@ fn api_key_refresh_rereads_the_key_file() {
     let creds = provider.credentials(at(T0)).unwrap();
     assert_eq!(
         creds.key_id.as_str(),
-        "t/u/00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff"
+        "t/u/56:cb:42:a3:41:91:3f:ca:e7:78:43:4d:89:be:08:d8"
     );
     assert_eq!(creds.key.sign_pkcs1v15_sha256(b"m").unwrap().len(), 256);
     std::fs::write(&key_path, ORACLE_DOC_KEY).unwrap();
