@@ -2,21 +2,22 @@
 //! (the function and `plan` both group this way).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use crate::audit::{Records, Target, Triage};
 use crate::config::{DomainPolicy, EventTypes};
-use crate::names::{DomainUrl, UserId};
 
-/// All records that name one user (same domain URL and user id), in batch order.
+/// All records that name one user, in batch order.
 #[derive(Debug, Clone)]
-pub struct UserRecords {
-    pub domain_url: DomainUrl,
-    pub user_id: UserId,
+pub struct UserRecords<K> {
+    /// What identifies the user: the function uses the domain URL and the user's id or OCID,
+    /// `plan` (which resolves nothing) the domain route.
+    pub user: K,
     /// `(index in the batch, target)`; the first acts, later ones are duplicates of it.
     pub records: Vec<(usize, Target)>,
 }
 
-impl UserRecords {
+impl<K> UserRecords<K> {
     /// Every domain value the records gave for this user, first seen first, without repeats.
     pub fn domain_values(&self) -> Vec<String> {
         let mut values: Vec<String> = Vec::new();
@@ -29,36 +30,40 @@ impl UserRecords {
     }
 }
 
-/// Triages each record and groups the acting ones by user, users in order of first appearance.
-/// Every record that does not act (ignored or rejected) goes to `settled` with its index as it is
-/// met, so a batch of 100,000 ignored records is never held twice.
-pub fn group_by_user(
+/// Triages each record: the acting ones are returned with their index; every other record
+/// (ignored or rejected) goes to `settled` as it is met, so a batch of 100,000 ignored records is
+/// never held twice.
+pub fn acting_records(
     records: &Records,
     events: &EventTypes,
     domains: &DomainPolicy,
     mut settled: impl FnMut(usize, Triage),
-) -> Vec<UserRecords> {
-    let mut users: Vec<UserRecords> = Vec::new();
-    let mut slot_of: HashMap<(String, String), usize> = HashMap::new();
+) -> Vec<(usize, Target)> {
+    let mut acting = Vec::new();
     for (index, triaged) in records.triage(events, domains).enumerate() {
         match triaged {
-            Triage::Act(target) => {
-                let key = (
-                    target.domain_url.as_str().to_owned(),
-                    target.user_id.as_str().to_owned(),
-                );
-                let slot = *slot_of.entry(key).or_insert_with(|| {
-                    users.push(UserRecords {
-                        domain_url: target.domain_url.clone(),
-                        user_id: target.user_id.clone(),
-                        records: Vec::new(),
-                    });
-                    users.len() - 1
-                });
-                users[slot].records.push((index, target));
-            }
+            Triage::Act(target) => acting.push((index, target)),
             other => settled(index, other),
         }
+    }
+    acting
+}
+
+/// Groups `(user, index, target)` by user, users in order of first appearance.
+pub fn group_by_user<K: Eq + Hash + Clone>(
+    acting: impl IntoIterator<Item = (K, usize, Target)>,
+) -> Vec<UserRecords<K>> {
+    let mut users: Vec<UserRecords<K>> = Vec::new();
+    let mut slot_of: HashMap<K, usize> = HashMap::new();
+    for (user, index, target) in acting {
+        let slot = *slot_of.entry(user.clone()).or_insert_with(|| {
+            users.push(UserRecords {
+                user,
+                records: Vec::new(),
+            });
+            users.len() - 1
+        });
+        users[slot].records.push((index, target));
     }
     users
 }

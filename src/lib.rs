@@ -9,6 +9,7 @@ pub mod apply;
 pub mod audit;
 pub mod batch;
 pub mod config;
+pub mod control_plane;
 pub mod handler;
 pub mod identity_domain;
 pub mod names;

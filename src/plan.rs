@@ -9,9 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::audit::{parse_invocation, Invocation, Target, Triage};
-use crate::batch::group_by_user;
-use crate::config::Config;
+use crate::batch::{acting_records, group_by_user};
+use crate::config::{Config, DomainRoute};
 use crate::identity_domain::{list_attributes, user_attributes};
+use crate::names::{DomainUrl, UserRef};
 use crate::policy::{Candidate, Decision, Fact, Policy};
 use crate::profile::Profile;
 use crate::reconcile::{domain_values, DEFAULT_FILTER};
@@ -142,6 +143,7 @@ pub struct ReconcilePlan {
 #[serde(rename_all = "camelCase")]
 pub struct ReconcileTarget {
     pub domain: String,
+    /// The URL, or `{GetDomain url of <ocid>}` for a domain OCID resolved at run time.
     pub domain_url: String,
     /// What a rule's `domains` may name to match these users.
     pub domain_values: Vec<String>,
@@ -160,12 +162,15 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
     let records = match parse_invocation(body).map_err(|e| e.to_string())? {
         Invocation::Records(records) => records,
         Invocation::Reconcile(request) => {
-            let url = config.domains.resolve_for_reconcile(&request.domain)?;
+            let route = config.domains.resolve_for_reconcile(&request.domain)?;
             return Ok(Plan::Reconcile(ReconcilePlan {
                 reconcile: ReconcileTarget {
-                    domain_values: domain_values(&request.domain, &url),
+                    domain_values: match &route {
+                        DomainRoute::Url(url) => domain_values(&request.domain, url),
+                        DomainRoute::Ocid(_) => vec![request.domain.clone()],
+                    },
                     domain: request.domain,
-                    domain_url: url.as_str().to_owned(),
+                    domain_url: route_base(&route),
                     filter: request.filter.unwrap_or_else(|| DEFAULT_FILTER.to_owned()),
                     start_index: request.start_index.unwrap_or(1),
                     max_users: request.max_users,
@@ -179,12 +184,20 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
         }
     };
     let mut results: Vec<PlannedRecord> = Vec::with_capacity(records.len());
-    let users = group_by_user(
+    let to_act = acting_records(
         &records,
         &config.event_types,
         &config.domains,
         |index, triaged| results.push(settled(index, triaged)),
     );
+    // Offline nothing is resolved: a user is its domain route and the id or OCID it is named by.
+    let users = group_by_user(to_act.into_iter().map(|(index, target)| {
+        let user = (
+            route_base(&target.route),
+            target.user_id.as_str().to_owned(),
+        );
+        (user, index, target)
+    }));
     for user in users {
         let domains = user.domain_values();
         let mut first: Option<usize> = None;
@@ -224,7 +237,7 @@ fn acting(index: usize, target: &Target) -> PlannedRecord {
         index,
         event_id: target.event_id.clone(),
         domain: Some(target.domain.clone()),
-        domain_url: Some(target.domain_url.as_str().to_owned()),
+        domain_url: Some(route_base(&target.route)),
         user_id: Some(target.user_id.as_str().to_owned()),
         user_name: target.user_name.clone(),
         action: PlannedAction::Enforce,
@@ -238,17 +251,23 @@ fn acting(index: usize, target: &Target) -> PlannedRecord {
 fn enforce(index: usize, target: &Target, domains: &[String], config: &Config) -> PlannedRecord {
     let policy = &config.policy;
     let outlook = policy.outlook(target.user_name.as_deref(), domains);
-    let get_url = target.domain_url.endpoint(
+    let mut attributes = user_attributes(&policy.needs().attributes());
+    if matches!(target.user_id, UserRef::Ocid(_)) {
+        attributes.push_str(",ocid");
+    }
+    let get_url = route_endpoint(
+        &target.route,
         &["admin", "v1", "Users", target.user_id.as_str()],
-        &[("attributes", &user_attributes(&policy.needs().attributes()))],
+        &[("attributes", &attributes)],
     );
-    let put_url = target.domain_url.endpoint(
-        &[
-            "admin",
-            "v1",
-            "UserCapabilitiesChanger",
-            target.user_id.as_str(),
-        ],
+    let put_id = match &target.user_id {
+        UserRef::Id(id) => id.as_str(),
+        // Known only once the read has answered.
+        UserRef::Ocid(_) => "ID_FROM_THE_READ",
+    };
+    let put_url = route_endpoint(
+        &target.route,
+        &["admin", "v1", "UserCapabilitiesChanger", put_id],
         &[],
     );
     let check = target.user_name.as_ref().map(|n| {
@@ -295,20 +314,45 @@ fn enforce(index: usize, target: &Target, domains: &[String], config: &Config) -
         steps: vec![
             Step {
                 method: "GET",
-                url: get_url.as_str().to_owned(),
+                url: get_url,
                 then: check,
                 when: None,
                 body: None,
             },
             Step {
                 method: "PUT",
-                url: put_url.as_str().to_owned(),
+                url: put_url,
                 then: None,
                 when: Some(when),
                 body: profile.map(|p| p.plan_body()),
             },
         ],
         ..acting(index, target)
+    }
+}
+
+/// Stands in for a URL the control plane gives only at run time.
+const PENDING_ORIGIN: &str = "https://pending.invalid";
+
+/// The domain's URL, or for a domain OCID the placeholder `{GetDomain url of <ocid>}`.
+fn route_base(route: &DomainRoute) -> String {
+    match route {
+        DomainRoute::Url(url) => url.as_str().to_owned(),
+        DomainRoute::Ocid(ocid) => format!("{{GetDomain url of {ocid}}}"),
+    }
+}
+
+fn route_endpoint(route: &DomainRoute, segments: &[&str], query: &[(&str, &str)]) -> String {
+    match route {
+        DomainRoute::Url(url) => url.endpoint(segments, query).to_string(),
+        DomainRoute::Ocid(_) => match DomainUrl::parse(PENDING_ORIGIN) {
+            Ok(pending) => pending.endpoint(segments, query).as_str().replacen(
+                PENDING_ORIGIN,
+                &route_base(route),
+                1,
+            ),
+            Err(_) => route_base(route),
+        },
     }
 }
 
