@@ -17,6 +17,7 @@ pub mod plan;
 pub mod policy;
 pub mod profile;
 pub mod reconcile;
+pub mod retry;
 pub mod telemetry;
 
 pub use oci_fdk as fdk;

@@ -9,4 +9,5 @@ mod idd_server;
 mod platform_harness;
 mod policy;
 mod reconcile;
+mod reliability;
 mod support;
