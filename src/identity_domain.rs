@@ -93,9 +93,11 @@ pub enum IdcsError {
         message_id: Option<String>,
         hint: Option<&'static str>,
     },
-    #[error("{} rejected the credentials twice (401); check that the function's dynamic group holds the User Administrator role in this domain{}", service_name(*purpose), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error("{} rejected the credentials twice (401) signing as {credential}; {}{}", service_name(*purpose), unauthorized_hint(credential), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
     NotAuthorized {
         purpose: Purpose,
+        /// The credential in use, as [`CredentialsProvider::describe`] names it.
+        credential: String,
         detail: Option<String>,
     },
     #[error("network error talking to {}", service_name(*purpose))]
@@ -126,6 +128,17 @@ fn service_name(purpose: Purpose) -> &'static str {
         Purpose::ReadUser | Purpose::WriteCapabilities | Purpose::ListUsers => {
             "the identity domain"
         }
+    }
+}
+
+/// What most likely makes a domain refuse a credential that signs correctly, by kind of credential.
+fn unauthorized_hint(credential: &str) -> &'static str {
+    if credential.starts_with("resource principal") {
+        "check that the function's dynamic group matches this function and holds the User Administrator role in this domain"
+    } else if credential.starts_with("session token") {
+        "the session may have expired (run `oci session refresh` or `oci session authenticate`), or its user lacks the User Administrator role in this domain"
+    } else {
+        "check that the key's fingerprint and user match an API key uploaded for that user, and that the user holds the User Administrator role in this domain"
     }
 }
 
@@ -510,6 +523,7 @@ impl IdentityDomainClient {
                         };
                         let error = IdcsError::NotAuthorized {
                             purpose: call.purpose,
+                            credential: self.credentials_label(),
                             detail,
                         };
                         return Err(Failure::failed(error, ecids));
