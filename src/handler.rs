@@ -10,7 +10,7 @@ use crate::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTE
 use crate::config::Config;
 use crate::control_plane::ResolveError;
 use crate::fdk::{CallContext, FnResponse, HandlerError, Payload};
-use crate::reconcile::{reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE};
+use crate::reconcile::{domain_values, reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE};
 use tokio::time::Instant;
 
 /// The engine stops this long before the FDK's own cutoff, so a slow batch ends with its report (502
@@ -136,6 +136,7 @@ impl Function {
             }
         };
         let job = ReconcileJob {
+            domain_values: domain_values(&request.domain, &domain),
             domain,
             filter: request.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string()),
             start_index: request.start_index.unwrap_or(1),
