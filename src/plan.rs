@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::apply::Outcome;
 use crate::audit::{parse_invocation, Invocation, Target, Triage};
 use crate::batch::{acting_records, group_by_user};
 use crate::config::{Config, DomainRoute};
@@ -56,11 +57,20 @@ pub struct RecordsPlan {
     pub policy: PolicySummary,
     pub dry_run: bool,
     pub received: usize,
-    pub enforce: usize,
-    pub duplicate: usize,
-    pub ignore: usize,
-    pub reject: usize,
+    /// How many records could end with each of the report's outcomes, predicted offline: a record
+    /// counts under every outcome it could end with (`applied` or `unchanged` depends on the user's
+    /// current values, which only the read shows). Any record may also end `failed` (network, 5xx).
+    pub predicted: PredictedCounts,
     pub results: Vec<PlannedRecord>,
+}
+
+/// Records that could end with each outcome of the function's report.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PredictedCounts {
+    pub applied: usize,
+    pub unchanged: usize,
+    pub ignored: usize,
+    pub rejected: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -87,7 +97,13 @@ pub struct PlannedRecord {
     pub user_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
+    /// What the function would do; shown through `predicted_outcome`.
+    #[serde(skip)]
     pub action: PlannedAction,
+    /// The report's outcome words this record could end with, predicted offline: `["applied",
+    /// "unchanged"]` for a user to enforce, `["unchanged"]` for a duplicate or an exempt user,
+    /// `["ignored"]`, `["rejected"]`.
+    pub predicted_outcome: Vec<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,17 +235,38 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
         }
     }
     results.sort_by_key(|r| r.index);
-    let count = |a: PlannedAction| results.iter().filter(|r| r.action == a).count();
+    let mut predicted = PredictedCounts::default();
+    for r in &mut results {
+        r.predicted_outcome = prediction(r);
+        for outcome in &r.predicted_outcome {
+            match outcome {
+                Outcome::Applied => predicted.applied += 1,
+                Outcome::Unchanged => predicted.unchanged += 1,
+                Outcome::Ignored => predicted.ignored += 1,
+                Outcome::Rejected => predicted.rejected += 1,
+                Outcome::Failed => {}
+            }
+        }
+    }
     Ok(Plan::Records(RecordsPlan {
         policy: PolicySummary::of(policy),
         dry_run: config.dry_run,
         received: records.len(),
-        enforce: count(PlannedAction::Enforce),
-        duplicate: count(PlannedAction::Duplicate),
-        ignore: count(PlannedAction::Ignore),
-        reject: count(PlannedAction::Reject),
+        predicted,
         results,
     }))
+}
+
+/// The outcomes the function's report could give a record, as far as the record alone tells.
+fn prediction(r: &PlannedRecord) -> Vec<Outcome> {
+    let exempt = r.policy.as_ref().is_some_and(|p| p.exempt.is_some());
+    match r.action {
+        PlannedAction::Enforce if exempt => vec![Outcome::Unchanged],
+        PlannedAction::Enforce => vec![Outcome::Applied, Outcome::Unchanged],
+        PlannedAction::Duplicate => vec![Outcome::Unchanged],
+        PlannedAction::Ignore => vec![Outcome::Ignored],
+        PlannedAction::Reject => vec![Outcome::Rejected],
+    }
 }
 
 fn acting(index: usize, target: &Target) -> PlannedRecord {
@@ -241,6 +278,7 @@ fn acting(index: usize, target: &Target) -> PlannedRecord {
         user_id: Some(target.user_id.as_str().to_owned()),
         user_name: target.user_name.clone(),
         action: PlannedAction::Enforce,
+        predicted_outcome: Vec::new(),
         reason: None,
         policy: None,
         steps: Vec::new(),
@@ -373,6 +411,7 @@ fn settled(index: usize, triaged: Triage) -> PlannedRecord {
         user_id: None,
         user_name: None,
         action,
+        predicted_outcome: Vec::new(),
         reason: None,
         policy: None,
         steps: Vec::new(),
@@ -435,16 +474,15 @@ mod tests {
         );
         let plan = records_plan(plan(SAMPLE.as_bytes(), &config).unwrap());
         assert_eq!(
+            (plan["received"].clone(), plan["predicted"].clone(),),
             (
-                plan["received"].clone(),
-                plan["enforce"].clone(),
-                plan["duplicate"].clone()
+                json!(5),
+                json!({"applied": 2, "unchanged": 3, "ignored": 1, "rejected": 1})
             ),
-            (json!(5), json!(2), json!(1)),
             "{plan}"
         );
         let first = &plan["results"][0];
-        assert_eq!(first["action"], "enforce");
+        assert_eq!(first["predictedOutcome"], json!(["applied", "unchanged"]));
         assert_eq!(
             first["policy"]["decidedBy"],
             json!(["default-domain"]),
@@ -469,7 +507,8 @@ mod tests {
             .collect();
         assert_eq!(indexes, [0, 1, 2, 3, 4]);
         for r in plan["results"].as_array().unwrap() {
-            assert_eq!(r.get("policy").is_some(), r["action"] == "enforce", "{r}");
+            let enforced = r["predictedOutcome"] == json!(["applied", "unchanged"]);
+            assert_eq!(r.get("policy").is_some(), enforced, "{r}");
         }
     }
 
