@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::names::{DomainUrl, UserId};
 use crate::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
+use crate::rate_limit::RateLimiter;
 use crate::signer::{
     sign_request, CredentialError, Credentials, CredentialsProvider, SignError, SignableRequest,
     SignedRequest,
@@ -38,7 +39,8 @@ pub struct ClientSettings {
     pub max_attempts: u32,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Client-side cap on requests per second across all concurrent work; `None` is no cap.
+    /// Ceiling of the adaptive rate limiter ([`RateLimiter`]) shared by all concurrent work; `None` is
+    /// no ceiling (a 429 still lowers the rate).
     pub max_requests_per_second: Option<f64>,
     pub user_agent: String,
 }
@@ -146,39 +148,6 @@ pub struct UserPage {
     pub resources: Vec<serde_json::Value>,
 }
 
-/// Spaces requests evenly at the configured rate, across every task sharing the client. Spacing (rather
-/// than a bucket with a burst) means no window of one second ever sees more than the cap.
-#[derive(Debug)]
-struct Pacer {
-    interval: Duration,
-    next: tokio::sync::Mutex<Instant>,
-}
-
-impl Pacer {
-    fn new(per_second: f64) -> Option<Self> {
-        (per_second.is_finite() && per_second > 0.0).then(|| Pacer {
-            // 5% slower than the cap, so timing jitter between here and the server never makes a
-            // one-second window hold one request too many.
-            interval: Duration::from_secs_f64(1.05 / per_second),
-            next: tokio::sync::Mutex::new(Instant::now()),
-        })
-    }
-
-    async fn wait(&self, deadline: Instant) -> Result<(), IdcsError> {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let slot = (*next).max(Instant::now());
-            if slot >= deadline {
-                return Err(IdcsError::Deadline);
-            }
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct IdentityDomainClient {
     inner: Arc<Inner>,
@@ -188,7 +157,7 @@ pub struct IdentityDomainClient {
 struct Inner {
     http: reqwest::Client,
     credentials: Arc<dyn CredentialsProvider>,
-    pacer: Option<Pacer>,
+    limiter: RateLimiter,
     settings: ClientSettings,
 }
 
@@ -213,12 +182,12 @@ impl IdentityDomainClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| BuildError(e.to_string()))?;
-        let pacer = settings.max_requests_per_second.and_then(Pacer::new);
+        let limiter = RateLimiter::new(settings.max_requests_per_second);
         Ok(IdentityDomainClient {
             inner: Arc::new(Inner {
                 http,
                 credentials,
-                pacer,
+                limiter,
                 settings,
             }),
         })
@@ -403,9 +372,12 @@ impl IdentityDomainClient {
         deadline: Instant,
         after_refresh: bool,
     ) -> Result<(Result<Vec<u8>, IdcsError>, Option<String>), IdcsError> {
-        if let Some(pacer) = &self.inner.pacer {
-            pacer.wait(deadline).await?;
-        }
+        let grant = self
+            .inner
+            .limiter
+            .acquire(deadline)
+            .await
+            .map_err(|_| IdcsError::Deadline)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(IdcsError::Deadline);
@@ -440,6 +412,7 @@ impl IdentityDomainClient {
             Err(e) => return Ok((Err(IdcsError::Transport(transport_reason(&e))), None)),
         };
         let status = response.status().as_u16();
+        self.inner.limiter.record(grant, status == 429);
         let ecid = response
             .headers()
             .get("x-oracle-dms-ecid")
@@ -614,25 +587,5 @@ mod tests {
         }
         assert!(IdcsError::Transport("reset".into()).retryable());
         assert!(IdcsError::Deadline.retryable());
-    }
-
-    #[tokio::test]
-    async fn pacer_spaces_requests_and_respects_the_deadline() {
-        let pacer = Pacer::new(50.0).unwrap();
-        let start = Instant::now();
-        let far = start + Duration::from_secs(10);
-        for _ in 0..6 {
-            pacer.wait(far).await.unwrap();
-        }
-        assert!(
-            start.elapsed() >= Duration::from_millis(100),
-            "6 requests at 50/s span at least 100 ms"
-        );
-        assert!(matches!(
-            pacer.wait(Instant::now()).await,
-            Err(IdcsError::Deadline)
-        ));
-        assert!(Pacer::new(0.0).is_none());
-        assert!(Pacer::new(f64::NAN).is_none());
     }
 }

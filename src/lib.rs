@@ -14,6 +14,7 @@ pub mod identity_domain;
 pub mod names;
 pub mod plan;
 pub mod profile;
+pub mod rate_limit;
 pub mod reconcile;
 pub mod signer;
 pub mod telemetry;
