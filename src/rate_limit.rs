@@ -8,7 +8,7 @@
 //!   limiter. `MAX_REQUESTS_PER_SECOND` is the ceiling: the rate never goes above it. Without a
 //!   ceiling the limiter lets everything through until the first 429.
 //! * A 429 cuts the rate to 70 % of what was being sent when it happened: the rate in force, or,
-//!   if lower or if nothing was in force, the number of requests sent in the last second. Only a
+//!   if lower or if nothing was in force, the pace of the requests sent in the last second. Only a
 //!   request sent after the latest cut can cause another cut, so the answers still in flight from
 //!   before it (which were sent too fast and may well be 429s too) do not cut again and again.
 //! * Every other answer lets the rate grow back along a cubic curve over time since the cut: quickly
@@ -197,7 +197,7 @@ impl State {
         self.recent.push_back(at);
     }
 
-    /// Requests sent in the last [`MEASURE_WINDOW`], per second.
+    /// The rate of the requests sent in the last [`MEASURE_WINDOW`], per second.
     fn measured_rate(&mut self, now: Instant) -> f64 {
         while self
             .recent
@@ -206,8 +206,16 @@ impl State {
         {
             self.recent.pop_front();
         }
-        // Booked slots still in the future count too: they are being sent at this rate.
-        self.recent.len() as f64 / MEASURE_WINDOW.as_secs_f64()
+        // Booked slots still in the future count too: they are being sent at this rate. Over the
+        // span the sends actually cover, so a burst after a quiet spell shows at its own pace.
+        let n = self.recent.len();
+        if let (Some(first), Some(last)) = (self.recent.front(), self.recent.back()) {
+            let span = last.saturating_duration_since(*first).as_secs_f64();
+            if n >= 2 && span >= 0.001 {
+                return (n - 1) as f64 / span;
+            }
+        }
+        n as f64 / MEASURE_WINDOW.as_secs_f64()
     }
 }
 
@@ -299,19 +307,35 @@ mod tests {
     fn answers_to_requests_sent_before_the_cut_do_not_cut_again() {
         let limiter = RateLimiter::new(Some(20.0));
         let t0 = Instant::now();
-        send(&limiter, t0, 20);
-        let cut = t0 + secs(0.5);
+        // 21 sent over the last second: 20 per second.
+        for i in 0..21 {
+            limiter.lock().note_sent(t0 + secs(0.05 * f64::from(i)));
+        }
+        let cut = t0 + secs(1.0);
         limiter.on_throttle(cut, t0);
-        assert_eq!(limiter.current_rate(), Some(14.0));
+        assert!((limiter.current_rate().unwrap() - 14.0).abs() < 1e-9);
         // Three more 429s for requests that went out before the cut: no change.
         for _ in 0..3 {
-            limiter.on_throttle(cut + secs(0.05), t0 + secs(0.4));
+            limiter.on_throttle(cut + secs(0.05), t0 + secs(0.9));
         }
-        assert_eq!(limiter.current_rate(), Some(14.0));
+        assert!((limiter.current_rate().unwrap() - 14.0).abs() < 1e-9);
         // A 429 for a request sent after the cut cuts again.
         limiter.on_throttle(cut + secs(0.2), cut + secs(0.1));
         let rate = limiter.current_rate().unwrap();
         assert!(rate < 14.0 * BACKOFF + 1e-9, "{rate}");
+    }
+
+    #[test]
+    fn a_burst_is_measured_at_its_own_pace() {
+        let limiter = RateLimiter::new(None);
+        let t0 = Instant::now();
+        // 11 requests 5 ms apart (200 per second), after a long quiet spell.
+        for i in 0..11 {
+            limiter.lock().note_sent(t0 + secs(0.005 * f64::from(i)));
+        }
+        limiter.on_throttle(t0 + secs(0.06), t0 + secs(0.05));
+        let rate = limiter.current_rate().unwrap();
+        assert!((rate - 140.0).abs() < 1e-6, "{rate}");
     }
 
     #[test]

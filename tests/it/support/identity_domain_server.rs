@@ -146,6 +146,32 @@ struct Inner {
     list_pages_served: usize,
     /// Users that appear once this many list pages have been served.
     pending: Vec<(usize, User)>,
+    rate_limit: Option<TokenBucket>,
+}
+
+/// The service's request-rate limit, scaled down: `per_second` tokens a second, at most `burst` saved
+/// up; a request that finds no token is answered 429 (without `Retry-After`, as the client must cope
+/// without one).
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.updated).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 struct State {
@@ -275,6 +301,17 @@ impl IdentityDomainServer {
         self.state.lock().faults.clear();
     }
 
+    /// Limits signed requests to `per_second` on average with bursts of up to `burst` (a full bucket
+    /// to start); the rest get 429. `None` lifts the limit.
+    pub fn set_rate_limit(&self, limit: Option<(f64, u32)>) {
+        self.state.lock().rate_limit = limit.map(|(per_second, burst)| TokenBucket {
+            per_second,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            updated: Instant::now(),
+        });
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.state.lock().latency = latency;
     }
@@ -388,7 +425,14 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
             &inner.accepted_key_ids,
             SystemTime::now(),
         );
-        let fault = if verdict.is_ok() {
+        let throttled = verdict.is_ok()
+            && inner
+                .rate_limit
+                .as_mut()
+                .is_some_and(|bucket| !bucket.take(arrived));
+        let fault = if throttled {
+            Some(Fault::TooManyRequests { retry_after: None })
+        } else if verdict.is_ok() {
             take_fault(&mut inner, parts.method.as_str(), &target)
         } else {
             None
