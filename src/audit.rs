@@ -464,19 +464,19 @@ mod tests {
 
     const SEED: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/sch-batch-userjit-seed-style.json"
+        "/tests/data/samples/sch-batch-userjit-seed-style.json"
     ));
     const RECONSTRUCTION: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-sch-batch-jit-RECONSTRUCTION.json"
+        "/tests/data/samples/idcs-sch-batch-jit-RECONSTRUCTION.json"
     ));
     const REAL_AUDIT: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-sch-batch-audit-real.json"
+        "/tests/data/samples/idcs-sch-batch-audit-real.json"
     ));
     const LEGACY_AUDIT_EVENT: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-auditevent-scim-doc.json"
+        "/tests/data/samples/idcs-auditevent-scim-doc.json"
     ));
 
     const DOMAIN: &str = "idcs-0123456789abcdef0123456789abcdef";

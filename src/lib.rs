@@ -8,7 +8,6 @@
 pub mod apply;
 pub mod audit;
 pub mod config;
-pub mod fdk;
 pub mod handler;
 pub mod identity_domain;
 pub mod names;
@@ -16,5 +15,7 @@ pub mod plan;
 pub mod profile;
 pub mod rate_limit;
 pub mod reconcile;
-pub mod signer;
 pub mod telemetry;
+
+pub use oci_fdk as fdk;
+pub use oci_signer as signer;

@@ -324,11 +324,11 @@ mod tests {
 
     const USERS_LIST: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-users-listresponse-doc.json"
+        "/tests/data/samples/idcs-users-listresponse-doc.json"
     ));
     const PUT_REQUEST: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-usercapabilitieschanger-put-request.json"
+        "/tests/data/samples/idcs-usercapabilitieschanger-put-request.json"
     ));
 
     fn all(v: Option<bool>) -> CurrentCapabilities {

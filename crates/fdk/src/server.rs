@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,23 +12,26 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use futures_util::{FutureExt, StreamExt};
-use tokio::net::UnixListener;
+use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::context::{
+use crate::context::{
     handler_budget, parse_deadline, CallContext, FnConfig, GatewayRequest, DEFAULT_CALL_BUDGET,
 };
+use crate::layers::{CatchPanic, Deadline, DeadlineExceeded};
 
 /// The request body as far as the FDK read it.
 #[derive(Debug, Clone)]
 pub enum Payload {
+    /// The whole body.
     Complete(Bytes),
     /// The body exceeded the configured limit; the rest was read and discarded so the connection stays
     /// usable. `received` is the full length.
     TooLarge {
+        /// The configured limit ([`FdkSettings::max_body_bytes`]).
         limit: usize,
+        /// The body's full length.
         received: usize,
     },
 }
@@ -38,12 +40,13 @@ pub enum Payload {
 /// plain calls a handler's success is always a 200 to the platform.
 #[derive(Debug, Clone)]
 pub struct FnResponse {
-    pub status: StatusCode,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
 }
 
 impl FnResponse {
+    /// A response with one `Content-Type` header.
     pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
         FnResponse {
             status,
@@ -55,8 +58,26 @@ impl FnResponse {
         }
     }
 
+    /// A JSON response.
     pub fn json(status: StatusCode, value: &serde_json::Value) -> Self {
         Self::new(status, "application/json", value.to_string())
+    }
+
+    /// Adds a header. On gateway calls, headers other than `Content-Type` and `Fn-*` reach the client
+    /// through the platform's `Fn-Http-H-` prefix, which the FDK adds.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The status a gateway client sees.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
     }
 }
 
@@ -64,10 +85,13 @@ impl FnResponse {
 /// platform discards a 502 body.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The boxed future a [`Handler`] returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<FnResponse, HandlerError>> + Send>>;
 
-/// The function behind the socket.
+/// The function behind the socket. Any `async fn(CallContext, Payload) -> Result<FnResponse,
+/// HandlerError>` (or closure returning such a future) is one.
 pub trait Handler: Send + Sync + 'static {
+    /// Handles one call.
     fn call(&self, ctx: CallContext, payload: Payload) -> HandlerFuture;
 }
 
@@ -83,16 +107,23 @@ where
 
 /// FDK settings; `fdk_version` and `runtime` become `Fn-Fdk-Version` and `Fn-Fdk-Runtime`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FdkSettings {
+    /// The `Fn-Fdk-Version` header value.
     pub fdk_version: String,
+    /// The `Fn-Fdk-Runtime` header value.
     pub runtime: String,
+    /// The function's configuration as the platform passed it.
     pub config: FnConfig,
     /// The FDK answers 504 this long before the platform's deadline.
     pub deadline_margin: Duration,
+    /// Bodies longer than this reach the handler as [`Payload::TooLarge`] (default: the platform's
+    /// 6 MiB).
     pub max_body_bytes: usize,
 }
 
 impl FdkSettings {
+    /// Settings with the default margin and body limit.
     pub fn new(fdk_version: String, runtime: String, config: FnConfig) -> Self {
         FdkSettings {
             fdk_version,
@@ -104,6 +135,7 @@ impl FdkSettings {
     }
 }
 
+#[allow(missing_debug_implementations)]
 struct Inner {
     handler: Box<dyn Handler>,
     settings: FdkSettings,
@@ -131,23 +163,12 @@ pub fn router(handler: impl Handler, settings: FdkSettings) -> Router {
     let inner = Inner {
         fdk_version: header_value(&settings.fdk_version),
         runtime: header_value(&settings.runtime),
-        handler: Box::new(handler),
+        handler: Box::new(Deadline(CatchPanic(handler))),
         settings,
         logframe,
         one_call: tokio::sync::Mutex::new(()),
     };
     Router::new().fallback(entry).with_state(Arc::new(inner))
-}
-
-/// Serves until `shutdown` completes, then lets the call in flight finish.
-pub async fn serve(
-    listener: UnixListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 async fn entry(State(inner): State<Arc<Inner>>, request: Request) -> Response {
@@ -183,7 +204,6 @@ async fn handle(inner: Arc<Inner>, request: Request) -> Response {
             );
         }
     };
-    let deadline = ctx.deadline;
     let gateway = ctx.is_gateway();
     if ctx.remaining().is_zero() {
         // No budget left: starting work now could only be cut off half-way.
@@ -194,31 +214,22 @@ async fn handle(inner: Arc<Inner>, request: Request) -> Response {
             "the call deadline had already passed",
         );
     }
-    let call = AssertUnwindSafe(inner.handler.call(ctx, payload)).catch_unwind();
-    match tokio::time::timeout_at(deadline, call).await {
-        Ok(Ok(Ok(response))) => success(&inner, response, gateway),
-        Ok(Ok(Err(error))) => {
+    match inner.handler.call(ctx, payload).await {
+        Ok(response) => success(&inner, response, gateway),
+        Err(error) if error.is::<DeadlineExceeded>() => {
+            tracing::error!(error = %error, "handler failed");
+            platform_error(
+                &inner,
+                StatusCode::GATEWAY_TIMEOUT,
+                "the function ran out of time",
+            )
+        }
+        Err(error) => {
             tracing::error!(error = %error, "handler failed");
             platform_error(
                 &inner,
                 StatusCode::BAD_GATEWAY,
                 "the function failed; see the function log",
-            )
-        }
-        Ok(Err(panic)) => {
-            tracing::error!(panic = %panic_message(&panic), "handler panicked");
-            platform_error(
-                &inner,
-                StatusCode::BAD_GATEWAY,
-                "the function failed; see the function log",
-            )
-        }
-        Err(_) => {
-            tracing::error!("handler did not finish before the call deadline");
-            platform_error(
-                &inner,
-                StatusCode::GATEWAY_TIMEOUT,
-                "the function ran out of time",
             )
         }
     }
@@ -361,16 +372,6 @@ fn stamp(inner: &Inner, mut response: Response) -> Response {
     headers.insert("fn-fdk-version", inner.fdk_version.clone());
     headers.insert("fn-fdk-runtime", inner.runtime.clone());
     response
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub struct FnConfig {
 }
 
 impl FnConfig {
+    /// From `(key, value)` pairs.
     pub fn new(vars: Vec<(String, String)>) -> Self {
         FnConfig {
             vars: Arc::new(vars),
@@ -33,6 +34,7 @@ impl FnConfig {
         )
     }
 
+    /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.vars
             .iter()
@@ -57,7 +59,9 @@ impl std::fmt::Debug for FnConfig {
 /// The HTTP request behind an API Gateway call (`Fn-Intent: httprequest`).
 #[derive(Debug, Clone, Default)]
 pub struct GatewayRequest {
+    /// The client's method (`Fn-Http-Method`).
     pub method: Option<String>,
+    /// The client's URL (`Fn-Http-Request-Url`).
     pub request_url: Option<String>,
     /// The client's headers with the `Fn-Http-H-` prefix removed.
     pub headers: Vec<(String, String)>,
@@ -65,33 +69,55 @@ pub struct GatewayRequest {
 
 /// Per-call context.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CallContext {
+    /// `Fn-Call-Id`, when it was valid text.
     pub call_id: Option<String>,
     /// When the handler must be done. The FDK answers 504 itself at this instant, which is a little before
     /// the platform's own cutoff, so the container survives a slow call.
     pub deadline: Instant,
     /// The deadline as the platform sent it, when it could be read.
     pub platform_deadline: Option<SystemTime>,
+    /// `Fn-Intent` (`httprequest` for API Gateway calls).
     pub intent: Option<String>,
+    /// The client's request, on API Gateway calls.
     pub gateway: Option<GatewayRequest>,
+    /// The body's `Content-Type`.
     pub content_type: Option<String>,
     /// Every request header as received.
     pub headers: HeaderMap,
+    /// The function's configuration.
     pub config: FnConfig,
 }
 
 impl CallContext {
+    /// A context with only a deadline and configuration, as a handler's own tests need it.
+    pub fn for_test(deadline: Instant, config: FnConfig) -> Self {
+        CallContext {
+            call_id: None,
+            deadline,
+            platform_deadline: None,
+            intent: None,
+            gateway: None,
+            content_type: None,
+            headers: HeaderMap::new(),
+            config,
+        }
+    }
+
     /// Time left before the FDK gives up on the handler.
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// Whether the call came through API Gateway.
     pub fn is_gateway(&self) -> bool {
         self.intent
             .as_deref()
             .is_some_and(|i| i.eq_ignore_ascii_case("httprequest"))
     }
 
+    /// A request header as text, if present and valid text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

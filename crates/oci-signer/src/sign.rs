@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{KeyId, RsaSha256Signer, SignError};
 
 /// A request as it will go on the wire, before signing.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct SignableRequest<'a> {
     /// "GET", "PUT", ... (any case).
     pub method: &'a str,
@@ -22,6 +22,7 @@ pub struct SignableRequest<'a> {
     /// `authorization` is replaced, and on PUT/POST/PATCH so are `content-length` and
     /// `x-content-sha256` (we sign what we send).
     pub headers: &'a [(&'a str, &'a str)],
+    /// The body exactly as it will be sent (hashed into `x-content-sha256` on PUT/POST/PATCH).
     pub body: &'a [u8],
 }
 
@@ -49,6 +50,7 @@ impl SignedRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The string the signature covers, one `name: value` line per signed header.
     pub fn signing_string(&self) -> &str {
         &self.signing_string
     }

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use std::time::SystemTime;
-//! use oci_user_capabilities::signer::{sign_request, CredentialsProvider, ResourcePrincipal, SignableRequest};
+//! use oci_signer::{sign_request, CredentialsProvider, ResourcePrincipal, SignableRequest};
 //!
 //! let lookup = |name: &str| std::env::var(name).ok();
 //! let provider = ResourcePrincipal::from_env(&lookup, SystemTime::now())?;
@@ -76,6 +76,7 @@ pub mod fuzzing {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: String) -> Self {
         Secret(value)
     }
@@ -119,6 +120,7 @@ pub struct KeyId(String);
 const SESSION_TOKEN_PREFIX: &str = "ST$";
 
 impl KeyId {
+    /// Wraps a key id (`<tenancy>/<user>/<fingerprint>` for an API key, `ST$<token>` for a session).
     pub fn new(value: String) -> Self {
         KeyId(value)
     }
@@ -144,7 +146,9 @@ impl fmt::Debug for KeyId {
 /// matched.
 #[derive(Clone)]
 pub struct Credentials {
+    /// The `keyId` the signature names.
     pub key_id: KeyId,
+    /// The key that signs for `key_id`.
     pub key: Arc<dyn RsaSha256Signer>,
 }
 

@@ -20,7 +20,9 @@ const REFRESH_BEFORE_EXP_SECS: u64 = 300;
 pub struct TokenClaims {
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// The tenancy OCID of the resource the token stands for.
     pub res_tenant: Option<String>,
+    /// The compartment OCID of the resource the token stands for.
     pub res_compartment: Option<String>,
 }
 
@@ -147,7 +149,7 @@ pub(crate) struct SessionCache {
 }
 
 impl SessionCache {
-    pub fn load(spec: SessionSpec) -> Result<Self, CredentialError> {
+    pub(crate) fn load(spec: SessionSpec) -> Result<Self, CredentialError> {
         let session = read_session(&spec, None)?;
         Ok(SessionCache {
             spec,
@@ -167,11 +169,11 @@ impl SessionCache {
             .map_err(|_| CredentialError::Poisoned)
     }
 
-    pub fn claims(&self) -> Result<TokenClaims, CredentialError> {
+    pub(crate) fn claims(&self) -> Result<TokenClaims, CredentialError> {
         Ok(self.current()?.claims.clone())
     }
 
-    pub fn credentials(&self, now: SystemTime) -> Result<Arc<Credentials>, CredentialError> {
+    pub(crate) fn credentials(&self, now: SystemTime) -> Result<Arc<Credentials>, CredentialError> {
         let session = self.current()?;
         if !self.rereadable() || !expires_soon(session.claims.exp, now) {
             return Ok(Arc::clone(&session.credentials));
@@ -179,7 +181,7 @@ impl SessionCache {
         self.reload(Some(now))
     }
 
-    pub fn refresh(&self) -> Result<Arc<Credentials>, CredentialError> {
+    pub(crate) fn refresh(&self) -> Result<Arc<Credentials>, CredentialError> {
         if !self.rereadable() {
             return Ok(Arc::clone(&self.current()?.credentials));
         }
@@ -211,7 +213,7 @@ impl SessionCache {
     }
 
     /// For Debug output: where each part comes from, never the values.
-    pub fn describe_sources(&self) -> (String, String) {
+    pub(crate) fn describe_sources(&self) -> (String, String) {
         (self.spec.token.describe(), self.spec.key.describe())
     }
 }

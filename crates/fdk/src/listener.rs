@@ -15,22 +15,32 @@ pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 /// Why the function refuses to start. Each renders as one line for the platform's log.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `FN_LISTENER` is not set.
     #[error("FN_LISTENER is not set: this command must be started by the Fn platform (or a harness that plays it)")]
     MissingListener,
+    /// `FN_LISTENER` is not a `unix:` address.
     #[error("FN_LISTENER must start with 'unix:' followed by an absolute socket path, got {0:?}")]
     NotUnix(String),
+    /// The socket path is relative.
     #[error("FN_LISTENER path must be absolute, got {0:?}")]
     NotAbsolute(String),
+    /// The socket path is longer than a Unix socket address allows.
     #[error("FN_LISTENER path is {0} bytes; a Unix socket path is at most {MAX_SOCKET_PATH_BYTES} bytes")]
     TooLong(usize),
+    /// The socket path ends in `/`.
     #[error("FN_LISTENER path {0:?} has no file name")]
     NoFileName(String),
+    /// `FN_FORMAT` names a protocol other than `http-stream`.
     #[error("FN_FORMAT is {0:?}; only 'http-stream' is supported")]
     UnsupportedFormat(String),
+    /// A file-system step of binding the socket failed.
     #[error("cannot {action} {path}: {source}")]
     Io {
+        /// The step (`bind`, `chmod`, `symlink`, `remove stale`).
         action: &'static str,
+        /// The file it acted on.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -50,9 +60,9 @@ impl StartError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
     /// The announced name (`FN_LISTENER` without `unix:`), e.g. `/tmp/iofs/lsnr.sock`.
-    pub announced: PathBuf,
+    announced: PathBuf,
     /// The socket actually bound, beside the announced name.
-    pub bound: PathBuf,
+    bound: PathBuf,
 }
 
 impl ListenerSpec {
@@ -92,6 +102,16 @@ impl ListenerSpec {
             return Err(StartError::TooLong(bound.as_os_str().len()));
         }
         Ok(ListenerSpec { announced, bound })
+    }
+
+    /// The announced name (`FN_LISTENER` without `unix:`), e.g. `/tmp/iofs/lsnr.sock`.
+    pub fn announced(&self) -> &Path {
+        &self.announced
+    }
+
+    /// The socket actually bound, beside the announced name.
+    pub fn bound(&self) -> &Path {
+        &self.bound
     }
 
     /// Binds and listens on the sibling name, opens it to the platform's user (0666) and announces it with

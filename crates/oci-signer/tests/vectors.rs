@@ -1,4 +1,4 @@
-//! The signer against the vectors in `shared/vectors` (made with Oracle's Python SDK, see its
+//! The signer against the vectors in `tests/vectors` (made with Oracle's Python SDK, see its
 //! README), Oracle's two published examples, property tests, credential errors and refresh.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use oci_user_capabilities::signer::{
+use oci_signer::{
     sign_request, ApiKeyProvider, CredentialError, Credentials, CredentialsProvider, KeyError,
     KeyId, PrivateKey, ResourcePrincipal, Secret, SignableRequest,
 };
@@ -17,7 +17,7 @@ use rsa::signature::Verifier;
 use serde_json::Value;
 use sha2::Sha256;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
 
 fn vector_path(name: &str) -> PathBuf {
     Path::new(VECTORS).join(name)

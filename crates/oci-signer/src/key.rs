@@ -67,6 +67,7 @@ impl PrivateKey {
         })
     }
 
+    /// The public half, for verifying signatures in tests.
     pub fn public_key(&self) -> RsaPublicKey {
         self.public.clone()
     }
