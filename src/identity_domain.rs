@@ -171,8 +171,8 @@ impl IdentityDomainClient {
         credentials: Arc<dyn CredentialsProvider>,
         settings: ClientSettings,
     ) -> Result<Self, BuildError> {
-        // reqwest is built without a default crypto provider so aws-lc stays out of the build.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // TLS on the library that signs (AWS-LC); with the `fips` feature this is its FIPS module.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let http = reqwest::Client::builder()
             .http1_only()
             .no_proxy()

@@ -21,14 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::DecodePublicKey;
-use rsa::signature::Verifier;
-use rsa::RsaPublicKey;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -179,7 +176,7 @@ impl TokenBucket {
 }
 
 struct State {
-    key: VerifyingKey<Sha256>,
+    key: PublicKey,
     inner: Mutex<Inner>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -202,9 +199,9 @@ impl IdentityDomainServer {
     /// Starts on an ephemeral loopback port, verifying signatures against `public_key_pem` and
     /// accepting only the given key ids.
     pub async fn start(public_key_pem: &str, accepted_key_ids: Vec<String>) -> Self {
-        let public = RsaPublicKey::from_public_key_pem(public_key_pem).expect("public key PEM");
+        let public = public_key_from_pem(public_key_pem);
         let state = Arc::new(State {
-            key: VerifyingKey::<Sha256>::new(public),
+            key: public,
             inner: Mutex::new(Inner {
                 accepted_key_ids,
                 ..Inner::default()
@@ -568,13 +565,27 @@ fn authorization_param(headers: &HeaderMap, name: &str) -> Option<String> {
     authorization_params(headers).ok()?.remove(name)
 }
 
+/// An RSA public key (2048 to 8192 bits) that checks PKCS#1 v1.5 SHA-256 signatures.
+pub type PublicKey = UnparsedPublicKey<Vec<u8>>;
+
+/// A `PUBLIC KEY` PEM (SubjectPublicKeyInfo) as a verifying key.
+pub fn public_key_from_pem(pem: &str) -> PublicKey {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    let der = B64.decode(body).expect("public key PEM");
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der)
+}
+
 /// Checks the request's signature; `Ok(keyId)` when it is valid and the key id is accepted.
 pub fn verify(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
     body: &[u8],
-    key: &VerifyingKey<Sha256>,
+    key: &PublicKey,
     accepted_key_ids: &[String],
     now: SystemTime,
 ) -> Result<String, String> {
@@ -634,7 +645,6 @@ pub fn verify(
     let signature = B64
         .decode(get("signature")?)
         .map_err(|_| "signature is not base64")?;
-    let signature = Signature::try_from(signature.as_slice()).map_err(|_| "malformed signature")?;
     key.verify(lines.join("\n").as_bytes(), &signature)
         .map_err(|_| "signature does not verify")?;
     if !accepted_key_ids.iter().any(|k| k == key_id) {
