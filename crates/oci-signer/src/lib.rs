@@ -6,6 +6,10 @@
 //! output can be checked against the vectors produced with Oracle's Python SDK. This module knows
 //! nothing about Fn or identity domains.
 //!
+//! RSA signing runs in AWS-LC (`aws-lc-rs`), constant-time; keys are decoded from PEM with the
+//! `pkcs1`/`pkcs8` crates. The `fips` feature switches to AWS-LC's FIPS 140-3 module (its build needs
+//! CMake and Go; see the README).
+//!
 //! ```no_run
 //! use std::time::SystemTime;
 //! use oci_signer::{sign_request, CredentialsProvider, ResourcePrincipal, SignableRequest};
