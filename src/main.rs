@@ -42,6 +42,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run as the OCI Function (Fn http-stream on the socket named by FN_LISTENER).
+    #[command(long_about = SERVE_HELP)]
     Serve,
     /// Show, offline, what the function would do with a payload: no network, no credentials.
     Plan {
@@ -77,6 +78,44 @@ enum Command {
         run: RunOptions,
     },
 }
+
+/// Every variable `serve` reads, with its default (PRODUCT.md's configuration table).
+const SERVE_HELP: &str = "Run as the OCI Function: the Fn http-stream protocol on the Unix socket named by \
+FN_LISTENER. Configuration and credentials are checked before the socket is created; a bad value stops \
+the process with one line naming the key (exit 2).
+
+Function configuration (fn config keys, read as environment variables):
+  CAPABILITIES                  the profile, e.g. api_keys=on,smtp_credentials=off; names not listed are
+                                unmanaged [default: api_keys=on,auth_tokens=on,console_password=off,
+                                customer_secret_keys=off,db_credentials=off,oauth2_client_credentials=off,
+                                smtp_credentials=off]
+  EVENT_TYPES                   names that select a record (data.eventName, additionalDetails.eventId,
+                                last segment of type/eventType) [default: UserJit,createuser]
+  DOMAINS                       allow-list: idcs-<32 hex>, a domain OCID, or NAME=URL [default: unset,
+                                any idcs-<32 hex> domain and any domain OCID the control plane resolves]
+  IDENTITY_DOMAIN_URL_TEMPLATE  URL for a domain name, {domain} replaced
+                                [default: https://{domain}.identity.oraclecloud.com]
+  IDENTITY_CONTROL_PLANE_URL    where domain OCIDs are resolved
+                                [default: https://identity.{region}.oci.oraclecloud.com]
+  POLICY                        the whole capability policy as TOML [default: the built-in
+                                policies/capabilities.toml]
+  TAG_NAMESPACE                 defined-tag namespace for per-user overrides [default: unset]
+  DRY_RUN                       true: read and report, never write [default: false]
+  MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
+  MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
+  LOG_FORMAT                    json or text [default: json]
+  RUST_LOG                      log filter [default: info]
+
+Set by the platform:
+  FN_LISTENER                   unix:<socket path> (required)
+  FN_FORMAT                     http-stream, or empty
+  FN_LOGFRAME_NAME, FN_LOGFRAME_HDR   log-frame line written before each call's output
+  OCI_RESOURCE_PRINCIPAL_VERSION      2.2 (required)
+  OCI_RESOURCE_PRINCIPAL_RPST         the session token, or a path to it (required)
+  OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM  the session key, or a path to it (required)
+  OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM_PASSPHRASE   its passphrase, or a path to it [default: none]
+  OCI_RESOURCE_PRINCIPAL_REGION       the region, e.g. us-ashburn-1
+A value starting with / is a path; anything else is the content itself.";
 
 #[derive(Args, Debug)]
 struct RunOptions {
@@ -225,12 +264,7 @@ fn serve() -> Result<ExitCode, CliError> {
         // After the bind: the TLS client set-up is the slowest part of the start.
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let profile = config.profile.describe();
-        let engine = Engine {
-            client,
-            profile: config.profile,
-            dry_run: config.dry_run,
-            max_concurrency: config.max_concurrency,
-        };
+        let engine = Engine::new(client, &config);
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
@@ -305,12 +339,7 @@ fn operator(
     runtime()?.block_on(async move {
         let client = IdentityDomainClient::new(credentials, client_settings(&config))?;
         tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
-        let engine = Engine {
-            client,
-            profile: config.profile,
-            dry_run: config.dry_run,
-            max_concurrency: config.max_concurrency,
-        };
+        let engine = Engine::new(client, &config);
         body(OperatorContext {
             config,
             engine,
@@ -344,6 +373,13 @@ fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, CliErro
                 })?,
             };
             let provider = ApiKeyProvider::from_oci_config(&path, &run.profile, home.as_deref())?;
+            if kind == AuthKind::SecurityToken && !provider.uses_session_token() {
+                return Err(CliError::usage(format_args!(
+                    "--auth security-token: profile [{}] in {} has no security_token_file (run `oci session authenticate`, or use --auth api-key)",
+                    run.profile,
+                    path.display()
+                )));
+            }
             Ok(Arc::new(provider))
         }
     }
@@ -399,9 +435,13 @@ async fn reconcile_command(
     ctx: OperatorContext,
     args: ReconcileArgs,
 ) -> Result<ExitCode, CliError> {
-    // The operator names the domain on the command line, so any valid identity-domain URL is accepted
-    // (https, or http to a loopback address for local tests).
-    let domain = DomainUrl::parse(&args.domain)
+    // What the function accepts in a reconcile request (a domain name, a DOMAINS name or an allowed
+    // URL), and beyond that any identity-domain URL the operator names explicitly.
+    let domain = ctx
+        .config
+        .domains
+        .resolve_for_reconcile(&args.domain)
+        .or_else(|reason| DomainUrl::parse(&args.domain).map_err(|_| reason))
         .map_err(|e| CliError::usage(format_args!("--domain: {e}")))?;
     let filter = args.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string());
     let progress_on_tty = std::io::stderr().is_terminal();

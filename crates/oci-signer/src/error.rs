@@ -3,6 +3,11 @@
 
 use std::path::PathBuf;
 
+/// A value from outside cut to `max` characters, so an error that echoes it stays short.
+pub(crate) fn clipped(value: &str, max: usize) -> String {
+    value.chars().take(max).collect()
+}
+
 /// Why a request could not be signed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -190,10 +195,22 @@ pub enum CredentialError {
         /// The config key.
         key: &'static str,
     },
+    /// A profile's value has the wrong form.
+    #[error("{path}: {key} of profile [{profile}] is malformed: {reason}")]
+    InvalidConfigValue {
+        /// The file.
+        path: PathBuf,
+        /// The profile's name.
+        profile: String,
+        /// The config key.
+        key: &'static str,
+        /// Why, in words (never the value: it may be mistyped secret material).
+        reason: &'static str,
+    },
+    /// A `~` path cannot be expanded.
     #[error(
         "{path}: {key} of profile [{profile}] starts with `~` but the home directory is unknown"
     )]
-    /// A `~` path cannot be expanded.
     NoHomeDirectory {
         /// The file.
         path: PathBuf,

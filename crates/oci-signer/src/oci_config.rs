@@ -77,6 +77,14 @@ impl ApiKeyProvider {
             })?)
         } else {
             let fingerprint = view.require("fingerprint")?;
+            if !is_fingerprint(fingerprint) {
+                return Err(CredentialError::InvalidConfigValue {
+                    path: path.to_owned(),
+                    profile: profile.to_owned(),
+                    key: "fingerprint",
+                    reason: "expected the API key's fingerprint as the console shows it: 16 pairs of hex digits separated by colons (aa:bb:...)",
+                });
+            }
             let tenancy = view.require("tenancy")?;
             let user = view.require("user")?;
             let key_id = KeyId::new(format!("{tenancy}/{user}/{fingerprint}"));
@@ -118,6 +126,23 @@ fn load_key_file(
             source,
         })?;
     Ok(Arc::new(key))
+}
+
+impl ApiKeyProvider {
+    /// Whether the profile signs with a session token (`security_token_file`, from `oci session
+    /// authenticate`) rather than an API key.
+    pub fn uses_session_token(&self) -> bool {
+        matches!(self.mode, Mode::SessionToken(_))
+    }
+}
+
+/// An API key fingerprint: the MD5 of the public key as 16 colon-separated pairs of hex digits.
+fn is_fingerprint(value: &str) -> bool {
+    let pairs: Vec<&str> = value.split(':').collect();
+    pairs.len() == 16
+        && pairs
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl CredentialsProvider for ApiKeyProvider {
@@ -356,6 +381,18 @@ mod tests {
             view.path("key_file", None),
             Err(CredentialError::NoHomeDirectory { .. })
         ));
+        assert!(is_fingerprint(
+            "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34"
+        ));
+        for bad in [
+            "",
+            "20:3b:97",
+            "20-3b-97-13-55-1c-5b-0d-d3-37-d8-50-4e-c5-3a-34",
+            "zz:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34",
+            "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34:",
+        ] {
+            assert!(!is_fingerprint(bad), "{bad}");
+        }
         let err = view.require("fingerprint").unwrap_err();
         let msg = err.to_string();
         assert!(

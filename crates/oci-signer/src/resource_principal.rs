@@ -4,8 +4,9 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use super::error::clipped;
 use super::session::{SessionCache, SessionSpec, Source};
 use super::{CredentialError, Credentials, CredentialsProvider, Secret, TokenClaims};
 
@@ -34,7 +35,7 @@ impl ResourcePrincipal {
         let version = required(lookup, VERSION)?;
         if version.trim() != SUPPORTED_VERSION {
             return Err(CredentialError::UnsupportedVersion {
-                found: version.chars().take(32).collect(),
+                found: clipped(&version, 32),
             });
         }
         let (token, token_what) = source(RPST, required(lookup, RPST)?);
@@ -57,11 +58,7 @@ impl ResourcePrincipal {
         })?;
         let provider = ResourcePrincipal { cache, region };
         let exp = provider.claims().exp;
-        let now_secs = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if exp <= now_secs {
+        if exp <= super::session::unix_seconds(now) {
             // Files are re-read on use; an inline token will be refused by the service.
             tracing::warn!(exp, "resource principal session token has already expired");
         }

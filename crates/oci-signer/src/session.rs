@@ -218,7 +218,8 @@ impl SessionCache {
     }
 }
 
-fn unix_seconds(now: SystemTime) -> u64 {
+/// Seconds since the Unix epoch (0 for a clock before it).
+pub(crate) fn unix_seconds(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+use super::error::clipped;
 use super::{KeyId, RsaSha256Signer, SignError};
 
 /// A request as it will go on the wire, before signing.
@@ -218,7 +219,7 @@ impl Method {
             .find(|(name, _)| name.eq_ignore_ascii_case(method))
             .map(|&(_, m)| m)
             .ok_or_else(|| SignError::UnsupportedMethod {
-                method: method.chars().take(32).collect(),
+                method: clipped(method, 32),
             })
     }
 
@@ -295,7 +296,7 @@ fn header_name(name: &str) -> Result<String, SignError> {
     }
     if !name.bytes().all(is_tchar) {
         return Err(SignError::InvalidHeaderName {
-            name: name.chars().take(64).collect(),
+            name: clipped(name, 64),
             reason: "contains a character not allowed in header names",
         });
     }
