@@ -5,16 +5,19 @@
 //! started when the deadline is near are reported `failed`, so the platform retries the batch.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Serialize;
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
-use crate::config::{Config, DomainPolicy, EventTypes};
-use crate::identity_domain::{Failure, IdentityDomainClient};
-use crate::names::{DomainUrl, UserId};
+use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
+use crate::control_plane::{ControlPlane, ResolveError};
+use crate::identity_domain::{answered_user_id, Failure, IdentityDomainClient};
+use crate::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use crate::profile::{Change, CurrentCapabilities, Profile};
 
 /// Work is not started on a user with less than this left before the deadline: one read and one write
@@ -89,7 +92,7 @@ impl RecordResult {
         RecordResult {
             event_id: target.event_id.clone(),
             domain: Some(target.domain.clone()),
-            user_id: Some(target.user_id.as_str().to_string()),
+            user_id: Some(target.user_id.as_str().to_owned()),
             user_name: target.user_name.clone(),
             ..Self::new(index, outcome)
         }
@@ -185,6 +188,8 @@ impl Report {
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub(crate) client: IdentityDomainClient,
+    /// Resolves domain OCIDs (records and DOMAINS entries) to identity-domain URLs.
+    pub(crate) control_plane: ControlPlane,
     pub(crate) profile: Profile,
     pub(crate) dry_run: bool,
     pub(crate) max_concurrency: usize,
@@ -193,19 +198,33 @@ pub struct Engine {
 /// All records that name one user, in batch order.
 struct UserWork {
     domain_url: DomainUrl,
-    user_id: UserId,
+    /// As the records name the user: the SCIM id, or the OCID.
+    user: UserRef,
     records: Vec<(usize, Target)>,
 }
 
 impl Engine {
     /// An engine that enforces `config`'s profile with `client`.
+    /// Domain OCIDs are resolved at `config`'s IDENTITY_CONTROL_PLANE_URL; without one (the default
+    /// depends on the region, which the credentials know), see
+    /// [`with_control_plane`](Self::with_control_plane).
     pub fn new(client: IdentityDomainClient, config: &Config) -> Self {
+        let control_plane = config.control_plane_url.clone().ok_or_else(|| {
+            format!("{KEY_CONTROL_PLANE} is unset and no region is known to derive it from")
+        });
         Engine {
+            control_plane: ControlPlane::new(control_plane, client.clone()),
             client,
             profile: config.profile,
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
         }
+    }
+
+    /// Resolves domain OCIDs at `base` (`Err`: why there is no control plane to ask).
+    pub fn with_control_plane(mut self, base: Result<DomainUrl, String>) -> Self {
+        self.control_plane = ControlPlane::new(base, self.client.clone());
+        self
     }
 
     /// Processes a batch of raw records and returns one result per record.
@@ -217,25 +236,10 @@ impl Engine {
         deadline: Instant,
     ) -> Report {
         let mut results = Vec::with_capacity(records.len());
-        let mut work: Vec<UserWork> = Vec::new();
-        let mut by_user: HashMap<(String, String), usize> = HashMap::new();
+        let mut acting: Vec<(usize, Target)> = Vec::new();
         for (index, triaged) in records.triage(events, domains).enumerate() {
             match triaged {
-                Triage::Act(target) => {
-                    let key = (
-                        target.domain_url.as_str().to_string(),
-                        target.user_id.as_str().to_string(),
-                    );
-                    let slot = *by_user.entry(key).or_insert_with(|| {
-                        work.push(UserWork {
-                            domain_url: target.domain_url.clone(),
-                            user_id: target.user_id.clone(),
-                            records: Vec::new(),
-                        });
-                        work.len() - 1
-                    });
-                    work[slot].records.push((index, target));
-                }
+                Triage::Act(target) => acting.push((index, target)),
                 Triage::Ignored {
                     event_id,
                     domain,
@@ -271,16 +275,103 @@ impl Engine {
             }
         }
         let concurrency = self.max_concurrency.max(1);
-        let mut done =
-            futures_util::stream::iter(work.into_iter().map(|w| self.process_user(w, deadline)))
-                .buffer_unordered(concurrency);
+        let urls = self.resolve_domains(&acting, deadline).await;
+        let mut work: Vec<UserWork> = Vec::new();
+        let mut by_user: HashMap<(DomainUrl, UserRef), usize> = HashMap::new();
+        for (index, target) in acting {
+            let domain_url = match &target.route {
+                DomainRoute::Url(url) => url.clone(),
+                DomainRoute::Ocid(ocid) => match urls.get(ocid) {
+                    Some(Ok(url)) => url.clone(),
+                    Some(Err(error)) => {
+                        results.push(unresolved(index, &target, error));
+                        continue;
+                    }
+                    None => {
+                        results.push(
+                            RecordResult::for_target(index, &target, Outcome::Failed)
+                                .reason("the domain OCID was not resolved"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            let key = (domain_url.clone(), target.user_id.clone());
+            let slot = *by_user.entry(key).or_insert_with(|| {
+                work.push(UserWork {
+                    domain_url,
+                    user: target.user_id.clone(),
+                    records: Vec::new(),
+                });
+                work.len() - 1
+            });
+            work[slot].records.push((index, target));
+        }
+        let claims = Claims::default();
+        let pending: Vec<_> = work
+            .into_iter()
+            .map(|w| self.process_user(w, &claims, deadline))
+            .collect();
+        let mut done = futures_util::stream::iter(pending).buffer_unordered(concurrency);
         while let Some(user_results) = done.next().await {
             results.extend(user_results);
         }
         Report::from_results(results, self.dry_run)
     }
 
-    async fn process_user(&self, work: UserWork, deadline: Instant) -> Vec<RecordResult> {
+    /// The identity-domain URL a route leads to (asking the control plane for an OCID).
+    pub async fn domain_url(
+        &self,
+        route: &DomainRoute,
+        deadline: Instant,
+    ) -> Result<DomainUrl, ResolveError> {
+        match route {
+            DomainRoute::Url(url) => Ok(url.clone()),
+            DomainRoute::Ocid(ocid) => self.control_plane.domain_url(ocid, deadline).await,
+        }
+    }
+
+    /// The URL of every distinct domain OCID the acting records name, each asked once.
+    async fn resolve_domains(
+        &self,
+        acting: &[(usize, Target)],
+        deadline: Instant,
+    ) -> HashMap<DomainOcid, Result<DomainUrl, ResolveError>> {
+        let mut ocids: Vec<DomainOcid> = acting
+            .iter()
+            .filter_map(|(_, t)| match &t.route {
+                DomainRoute::Ocid(ocid) => Some(ocid.clone()),
+                DomainRoute::Url(_) => None,
+            })
+            .collect();
+        ocids.sort();
+        ocids.dedup();
+        // Futures are made up front (they start only when polled) so none borrows from a closure.
+        let pending: Vec<_> = ocids
+            .into_iter()
+            .map(|ocid| self.resolve_one(ocid, deadline))
+            .collect();
+        futures_util::stream::iter(pending)
+            .buffer_unordered(self.max_concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn resolve_one(
+        &self,
+        ocid: DomainOcid,
+        deadline: Instant,
+    ) -> (DomainOcid, Result<DomainUrl, ResolveError>) {
+        let url = self.control_plane.domain_url(&ocid, deadline).await;
+        (ocid, url)
+    }
+
+    async fn process_user(
+        &self,
+        work: UserWork,
+        claims: &Claims,
+        deadline: Instant,
+    ) -> Vec<RecordResult> {
         let fail_all = |reason: String, ecids: Vec<String>, outcome: Outcome| {
             work.records
                 .iter()
@@ -299,7 +390,7 @@ impl Engine {
         }
         let user = match self
             .client
-            .get_user(&work.domain_url, &work.user_id, deadline)
+            .get_user(&work.domain_url, &work.user, deadline)
             .await
         {
             Ok(answer) => answer,
@@ -318,6 +409,10 @@ impl Engine {
             }
         };
         let mut ecids = user.ecids;
+        let user_id = match answered_user_id(&work.user, &user.value) {
+            Ok(id) => id,
+            Err(reason) => return fail_all(reason, ecids, Outcome::Failed),
+        };
         let actual_name = user
             .value
             .get("userName")
@@ -344,35 +439,55 @@ impl Engine {
                 );
                 continue;
             }
-            if let Some((first, outcome)) = acted {
-                let result = RecordResult::for_target(*index, target, Outcome::Unchanged)
-                    .reason(format!("duplicate of record {first}"));
-                // A failed first attempt leaves the user unfinished: its duplicates must be retried too.
-                let result = if outcome == Outcome::Failed {
-                    RecordResult {
-                        outcome: Outcome::Failed,
-                        ..result
-                    }
-                } else {
-                    result
+            if acted.is_none() {
+                // One user may be named by id in one record and by OCID in another: they are
+                // separate work until the read gives the id, so the first to get here acts and
+                // every other waits for its outcome.
+                let claim = claims.claim(&work.domain_url, &user_id);
+                let mut mine = None;
+                let first = {
+                    let (mine, ecids, user_id, current) =
+                        (&mut mine, &mut ecids, &user_id, &current);
+                    let work = &work;
+                    *claim
+                        .get_or_init(|| async move {
+                            let mut result = self
+                                .enforce(work, user_id, target, *index, current, ecids, deadline)
+                                .await;
+                            result.request_ids = ecids.clone();
+                            let first = (*index, result.outcome);
+                            *mine = Some(result);
+                            first
+                        })
+                        .await
                 };
-                results.push(result);
-                continue;
+                acted = Some(first);
+                if let Some(result) = mine {
+                    results.push(result);
+                    continue;
+                }
             }
-            let mut result = self
-                .enforce(&work, target, *index, &current, &mut ecids, deadline)
-                .await;
-            result.request_ids = ecids.clone();
-            acted = Some((*index, result.outcome));
-            results.push(result);
+            if let Some((first, outcome)) = acted {
+                // Never `unchanged` for a user that was not made compliant.
+                let outcome = match outcome {
+                    Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
+                    other => other,
+                };
+                results.push(
+                    RecordResult::for_target(*index, target, outcome)
+                        .reason(format!("duplicate of record {first}")),
+                );
+            }
         }
         results
     }
 
     /// Compares and writes for the record that acts on the user.
+    #[allow(clippy::too_many_arguments)]
     async fn enforce(
         &self,
         work: &UserWork,
+        user_id: &UserId,
         target: &Target,
         index: usize,
         current: &CurrentCapabilities,
@@ -380,7 +495,7 @@ impl Engine {
         deadline: Instant,
     ) -> RecordResult {
         let done = self
-            .enforce_user(&work.domain_url, &work.user_id, current, deadline)
+            .enforce_user(&work.domain_url, user_id, current, deadline)
             .await;
         ecids.extend(done.ecids);
         RecordResult {
@@ -453,6 +568,33 @@ impl Enforced {
             reason,
             ecids: Vec::new(),
         }
+    }
+}
+
+/// Which record of a batch acts on each user (by domain and SCIM id), and its outcome once known.
+#[derive(Default)]
+struct Claims(std::sync::Mutex<HashMap<(DomainUrl, UserId), Arc<Claim>>>);
+
+/// The first record that acted on a user, and its outcome.
+type Claim = OnceCell<(usize, Outcome)>;
+
+impl Claims {
+    fn claim(&self, domain: &DomainUrl, user: &UserId) -> Arc<Claim> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry((domain.clone(), user.clone())).or_default())
+    }
+}
+
+/// The result of a record whose domain OCID has no usable URL.
+fn unresolved(index: usize, target: &Target, error: &ResolveError) -> RecordResult {
+    match error {
+        ResolveError::Rejected(reason) => {
+            RecordResult::for_target(index, target, Outcome::Rejected).reason(reason.clone())
+        }
+        ResolveError::Failed { reason, ecids } => RecordResult {
+            request_ids: ecids.clone(),
+            ..RecordResult::for_target(index, target, Outcome::Failed).reason(reason.clone())
+        },
     }
 }
 

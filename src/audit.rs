@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::config::{DomainDecision, DomainPolicy, EventTypes};
-use crate::names::{truncated, DomainUrl, UserId};
+use crate::config::{DomainDecision, DomainFields, DomainPolicy, DomainRoute, EventTypes};
+use crate::names::{truncated, UserOcid, UserRef};
 
 /// The Functions invoke body limit.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -185,14 +185,16 @@ fn from_value_with_path<T: DeserializeOwned>(value: &Value, prefix: &str) -> Res
     })
 }
 
-/// The user a selected record acts on, with the domain URL already decided.
+/// The user a selected record acts on, with the way to the domain's URL already decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub event_id: Option<String>,
     /// The domain value as the record gave it (a domain name, display name or OCID).
     pub domain: String,
-    pub domain_url: DomainUrl,
-    pub user_id: UserId,
+    /// The URL, or the domain OCID whose URL the control plane gives.
+    pub route: DomainRoute,
+    /// The user's SCIM id or OCID.
+    pub user_id: UserRef,
     pub user_name: Option<String>,
 }
 
@@ -276,9 +278,12 @@ struct SubjectRecord {
     data: Option<SubjectData>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct SubjectData {
-    #[serde(rename = "additionalDetails")]
+    // The OCI Events (and Audit) resource: the created user for `createuser`.
+    resource_id: Option<String>,
+    resource_name: Option<String>,
     additional_details: Option<SubjectDetails>,
 }
 
@@ -288,6 +293,9 @@ struct SubjectDetails {
     admin_resource_id: Option<String>,
     admin_resource_name: Option<String>,
     admin_resource_type: Option<String>,
+    // A membership change names the group as the resource and the user as the referenced one.
+    admin_ref_resource_id: Option<String>,
+    admin_ref_resource_name: Option<String>,
     actor_id: Option<String>,
     actor_name: Option<String>,
     domain_name: Option<String>,
@@ -358,67 +366,111 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
             return rejected(event_id, domain, None, None, reason);
         }
     };
-    let details = subject
-        .data
-        .and_then(|d| d.additional_details)
-        .unwrap_or_default();
-    decide(event_id, details, domains)
+    decide(event_id, subject.data.unwrap_or_default(), domains)
 }
 
-fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -> Triage {
-    let domain = present(d.domain_name)
-        .or(present(d.domain_id))
-        .or(present(d.domain_display_name));
-
-    let admin_id = present(d.admin_resource_id);
-    let admin_type = present(d.admin_resource_type);
-    // The user named by an admin-resource record is the resource, not the actor (who may be an
-    // administrator or the sign-on app). "User" is compared case-insensitively so a differently
-    // cased type never makes us act on the actor instead.
-    let (user_id, user_name, id_field) = match &admin_type {
-        Some(t) if t.eq_ignore_ascii_case("User") => (
+/// The user a selected record names, as PRODUCT.md orders the fields: the referenced resource of a
+/// group-membership change, the admin resource of type User, a user OCID in `data.resourceId`,
+/// else the actor. Returns the id, the name and the field the id comes from (for "missing …").
+fn subject(
+    data: &mut SubjectData,
+    d: &mut SubjectDetails,
+) -> (Option<String>, Option<String>, &'static str) {
+    let admin_id = present(d.admin_resource_id.take());
+    let admin_type = present(d.admin_resource_type.take());
+    // Types are compared case-insensitively so a differently cased type never makes us act on
+    // the actor (an administrator, or the sign-on app) instead of the resource.
+    let is_type = |t: &str| {
+        admin_type
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(t))
+    };
+    if is_type("Group") {
+        return (
+            present(d.admin_ref_resource_id.take()),
+            present(d.admin_ref_resource_name.take()),
+            "data.additionalDetails.adminRefResourceId (adminResourceType is Group)",
+        );
+    }
+    if is_type("User") {
+        return (
             admin_id,
-            present(d.admin_resource_name),
+            present(d.admin_resource_name.take()),
             "data.additionalDetails.adminResourceId (adminResourceType is User)",
-        ),
-        None if admin_id.is_some() => (
+        );
+    }
+    if admin_type.is_none() && admin_id.is_some() {
+        return (
             admin_id,
-            present(d.admin_resource_name),
+            present(d.admin_resource_name.take()),
             "data.additionalDetails.adminResourceId",
-        ),
-        _ => (
-            present(d.actor_id),
-            present(d.actor_name),
-            "data.additionalDetails.actorId (no adminResourceId of type User)",
+        );
+    }
+    if let Some(resource_id) = present(data.resource_id.take()) {
+        if UserOcid::is_claimed_by(&resource_id) {
+            return (
+                Some(resource_id),
+                present(data.resource_name.take()),
+                "data.resourceId",
+            );
+        }
+    }
+    (
+        present(d.actor_id.take()),
+        present(d.actor_name.take()),
+        "data.additionalDetails.actorId (no adminResourceId of type User, no user OCID in \
+         data.resourceId)",
+    )
+}
+
+fn decide(event_id: Option<String>, mut data: SubjectData, domains: &DomainPolicy) -> Triage {
+    let mut d = data.additional_details.take().unwrap_or_default();
+    let (user_id, user_name, id_field) = subject(&mut data, &mut d);
+    let (domain_name, domain_id, domain_display_name) = (
+        present(d.domain_name),
+        present(d.domain_id),
+        present(d.domain_display_name),
+    );
+    let fields = DomainFields {
+        name: domain_name.as_deref(),
+        id: domain_id.as_deref(),
+        display_name: domain_display_name.as_deref(),
+    };
+    let (domain, decision) = match fields.name.or(fields.id).or(fields.display_name) {
+        Some(_) => domains.route(fields),
+        None => (
+            None,
+            DomainDecision::Invalid {
+                reason: String::new(),
+            },
         ),
     };
 
-    let domain_url = match &domain {
-        Some(value) => match domains.resolve(value) {
-            DomainDecision::Allowed { url } => Some(url),
-            DomainDecision::OutsideAllowList => {
-                return Triage::Ignored {
-                    event_id,
-                    domain,
-                    reason: IgnoreReason::OutsideDomains,
-                }
+    let route = match decision {
+        DomainDecision::Allowed { url } => Some(DomainRoute::Url(url)),
+        DomainDecision::Resolve { ocid } => Some(DomainRoute::Ocid(ocid)),
+        DomainDecision::OutsideAllowList => {
+            return Triage::Ignored {
+                event_id,
+                domain,
+                reason: IgnoreReason::OutsideDomains,
             }
-            DomainDecision::Invalid { reason } => {
-                let user_id = user_id.as_deref().map(truncated);
-                return rejected(event_id, domain, user_id, user_name, reason);
-            }
-        },
-        None => None,
+        }
+        DomainDecision::Invalid { reason } if domain.is_some() => {
+            let user_id = user_id.as_deref().map(truncated);
+            return rejected(event_id, domain, user_id, user_name, reason);
+        }
+        DomainDecision::Invalid { .. } => None,
     };
 
-    let (user_id, domain_url) = match (user_id, domain_url) {
-        (Some(u), Some(url)) => (u, url),
-        (user_id, domain_url) => {
+    let (user_id, route) = match (user_id, route) {
+        (Some(u), Some(route)) => (u, route),
+        (user_id, route) => {
             let mut missing = Vec::new();
             if user_id.is_none() {
                 missing.push(id_field);
             }
-            if domain_url.is_none() {
+            if route.is_none() {
                 missing.push("data.additionalDetails.domainName (or domainId, domainDisplayName)");
             }
             let reason = format!("missing {}", missing.join(" and "));
@@ -427,11 +479,11 @@ fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -
         }
     };
 
-    match UserId::parse(&user_id) {
+    match UserRef::parse(&user_id) {
         Ok(parsed) => Triage::Act(Target {
             event_id,
             domain: domain.unwrap_or_default(),
-            domain_url,
+            route,
             user_id: parsed,
             user_name,
         }),
@@ -654,7 +706,7 @@ mod tests {
         assert_eq!(t.user_name.as_deref(), Some("maria.garcia@example.com"));
         assert_eq!(t.domain, DOMAIN);
         assert_eq!(
-            t.domain_url.as_str(),
+            t.route.url().unwrap().as_str(),
             format!("https://{DOMAIN}.identity.oraclecloud.com")
         );
     }
@@ -890,10 +942,18 @@ mod tests {
         assert_eq!(with_type(json!("USER")).user_id.as_str(), USER);
         assert_eq!(with_type(json!(null)).user_id.as_str(), USER);
         assert_eq!(with_type(json!("")).user_id.as_str(), USER);
-        let g = with_type(json!("Group"));
+        // Another type: not the admin resource; the actor.
+        let g = with_type(json!("App"));
         assert_eq!(
             (g.user_id.as_str(), g.user_name.as_deref()),
             (actor, Some("actor"))
+        );
+        // A membership change without the referenced user is rejected, never the actor's.
+        let d = json!({"adminResourceType": "Group", "adminResourceId": USER, "actorId": actor,
+                       "domainName": DOMAIN});
+        assert_eq!(
+            rejection(triage(&record(d), &events, &any_domain())),
+            "missing data.additionalDetails.adminRefResourceId (adminResourceType is Group)"
         );
 
         // Type User but no id: rejected, never the actor.
@@ -905,14 +965,170 @@ mod tests {
         );
     }
 
+    const USER_OCID: &str = "ocid1.user.oc1..aaaaaaaaexampleuser0000000000000000000000000000000000";
+    const DOMAIN_OCID: &str =
+        "ocid1.domain.oc1..aaaaaaaaexampledomain00000000000000000000000000000000";
+    const EVENTS_CREATEUSER: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/samples/oci-events-createuser-RECONSTRUCTION.json"
+    ));
+
+    #[test]
+    fn events_createuser_names_the_user_and_domain_by_ocid() {
+        // Selected by the default EVENT_TYPES through the last segment of eventType.
+        let event: Value = serde_json::from_str(EVENTS_CREATEUSER).unwrap();
+        let t = act(triage(&event, &EventTypes::default(), &any_domain()));
+        assert_eq!(t.user_id, UserRef::parse(USER_OCID).unwrap());
+        assert_eq!(t.user_name.as_deref(), Some("jane.doe@example.com"));
+        assert_eq!(t.domain, DOMAIN_OCID);
+        assert_eq!(
+            t.route,
+            DomainRoute::Ocid(crate::names::DomainOcid::parse(DOMAIN_OCID).unwrap())
+        );
+        assert_eq!(
+            t.event_id.as_deref(),
+            Some("00000000-0000-4000-8000-000000000001")
+        );
+        // In a batch too, and as the audit record Service Connector delivers for it.
+        let audit = json!({"id": "a1", "type": "com.oraclecloud.identityControlPlane.CreateUser",
+                           "specversion": "1.0", "data": event["data"].clone()});
+        let body = serde_json::to_string(&json!([event, audit])).unwrap();
+        for r in records(&body) {
+            let t = act(triage(&r, &EventTypes::default(), &any_domain()));
+            assert_eq!(t.user_id.as_str(), USER_OCID);
+        }
+        // Not selected when EVENT_TYPES leaves createuser out.
+        let only_jit = EventTypes::parse("UserJit").unwrap();
+        assert_eq!(
+            ignored(triage(&event, &only_jit, &any_domain())),
+            IgnoreReason::NotSelected
+        );
+    }
+
+    #[test]
+    fn group_membership_acts_on_the_referenced_user() {
+        let d = json!({"eventId": "admin.group.add.member.success",
+                       "adminResourceType": "Group", "adminResourceId": "22222222222222222222222222222222",
+                       "adminResourceName": "OCI Developers", "adminRefResourceId": USER,
+                       "adminRefResourceName": "jane.doe@example.com", "adminRefResourceType": "User",
+                       "actorId": "11111111111111111111111111111111", "actorName": "admin",
+                       "domainName": DOMAIN});
+        let events = EventTypes::parse("admin.group.add.member.success").unwrap();
+        let t = act(triage(&record(d.clone()), &events, &any_domain()));
+        assert_eq!(t.user_id.as_str(), USER);
+        assert_eq!(t.user_name.as_deref(), Some("jane.doe@example.com"));
+        // "group" in any case; and a user OCID as the referenced resource.
+        let mut d = d;
+        d["adminResourceType"] = json!("GROUP");
+        d["adminRefResourceId"] = json!(USER_OCID);
+        let t = act(triage(&record(d), &events, &any_domain()));
+        assert_eq!(t.user_id.as_str(), USER_OCID);
+    }
+
+    #[test]
+    fn user_selection_order() {
+        let events = EventTypes::default();
+        let actor = "11111111111111111111111111111111";
+        let pick = |details: Value, data: Value| {
+            let mut data = data;
+            data["additionalDetails"] = details;
+            act(triage(
+                &json!({"type": "x.UserJit", "data": data}),
+                &events,
+                &any_domain(),
+            ))
+            .user_id
+            .as_str()
+            .to_owned()
+        };
+        let base = json!({"actorId": actor, "domainName": DOMAIN});
+        let mut with_admin = base.clone();
+        with_admin["adminResourceId"] = json!(USER);
+        let resource = json!({"resourceId": USER_OCID, "resourceName": "n"});
+        // Admin resource (no type) before data.resourceId, data.resourceId before the actor.
+        assert_eq!(pick(with_admin.clone(), resource.clone()), USER);
+        assert_eq!(pick(base.clone(), resource.clone()), USER_OCID);
+        assert_eq!(pick(base.clone(), json!({})), actor);
+        // A resourceId that is not a user's (a group OCID, a hex id) is not the user.
+        assert_eq!(
+            pick(base.clone(), json!({"resourceId": "ocid1.group.oc1..aaaa"})),
+            actor
+        );
+        assert_eq!(pick(base.clone(), json!({"resourceId": USER})), actor);
+        // One that claims to be a user OCID but is malformed is rejected, not skipped.
+        let t = triage(
+            &json!({"type": "x.UserJit", "data": {"resourceId": "ocid1.user.oc1..BAD/..",
+                    "additionalDetails": base}}),
+            &events,
+            &any_domain(),
+        );
+        assert!(
+            rejection(t).starts_with("user id: expected 32 lower-case hex digits or a user OCID"),
+        );
+        // A wrongly typed resourceId names its path.
+        let t = triage(
+            &json!({"type": "x.UserJit", "data": {"resourceId": 5, "additionalDetails": {}}}),
+            &events,
+            &any_domain(),
+        );
+        assert!(rejection(t).starts_with("data.resourceId: invalid type"));
+    }
+
+    #[test]
+    fn domain_ocids_without_and_with_domains() {
+        let events = EventTypes::default();
+        // Without DOMAINS: an idcs- name wins; else a domain OCID in domainId is resolved.
+        let d = json!({"adminResourceId": USER, "domainId": DOMAIN_OCID, "domainDisplayName": "Default"});
+        let t = act(triage(&record(d), &events, &any_domain()));
+        assert_eq!((t.domain.as_str(), t.route.url()), (DOMAIN_OCID, None));
+        let d = json!({"adminResourceId": USER, "domainName": DOMAIN, "domainId": DOMAIN_OCID});
+        assert_eq!(
+            act(triage(&record(d), &events, &any_domain())).domain,
+            DOMAIN
+        );
+        let d = json!({"adminResourceId": USER, "domainName": "Default", "domainId": DOMAIN_OCID});
+        assert_eq!(
+            act(triage(&record(d), &events, &any_domain())).domain,
+            DOMAIN_OCID
+        );
+        for bad in [
+            "ocid1.domain.oc1..UPPER",
+            "ocid1.domain.oc1.x",
+            "ocid1.user.oc1..aaaa",
+            "x",
+        ] {
+            let d = json!({"adminResourceId": USER, "domainId": bad});
+            let reason = rejection(triage(&record(d), &events, &any_domain()));
+            assert!(
+                reason.starts_with("domain OCID: expected"),
+                "{bad}: {reason}"
+            );
+        }
+        // With DOMAINS: a bare OCID entry is resolved; OCID=URL gives the URL.
+        let p = DomainPolicy::new(Some(DOMAIN_OCID), TEMPLATE).unwrap();
+        let d = json!({"adminResourceId": USER, "domainName": DOMAIN, "domainId": DOMAIN_OCID});
+        let t = act(triage(&record(d.clone()), &events, &p));
+        assert_eq!((t.domain.as_str(), t.route.url()), (DOMAIN_OCID, None));
+        let p = DomainPolicy::new(Some(&format!("{DOMAIN_OCID}=http://127.0.0.1:9")), TEMPLATE)
+            .unwrap();
+        let t = act(triage(&record(d), &events, &p));
+        assert_eq!(t.route.url().unwrap().as_str(), "http://127.0.0.1:9");
+        let other = json!({"adminResourceId": USER, "domainId": "ocid1.domain.oc1..other"});
+        assert_eq!(
+            ignored(triage(&record(other), &events, &p)),
+            IgnoreReason::OutsideDomains
+        );
+    }
+
     #[test]
     fn missing_user_and_domain_are_named() {
         let events = EventTypes::default();
         let reason = rejection(triage(&record(json!({})), &events, &any_domain()));
         assert_eq!(
             reason,
-            "missing data.additionalDetails.actorId (no adminResourceId of type User) and \
-             data.additionalDetails.domainName (or domainId, domainDisplayName)"
+            "missing data.additionalDetails.actorId (no adminResourceId of type User, no user OCID \
+             in data.resourceId) and data.additionalDetails.domainName (or domainId, \
+             domainDisplayName)"
         );
         let t = triage(
             &record(json!({"actorId": USER, "actorName": "n"})),
@@ -1015,7 +1231,9 @@ mod tests {
         .unwrap();
         let host = |d: Value| {
             act(triage(&record(d), &events, &p))
-                .domain_url
+                .route
+                .url()
+                .unwrap()
                 .host()
                 .to_owned()
         };
@@ -1040,10 +1258,14 @@ mod tests {
         let d = json!({"adminResourceId": USER, "domainDisplayName": "Default"});
         let t = act(triage(&record(d), &events, &p));
         assert_eq!(t.domain, "Default");
-        assert_eq!(t.domain_url.as_str(), "http://127.0.0.1:8080");
+        assert_eq!(t.route.url().unwrap().as_str(), "http://127.0.0.1:8080");
 
-        // The reconstruction names the domain by domainName first, which DOMAINS lacks.
+        // The reconstruction names the domain by domainName, which DOMAINS lacks, and by its
+        // display name "Default", which it lists: any of the fields picks the entry.
         let batch = records(RECONSTRUCTION);
+        let t = act(triage(&batch[0], &events, &p));
+        assert_eq!(t.domain, "Default");
+        let p = DomainPolicy::new(Some("Other=http://127.0.0.1:8080"), TEMPLATE).unwrap();
         assert_eq!(
             triage(&batch[0], &events, &p),
             Triage::Ignored {
@@ -1053,7 +1275,7 @@ mod tests {
             }
         );
         // Outside the list wins over a missing user: it is another domain's business.
-        let t = triage(&record(json!({"domainName": "Other"})), &events, &p);
+        let t = triage(&record(json!({"domainName": "Elsewhere"})), &events, &p);
         assert_eq!(ignored(t), IgnoreReason::OutsideDomains);
     }
 
@@ -1077,6 +1299,10 @@ mod tests {
             Just("domainName".to_owned()),
             Just("domainId".to_owned()),
             Just("domainDisplayName".to_owned()),
+            Just("adminRefResourceId".to_owned()),
+            Just("adminRefResourceName".to_owned()),
+            Just("resourceId".to_owned()),
+            Just("resourceName".to_owned()),
             Just("logContent".to_owned()),
             Just("reconcile".to_owned()),
             "\\PC{0,8}",
@@ -1090,6 +1316,10 @@ mod tests {
             Just(json!(USER)),
             Just(json!(DOMAIN)),
             Just(json!("User")),
+            Just(json!("Group")),
+            Just(json!("ocid1.user.oc1..aaaaexample")),
+            Just(json!("ocid1.domain.oc1..aaaaexample")),
+            Just(json!("com.oraclecloud.identitycontrolplane.createuser")),
             "\\PC{0,40}".prop_map(Value::String),
         ];
         leaf.prop_recursive(4, 48, 6, move |inner| {
@@ -1129,7 +1359,7 @@ mod tests {
                 ];
                 for shape in &shapes {
                     if let Triage::Act(t) = triage(shape, &events, &policy) {
-                        prop_assert!(UserId::parse(t.user_id.as_str()).is_ok());
+                        prop_assert!(UserRef::parse(t.user_id.as_str()).is_ok());
                     }
                 }
             }

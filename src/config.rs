@@ -15,7 +15,7 @@
 //! assert_eq!(config.domains.resolve("Other"), DomainDecision::OutsideAllowList);
 //! ```
 
-use crate::names::{shown, DomainName, DomainUrl};
+use crate::names::{shown, DomainName, DomainOcid, DomainUrl};
 use crate::profile::{parse_switch, split_list, ListError, Profile};
 
 pub const KEY_CAPABILITIES: &str = "CAPABILITIES";
@@ -26,8 +26,11 @@ pub const KEY_DRY_RUN: &str = "DRY_RUN";
 pub const KEY_MAX_CONCURRENCY: &str = "MAX_CONCURRENCY";
 pub const KEY_MAX_RPS: &str = "MAX_REQUESTS_PER_SECOND";
 pub const KEY_LOG_FORMAT: &str = "LOG_FORMAT";
+pub const KEY_CONTROL_PLANE: &str = "IDENTITY_CONTROL_PLANE_URL";
 
-pub const DEFAULT_EVENT_TYPES: &str = "UserJit";
+/// JIT sign-ins, and user creation as OCI Events (`…identitycontrolplane.createuser`) and its audit
+/// record name it.
+pub const DEFAULT_EVENT_TYPES: &str = "UserJit,createuser";
 pub const DEFAULT_TEMPLATE: &str = "https://{domain}.identity.oraclecloud.com";
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
 pub const MAX_CONCURRENCY_LIMIT: usize = 64;
@@ -98,7 +101,7 @@ impl EventTypes {
 
 impl Default for EventTypes {
     fn default() -> Self {
-        Self(vec![DEFAULT_EVENT_TYPES.to_owned()])
+        Self(DEFAULT_EVENT_TYPES.split(',').map(str::to_owned).collect())
     }
 }
 
@@ -193,20 +196,72 @@ impl Template {
     }
 }
 
+/// Where a domain's URL comes from: known already, or to be asked of the IAM control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DomainRoute {
+    Url(DomainUrl),
+    Ocid(DomainOcid),
+}
+
+impl DomainRoute {
+    /// The URL, when it is known without asking the control plane.
+    pub fn url(&self) -> Option<&DomainUrl> {
+        match self {
+            Self::Url(url) => Some(url),
+            Self::Ocid(_) => None,
+        }
+    }
+}
+
 /// Which identity domains the function may act in, and their URLs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainPolicy {
     template: Template,
-    /// `None`: DOMAINS unset, any valid domain name through the template.
-    allowed: Option<Vec<(String, DomainUrl)>>,
+    /// `None`: DOMAINS unset, any valid domain name through the template and any domain OCID
+    /// through the control plane.
+    allowed: Option<Vec<(String, DomainRoute)>>,
 }
 
 /// What [`DomainPolicy::resolve`] decided for a record's domain value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainDecision {
-    Allowed { url: DomainUrl },
+    Allowed {
+        url: DomainUrl,
+    },
+    /// Allowed; the URL is the control plane's answer for this OCID.
+    Resolve {
+        ocid: DomainOcid,
+    },
     OutsideAllowList,
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
+}
+
+impl DomainDecision {
+    fn from_route(route: &DomainRoute) -> Self {
+        match route {
+            DomainRoute::Url(url) => Self::Allowed { url: url.clone() },
+            DomainRoute::Ocid(ocid) => Self::Resolve { ocid: ocid.clone() },
+        }
+    }
+}
+
+/// The domain fields of a record (`data.additionalDetails`), empty strings already dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DomainFields<'a> {
+    pub name: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+}
+
+impl<'a> DomainFields<'a> {
+    /// The present values in the order they are tried: name, id, display name.
+    fn present(&self) -> impl Iterator<Item = &'a str> {
+        [self.name, self.id, self.display_name]
+            .into_iter()
+            .flatten()
+    }
 }
 
 impl DomainPolicy {
@@ -222,12 +277,57 @@ impl DomainPolicy {
         Ok(Self { template, allowed })
     }
 
-    /// Decides for the domain value found in a record (compared exactly, no trimming or case
-    /// folding).
+    /// Decides for a record's domain fields (PRODUCT.md "Which records act, on whom"), returning
+    /// the value the decision rests on. With DOMAINS set, the first field (name, id, display name)
+    /// that equals an entry's name picks the entry. Without it, a valid `idcs-` name gives the
+    /// template's URL, else a domain OCID in the id is resolved; anything else is invalid, and
+    /// the reason is about the first value present.
+    pub fn route(&self, fields: DomainFields<'_>) -> (Option<String>, DomainDecision) {
+        let first = fields.present().next().map(str::to_owned);
+        match &self.allowed {
+            Some(list) => fields
+                .present()
+                .find_map(|value| {
+                    list.iter()
+                        .find(|(name, _)| name == value)
+                        .map(|(_, route)| {
+                            (Some(value.to_owned()), DomainDecision::from_route(route))
+                        })
+                })
+                .unwrap_or((first, DomainDecision::OutsideAllowList)),
+            None => {
+                if let Some(name) = fields.name.filter(|n| DomainName::parse(n).is_ok()) {
+                    return (Some(name.to_owned()), self.resolve(name));
+                }
+                if let Some(id) = fields.id {
+                    if let Ok(ocid) = DomainOcid::parse(id) {
+                        return (Some(id.to_owned()), DomainDecision::Resolve { ocid });
+                    }
+                }
+                let decision = match (fields.name, fields.id) {
+                    (None, Some(id)) => DomainDecision::Invalid {
+                        reason: DomainOcid::parse(id)
+                            .err()
+                            .map_or_else(String::new, |e| e.to_string()),
+                    },
+                    _ => match &first {
+                        Some(value) => self.resolve(value),
+                        None => DomainDecision::Invalid {
+                            reason: "no domain".to_owned(),
+                        },
+                    },
+                };
+                (first, decision)
+            }
+        }
+    }
+
+    /// Decides for one domain value (compared exactly, no trimming or case folding). Without
+    /// DOMAINS, only an `idcs-` name is accepted here; [`route`](Self::route) also resolves OCIDs.
     pub fn resolve(&self, domain_value: &str) -> DomainDecision {
         match &self.allowed {
             Some(list) => match list.iter().find(|(name, _)| name == domain_value) {
-                Some((_, url)) => DomainDecision::Allowed { url: url.clone() },
+                Some((_, route)) => DomainDecision::from_route(route),
                 None => DomainDecision::OutsideAllowList,
             },
             None => match DomainName::parse(domain_value) {
@@ -242,13 +342,22 @@ impl DomainPolicy {
         }
     }
 
-    /// For reconcile requests: `s` is a configured name (as for [`resolve`](Self::resolve)) or a
-    /// URL that must equal one of the allowed URLs. With DOMAINS unset, a URL is accepted when it
-    /// is exactly what the template gives for some valid domain name, or, when the template
-    /// itself points at a loopback address, any loopback URL.
-    pub fn resolve_for_reconcile(&self, s: &str) -> Result<DomainUrl, String> {
-        if let DomainDecision::Allowed { url } = self.resolve(s) {
-            return Ok(url);
+    /// For reconcile requests: `s` is a configured name (as for [`resolve`](Self::resolve)), a
+    /// domain OCID, or a URL that must equal one of the allowed URLs. With DOMAINS unset, any
+    /// domain OCID is resolved, and a URL is accepted when it is exactly what the template gives
+    /// for some valid domain name, or, when the template itself points at a loopback address, any
+    /// loopback URL.
+    pub fn resolve_for_reconcile(&self, s: &str) -> Result<DomainRoute, String> {
+        match self.resolve(s) {
+            DomainDecision::Allowed { url } => return Ok(DomainRoute::Url(url)),
+            DomainDecision::Resolve { ocid } => return Ok(DomainRoute::Ocid(ocid)),
+            DomainDecision::OutsideAllowList | DomainDecision::Invalid { .. } => {}
+        }
+        if let Ok(ocid) = DomainOcid::parse(s) {
+            return match &self.allowed {
+                Some(_) => Err(format!("{} is not listed in DOMAINS", shown(s))),
+                None => Ok(DomainRoute::Ocid(ocid)),
+            };
         }
         let url = DomainUrl::parse(s).map_err(|e| match &self.allowed {
             Some(_) => format!(
@@ -256,14 +365,14 @@ impl DomainPolicy {
                 shown(s)
             ),
             None => format!(
-                "{} is neither a valid domain name nor a valid URL ({e})",
+                "{} is neither a valid domain name, a domain OCID nor a valid URL ({e})",
                 shown(s)
             ),
         })?;
         match &self.allowed {
             Some(list) => list
                 .iter()
-                .find(|(_, allowed)| *allowed == url)
+                .find(|(_, allowed)| *allowed == DomainRoute::Url(url.clone()))
                 .map(|(_, allowed)| allowed.clone())
                 .ok_or_else(|| {
                     format!("{} is not one of the URLs in DOMAINS", shown(url.as_str()))
@@ -272,7 +381,7 @@ impl DomainPolicy {
                 if self.template.name_for(&url).is_some()
                     || (self.template.loopback && url.is_loopback())
                 {
-                    Ok(url)
+                    Ok(DomainRoute::Url(url))
                 } else {
                     Err(format!(
                         "{} is not an identity-domain URL of the form {}{{domain}}{}",
@@ -285,15 +394,26 @@ impl DomainPolicy {
         }
     }
 
+    /// True when some DOMAINS entry is a bare OCID, so the control plane is needed.
+    pub fn needs_control_plane(&self) -> bool {
+        self.allowed
+            .iter()
+            .flatten()
+            .any(|(_, route)| matches!(route, DomainRoute::Ocid(_)))
+    }
+
     /// True when DOMAINS was given.
     pub fn has_allow_list(&self) -> bool {
         self.allowed.is_some()
     }
 }
 
-fn parse_domains(list: &str, template: &Template) -> Result<Vec<(String, DomainUrl)>, ConfigError> {
+fn parse_domains(
+    list: &str,
+    template: &Template,
+) -> Result<Vec<(String, DomainRoute)>, ConfigError> {
     let err = |reason: String| ConfigError::new(KEY_DOMAINS, reason);
-    let mut allowed: Vec<(String, DomainUrl)> = Vec::new();
+    let mut allowed: Vec<(String, DomainRoute)> = Vec::new();
     for entry in list_for(list, KEY_DOMAINS, "domains")? {
         let (name, url) = match entry.split_once('=') {
             Some((name, url)) => {
@@ -306,19 +426,24 @@ fn parse_domains(list: &str, template: &Template) -> Result<Vec<(String, DomainU
                 }
                 let url = DomainUrl::parse(url.trim_ascii())
                     .map_err(|e| err(format!("entry {}: {e}", shown(entry))))?;
-                (name.to_owned(), url)
+                (name.to_owned(), DomainRoute::Url(url))
+            }
+            None if entry.starts_with("ocid1.") => {
+                let ocid = DomainOcid::parse(entry)
+                    .map_err(|e| err(format!("entry {}: {e}", shown(entry))))?;
+                (entry.to_owned(), DomainRoute::Ocid(ocid))
             }
             None => {
                 let name = DomainName::parse(entry).map_err(|e| {
                     err(format!(
-                        "entry {}: expected idcs-<32 hex> or NAME=URL ({e})",
+                        "entry {}: expected idcs-<32 hex>, a domain OCID or NAME=URL ({e})",
                         shown(entry)
                     ))
                 })?;
                 let url = template
                     .url_for(&name)
                     .map_err(|e| ConfigError::new(KEY_TEMPLATE, e))?;
-                (name.as_str().to_owned(), url)
+                (name.as_str().to_owned(), DomainRoute::Url(url))
             }
         };
         if allowed.iter().any(|(known, _)| *known == name) {
@@ -341,6 +466,9 @@ pub struct Config {
     /// `None` when disabled ("0" or "off").
     pub max_requests_per_second: Option<f64>,
     pub log_format: LogFormat,
+    /// IDENTITY_CONTROL_PLANE_URL; unset means the region's default (see
+    /// `control_plane::default_url`).
+    pub control_plane_url: Option<DomainUrl>,
 }
 
 impl Config {
@@ -420,6 +548,16 @@ impl Config {
             }
             None => LogFormat::Json,
         };
+        let control_plane_url = get(KEY_CONTROL_PLANE)
+            .map(|v| {
+                DomainUrl::parse(&v).map_err(|e| {
+                    ConfigError::new(
+                        KEY_CONTROL_PLANE,
+                        e.to_string().replacen("domain URL", "URL", 1),
+                    )
+                })
+            })
+            .transpose()?;
 
         Ok(Self {
             profile,
@@ -429,6 +567,7 @@ impl Config {
             max_concurrency,
             max_requests_per_second,
             log_format,
+            control_plane_url,
         })
     }
 }
@@ -483,7 +622,8 @@ mod tests {
     fn defaults() {
         let c = config(&[]).unwrap();
         assert_eq!(c.profile, Profile::default());
-        assert_eq!(c.event_types.names(), ["UserJit"]);
+        assert_eq!(c.event_types.names(), ["UserJit", "createuser"]);
+        assert_eq!(c.control_plane_url, None);
         assert!(!c.domains.has_allow_list());
         assert!(!c.dry_run);
         assert_eq!(c.max_concurrency, 4);
@@ -727,18 +867,84 @@ mod tests {
     }
 
     #[test]
+    fn domains_with_ocids_and_the_control_plane_url() {
+        let ocid = "ocid1.domain.oc1..aaaaaaaaexampledomain";
+        let p = DomainPolicy::new(Some(&format!("{ocid}, {NAME}")), DEFAULT_TEMPLATE).unwrap();
+        assert!(p.needs_control_plane());
+        assert_eq!(
+            p.resolve(ocid),
+            DomainDecision::Resolve {
+                ocid: DomainOcid::parse(ocid).unwrap()
+            }
+        );
+        assert_eq!(
+            p.resolve_for_reconcile(ocid).unwrap(),
+            DomainRoute::Ocid(DomainOcid::parse(ocid).unwrap())
+        );
+        // An OCID not listed is refused for reconcile; any OCID is resolved without DOMAINS.
+        let e = p
+            .resolve_for_reconcile("ocid1.domain.oc1..other")
+            .unwrap_err();
+        assert!(e.contains("not listed in DOMAINS"), "{e}");
+        assert!(matches!(
+            default_policy().resolve_for_reconcile("ocid1.domain.oc1..other"),
+            Ok(DomainRoute::Ocid(_))
+        ));
+        // OCID=URL needs no control plane.
+        let p = DomainPolicy::new(
+            Some(&format!("{ocid}=https://{NAME}.identity.oraclecloud.com")),
+            DEFAULT_TEMPLATE,
+        )
+        .unwrap();
+        assert!(!p.needs_control_plane());
+        let e = config(&[(KEY_DOMAINS, "ocid1.domain.oc1..BAD")]).unwrap_err();
+        assert_eq!(e.key, KEY_DOMAINS);
+        assert!(e.reason.contains("domain OCID: expected"), "{e}");
+
+        let c = config(&[(
+            KEY_CONTROL_PLANE,
+            "https://identity.us-ashburn-1.oci.oraclecloud.com/",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.control_plane_url.unwrap().as_str(),
+            "https://identity.us-ashburn-1.oci.oraclecloud.com"
+        );
+        assert!(config(&[(KEY_CONTROL_PLANE, "http://127.0.0.1:9000")]).is_ok());
+        for bad in [
+            "http://identity.example.com",
+            "https://h/20160918",
+            "ftp://h",
+            "x",
+        ] {
+            assert_eq!(
+                key_of(&[(KEY_CONTROL_PLANE, bad)]),
+                KEY_CONTROL_PLANE,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn reconcile_with_domains_set() {
         let domains = format!("Default=https://{NAME}.identity.oraclecloud.com,{OTHER}");
         let p = DomainPolicy::new(Some(&domains), DEFAULT_TEMPLATE).unwrap();
         let default_url = url(&format!("https://{NAME}.identity.oraclecloud.com"));
-        assert_eq!(p.resolve_for_reconcile("Default").unwrap(), default_url);
+        assert_eq!(
+            p.resolve_for_reconcile("Default").unwrap(),
+            DomainRoute::Url(default_url.clone())
+        );
         assert_eq!(
             p.resolve_for_reconcile(&format!("https://{NAME}.identity.oraclecloud.com:443/"))
                 .unwrap(),
-            default_url
+            DomainRoute::Url(default_url)
         );
         assert_eq!(
-            p.resolve_for_reconcile(OTHER).unwrap().as_str(),
+            p.resolve_for_reconcile(OTHER)
+                .unwrap()
+                .url()
+                .unwrap()
+                .as_str(),
             format!("https://{OTHER}.identity.oraclecloud.com")
         );
         // A valid name or URL that DOMAINS does not list.
@@ -756,11 +962,14 @@ mod tests {
     fn reconcile_with_domains_unset() {
         let p = default_policy();
         let expected = url(&format!("https://{NAME}.identity.oraclecloud.com"));
-        assert_eq!(p.resolve_for_reconcile(NAME).unwrap(), expected);
+        assert_eq!(
+            p.resolve_for_reconcile(NAME).unwrap(),
+            DomainRoute::Url(expected.clone())
+        );
         assert_eq!(
             p.resolve_for_reconcile(&format!("https://{NAME}.identity.oraclecloud.com/"))
                 .unwrap(),
-            expected
+            DomainRoute::Url(expected)
         );
         for bad in [
             "https://evil.example".to_owned(),

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use crate::apply::{log_report, Engine, Report};
 use crate::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTES};
 use crate::config::Config;
+use crate::control_plane::ResolveError;
 use crate::fdk::{CallContext, FnResponse, HandlerError, Payload};
 use crate::reconcile::{reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE};
 use tokio::time::Instant;
@@ -83,19 +84,38 @@ impl Function {
     }
 }
 
+/// The reconcile domain's OCID could not be resolved for a reason a retry can fix.
+#[derive(Debug, thiserror::Error)]
+#[error("reconcile.domain: {0}")]
+pub struct DomainUnresolved(String);
+
 impl Function {
     async fn reconcile(
         &self,
         request: ReconcileRequest,
         deadline: Instant,
     ) -> Result<FnResponse, HandlerError> {
-        let domain = match self.config.domains.resolve_for_reconcile(&request.domain) {
-            Ok(url) => url,
+        let route = match self.config.domains.resolve_for_reconcile(&request.domain) {
+            Ok(route) => route,
             Err(reason) => {
                 return Ok(unusable(
                     format!("reconcile.domain: {reason}"),
                     self.config.dry_run,
                 ))
+            }
+        };
+        let domain = match self.engine.domain_url(&route, deadline).await {
+            Ok(url) => url,
+            Err(ResolveError::Rejected(reason)) => {
+                return Ok(unusable(
+                    format!("reconcile.domain: {reason}"),
+                    self.config.dry_run,
+                ))
+            }
+            Err(ResolveError::Failed { reason, .. }) => {
+                // A retry can fix it: fail the invocation so the caller retries.
+                tracing::error!(reason = %reason, "reconcile.domain could not be resolved");
+                return Err(Box::new(DomainUnresolved(reason)));
             }
         };
         let job = ReconcileJob {

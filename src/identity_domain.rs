@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::names::{DomainUrl, UserId};
+use crate::names::{DomainUrl, UserId, UserRef};
 use crate::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
 use crate::rate_limit::RateLimiter;
 use crate::signer::{
@@ -197,18 +197,41 @@ impl IdentityDomainClient {
         self.inner.credentials.describe()
     }
 
-    /// `GET /admin/v1/Users/{id}` with the capability and user extensions.
+    /// `GET /admin/v1/Users/{id or OCID}` with the capability and user extensions (and `ocid`
+    /// when asked by OCID, so [`answered_user_id`] can check it).
     pub async fn get_user(
         &self,
         domain: &DomainUrl,
-        user: &UserId,
+        user: &UserRef,
         deadline: Instant,
     ) -> Result<Answer<serde_json::Value>, Failure> {
-        let attributes = user_attributes();
+        let mut attributes = user_attributes();
+        if matches!(user, UserRef::Ocid(_)) {
+            attributes.push_str(",ocid");
+        }
         let url = domain.endpoint(
             &["admin", "v1", "Users", user.as_str()],
             &[("attributes", &attributes)],
         );
+        let answer = self.send("GET", url, None, deadline).await?;
+        let value = json_object(&answer.value).map_err(|error| Failure {
+            error,
+            ecids: answer.ecids.clone(),
+        })?;
+        Ok(Answer {
+            value,
+            ecids: answer.ecids,
+        })
+    }
+
+    /// A signed `GET` of a JSON object from any service the same credentials reach (the IAM
+    /// control plane's `GetDomain`), through the same retries and failure classes as the
+    /// identity-domain calls.
+    pub async fn get_json(
+        &self,
+        url: url::Url,
+        deadline: Instant,
+    ) -> Result<Answer<serde_json::Value>, Failure> {
         let answer = self.send("GET", url, None, deadline).await?;
         let value = json_object(&answer.value).map_err(|error| Failure {
             error,
@@ -484,6 +507,32 @@ fn transport_reason(e: &reqwest::Error) -> String {
     reason
 }
 
+/// The SCIM id to write with, once the answer to [`IdentityDomainClient::get_user`] is known to
+/// be the user asked for: asked by id, the answer's `id` must equal it; asked by OCID, the
+/// answer's `ocid` must equal it and its `id` must be 32 lower-case hex. Anything else means the
+/// answer is not trustworthy, and nothing may be written.
+pub fn answered_user_id(requested: &UserRef, user: &serde_json::Value) -> Result<UserId, String> {
+    let field = |name: &str| user.get(name).and_then(serde_json::Value::as_str);
+    let id = field("id");
+    match requested {
+        UserRef::Id(wanted) => match id {
+            Some(id) if id == wanted.as_str() => Ok(wanted.clone()),
+            other => Err(format!(
+                "the identity domain answered for id {} when asked for {wanted}",
+                crate::names::shown(other.unwrap_or("<none>"))
+            )),
+        },
+        UserRef::Ocid(wanted) => match field("ocid") {
+            Some(ocid) if ocid == wanted.as_str() => UserId::parse(id.unwrap_or_default())
+                .map_err(|e| format!("the user asked for by OCID has an unusable {e}")),
+            other => Err(format!(
+                "the identity domain answered for OCID {} when asked for {wanted}",
+                crate::names::shown(other.unwrap_or("<none>"))
+            )),
+        },
+    }
+}
+
 fn json_object(bytes: &[u8]) -> Result<serde_json::Value, IdcsError> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Ok(v) if v.is_object() => Ok(v),
@@ -531,6 +580,34 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_must_be_the_user_asked_for() {
+        let id = "8f2e4c6a1b3d5f7091a2b3c4d5e6f708";
+        let ocid = "ocid1.user.oc1..aaaaexample";
+        let by_id = UserRef::parse(id).unwrap();
+        let by_ocid = UserRef::parse(ocid).unwrap();
+        let user = serde_json::json!({"id": id, "ocid": ocid, "userName": "x"});
+        assert_eq!(answered_user_id(&by_id, &user).unwrap().as_str(), id);
+        assert_eq!(answered_user_id(&by_ocid, &user).unwrap().as_str(), id);
+        for (asked, answer) in [
+            (&by_id, serde_json::json!({"id": "0".repeat(32)})),
+            (&by_id, serde_json::json!({"ocid": ocid})),
+            (&by_ocid, serde_json::json!({"id": id})),
+            (
+                &by_ocid,
+                serde_json::json!({"id": id, "ocid": "ocid1.user.oc1..other"}),
+            ),
+            (&by_ocid, serde_json::json!({"id": "../x", "ocid": ocid})),
+            (
+                &by_ocid,
+                serde_json::json!({"id": id.to_uppercase(), "ocid": ocid}),
+            ),
+            (&by_ocid, serde_json::json!({"ocid": ocid})),
+        ] {
+            assert!(answered_user_id(asked, &answer).is_err(), "{answer}");
+        }
+    }
 
     #[test]
     fn retry_after_forms() {

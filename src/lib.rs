@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod audit;
 pub mod config;
+pub mod control_plane;
 pub mod handler;
 pub mod identity_domain;
 pub mod names;

@@ -10,7 +10,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oci_user_capabilities::apply::{log_report, Engine, Report};
 use oci_user_capabilities::audit::{parse_invocation, Invocation};
-use oci_user_capabilities::config::{Config, ConfigError, LogFormat};
+use oci_user_capabilities::config::{
+    Config, ConfigError, DomainRoute, LogFormat, KEY_CONTROL_PLANE,
+};
+use oci_user_capabilities::control_plane::{self, ResolveError};
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::identity_domain::{BuildError, ClientSettings, IdentityDomainClient};
@@ -32,7 +35,7 @@ use oci_user_capabilities::telemetry;
     long_about = "Enforce a least-privilege capability profile on OCI identity-domain users.\n\n\
         The profile and the other settings come from the same environment variables as the function's \
         configuration (CAPABILITIES, EVENT_TYPES, DOMAINS, IDENTITY_DOMAIN_URL_TEMPLATE, DRY_RUN, \
-        MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT)."
+        MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT, IDENTITY_CONTROL_PLANE_URL)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,7 +62,8 @@ enum Command {
     },
     /// Bring every matching user of one identity domain to the profile, page by page.
     Reconcile {
-        /// The identity domain's URL, e.g. https://idcs-….identity.oraclecloud.com (http only to loopback).
+        /// The identity domain: its URL, e.g. https://idcs-….identity.oraclecloud.com (http only to
+        /// loopback), a name in DOMAINS, or its OCID (resolved through the IAM control plane).
         #[arg(long)]
         domain: String,
         /// SCIM filter selecting the users [default: JIT-created users]
@@ -95,8 +99,9 @@ Function configuration (fn config keys, read as environment variables):
                                 any idcs-<32 hex> domain and any domain OCID the control plane resolves]
   IDENTITY_DOMAIN_URL_TEMPLATE  URL for a domain name, {domain} replaced
                                 [default: https://{domain}.identity.oraclecloud.com]
-  IDENTITY_CONTROL_PLANE_URL    where domain OCIDs are resolved
-                                [default: https://identity.{region}.oci.oraclecloud.com]
+  IDENTITY_CONTROL_PLANE_URL    where domain OCIDs are resolved (GetDomain); https, or http to
+                                loopback [default: https://identity.{region}.oci.oraclecloud.com,
+                                region from OCI_RESOURCE_PRINCIPAL_REGION]
   POLICY                        the whole capability policy as TOML [default: the built-in
                                 policies/capabilities.toml]
   TAG_NAMESPACE                 defined-tag namespace for per-user overrides [default: unset]
@@ -114,7 +119,8 @@ Set by the platform:
   OCI_RESOURCE_PRINCIPAL_RPST         the session token, or a path to it (required)
   OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM  the session key, or a path to it (required)
   OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM_PASSPHRASE   its passphrase, or a path to it [default: none]
-  OCI_RESOURCE_PRINCIPAL_REGION       the region, e.g. us-ashburn-1
+  OCI_RESOURCE_PRINCIPAL_REGION       the region, e.g. us-ashburn-1 (also names the control plane)
+  OCI_REGION_METADATA                 JSON naming the realm's domain [default: oraclecloud.com]
 A value starting with / is a path; anything else is the content itself.";
 
 #[derive(Args, Debug)]
@@ -251,12 +257,37 @@ fn client_settings(config: &Config) -> ClientSettings {
     }
 }
 
+/// The control plane for domain OCIDs: IDENTITY_CONTROL_PLANE_URL, else the region's. A DOMAINS
+/// entry that is a bare OCID needs one, so its absence then stops the start.
+fn control_plane_base(
+    config: &Config,
+    region: Option<&str>,
+) -> Result<Result<DomainUrl, String>, CliError> {
+    let metadata = env("OCI_REGION_METADATA");
+    let base = control_plane::base_url(
+        config.control_plane_url.as_ref(),
+        region,
+        metadata.as_deref(),
+    )
+    .map_err(|e| CliError::usage(format_args!("cannot derive {KEY_CONTROL_PLANE}: {e}")))?;
+    let base = base.ok_or_else(|| {
+        format!("{KEY_CONTROL_PLANE} is unset and no region is known to derive it from")
+    });
+    match &base {
+        Err(why) if config.domains.needs_control_plane() => Err(CliError::usage(format_args!(
+            "DOMAINS lists a domain OCID to resolve, but {why}"
+        ))),
+        _ => Ok(base),
+    }
+}
+
 fn serve() -> Result<ExitCode, CliError> {
     let fdk = Fdk::from_env(telemetry::fdk_version(), telemetry::fdk_runtime())?;
     // Configuration and credentials are checked before the socket exists: a function that cannot work
     // must not look ready. Both are quick (a few small files, one key parse).
     let config = Config::from_lookup(&env)?;
     let credentials = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
+    let control_plane_base = control_plane_base(&config, credentials.region())?;
     telemetry::init(config.log_format);
     telemetry::install_panic_hook();
     runtime()?.block_on(async {
@@ -264,7 +295,7 @@ fn serve() -> Result<ExitCode, CliError> {
         // After the bind: the TLS client set-up is the slowest part of the start.
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let profile = config.profile.describe();
-        let engine = Engine::new(client, &config);
+        let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
@@ -330,7 +361,8 @@ fn operator(
         Some(_) => config.log_format,
         None => LogFormat::Text,
     });
-    let credentials = credentials(&run)?;
+    let (credentials, region) = credentials(&run)?;
+    let control_plane_base = control_plane_base(&config, region.as_deref())?;
     let output = run.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputKind::Table
     } else {
@@ -339,7 +371,7 @@ fn operator(
     runtime()?.block_on(async move {
         let client = IdentityDomainClient::new(credentials, client_settings(&config))?;
         tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
-        let engine = Engine::new(client, &config);
+        let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         body(OperatorContext {
             config,
             engine,
@@ -349,7 +381,11 @@ fn operator(
     })
 }
 
-fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, CliError> {
+/// The signing credentials and the region they come with (the resource principal's, or the
+/// config profile's `region`).
+fn credentials(
+    run: &RunOptions,
+) -> Result<(Arc<dyn CredentialsProvider>, Option<String>), CliError> {
     let kind = run
         .auth
         .unwrap_or(if env("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() {
@@ -360,7 +396,8 @@ fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, CliErro
     match kind {
         AuthKind::ResourcePrincipal => {
             let rp = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
-            Ok(Arc::new(rp))
+            let region = rp.region().map(str::to_owned);
+            Ok((Arc::new(rp), region))
         }
         AuthKind::ApiKey | AuthKind::SecurityToken => {
             let home = env("HOME").map(PathBuf::from);
@@ -380,7 +417,8 @@ fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, CliErro
                     path.display()
                 )));
             }
-            Ok(Arc::new(provider))
+            let region = provider.region().map(str::to_owned);
+            Ok((Arc::new(provider), region))
         }
     }
 }
@@ -435,14 +473,30 @@ async fn reconcile_command(
     ctx: OperatorContext,
     args: ReconcileArgs,
 ) -> Result<ExitCode, CliError> {
-    // What the function accepts in a reconcile request (a domain name, a DOMAINS name or an allowed
-    // URL), and beyond that any identity-domain URL the operator names explicitly.
-    let domain = ctx
+    // What the function accepts in a reconcile request (a domain name, a DOMAINS name, a domain OCID
+    // or an allowed URL), and beyond that any identity-domain URL or domain OCID the operator names
+    // explicitly. An OCID is resolved through the control plane.
+    let route = ctx
         .config
         .domains
         .resolve_for_reconcile(&args.domain)
-        .or_else(|reason| DomainUrl::parse(&args.domain).map_err(|_| reason))
+        .or_else(|reason| {
+            DomainUrl::parse(&args.domain)
+                .map(DomainRoute::Url)
+                .map_err(|_| reason)
+        })
         .map_err(|e| CliError::usage(format_args!("--domain: {e}")))?;
+    let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+    let domain = match ctx.engine.domain_url(&route, deadline).await {
+        Ok(url) => url,
+        Err(ResolveError::Rejected(reason)) => {
+            return Err(CliError::usage(format_args!("--domain: {reason}")))
+        }
+        Err(ResolveError::Failed { reason, .. }) => {
+            eprintln!("oci-user-capabilities: --domain: {reason}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let filter = args.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string());
     let progress_on_tty = std::io::stderr().is_terminal();
     let mut total: Option<ReconcileReport> = None;

@@ -65,6 +65,10 @@ pub enum NameError {
     UserId { value: String },
     #[error("domain URL: {reason}, got {}", shown(.value))]
     DomainUrl { value: String, reason: String },
+    #[error("user id: expected 32 lower-case hex digits or a user OCID (ocid1.user.<realm>..<id>), got {}", shown(.value))]
+    UserRef { value: String },
+    #[error("domain OCID: expected ocid1.domain.<realm>..<id> (lower-case letters and digits), got {}", shown(.value))]
+    DomainOcid { value: String },
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -111,6 +115,112 @@ impl UserId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Longest OCID accepted; real ones are well under 100 characters.
+const MAX_OCID_LEN: usize = 255;
+
+/// True for `ocid1.<kind>.<realm>..<id>`: a realm and an id of lower-case letters and digits, and
+/// the empty region of a global resource. Nothing in it needs escaping in a URL path, and no part
+/// can be "." or "..".
+fn is_global_ocid(s: &str, kind: &str) -> bool {
+    let alnum = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if s.len() > MAX_OCID_LEN {
+        return false;
+    }
+    let Some(rest) = s
+        .strip_prefix("ocid1.")
+        .and_then(|r| r.strip_prefix(kind))
+        .and_then(|r| r.strip_prefix('.'))
+    else {
+        return false;
+    };
+    match rest.split_once("..") {
+        Some((realm, id)) => alnum(realm) && alnum(id),
+        None => false,
+    }
+}
+
+/// A user's OCID, `ocid1.user.<realm>..<id>`: the identity domain accepts it in place of the SCIM
+/// id in `/admin/v1/Users/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserOcid(String);
+
+impl UserOcid {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if is_global_ocid(s, "user") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::UserRef {
+                value: s.to_owned(),
+            })
+        }
+    }
+
+    /// True when `s` claims to be a user OCID (whether or not it is a valid one).
+    pub fn is_claimed_by(s: &str) -> bool {
+        s.starts_with("ocid1.user.")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An identity domain's OCID, `ocid1.domain.<realm>..<id>`, resolved to its URL through the IAM
+/// control plane (`GetDomain`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainOcid(String);
+
+impl DomainOcid {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if is_global_ocid(s, "domain") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::DomainOcid {
+                value: s.to_owned(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a record names a user: by SCIM id, or by OCID (read first, then written by the id the
+/// answer gives).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UserRef {
+    Id(UserId),
+    Ocid(UserOcid),
+}
+
+impl UserRef {
+    /// 32 lower-case hex digits, or a user OCID.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if let Ok(id) = UserId::parse(s) {
+            return Ok(Self::Id(id));
+        }
+        UserOcid::parse(s).map(Self::Ocid)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Id(id) => id.as_str(),
+            Self::Ocid(ocid) => ocid.as_str(),
+        }
+    }
+}
+
+impl From<UserId> for UserRef {
+    fn from(id: UserId) -> Self {
+        Self::Id(id)
     }
 }
 
@@ -275,6 +385,9 @@ macro_rules! string_like {
 string_like!(DomainName);
 string_like!(UserId);
 string_like!(DomainUrl);
+string_like!(UserOcid);
+string_like!(DomainOcid);
+string_like!(UserRef);
 
 #[cfg(test)]
 mod tests {
@@ -318,6 +431,61 @@ mod tests {
         for case in &cases {
             assert!(DomainName::parse(case).is_err(), "accepted {case:?}");
         }
+    }
+
+    #[test]
+    fn ocids_accept_the_global_form_only() {
+        let user = "ocid1.user.oc1..aaaaaaaaexampleuser0000000000000000000000000000000000";
+        assert_eq!(UserOcid::parse(user).unwrap().as_str(), user);
+        assert_eq!(
+            UserRef::parse(user).unwrap(),
+            UserRef::Ocid(UserOcid::parse(user).unwrap())
+        );
+        assert_eq!(
+            UserRef::parse(HEX).unwrap(),
+            UserRef::Id(UserId::parse(HEX).unwrap())
+        );
+        let domain = "ocid1.domain.oc1..aaaaaaaaexampledomain00000000000000000000000000000000";
+        assert_eq!(DomainOcid::parse(domain).unwrap().to_string(), domain);
+        assert!(UserOcid::is_claimed_by(user));
+        assert!(!UserOcid::is_claimed_by(domain));
+        let bad = [
+            "ocid1.user.oc1.aaaa".to_owned(),
+            "ocid1.user.oc1...aaaa".to_owned(),
+            "ocid1.user.oc1..".to_owned(),
+            "ocid1.user...aaaa".to_owned(),
+            "ocid1.user.oc1.iad.aaaa".to_owned(),
+            "ocid1.user.oc1..AAAA".to_owned(),
+            "ocid1.user.oc1..aa/../x".to_owned(),
+            "ocid1.user.oc1..aa%2f".to_owned(),
+            "ocid1.user.oc1..aa?x".to_owned(),
+            "ocid1.user.oc1..aa ".to_owned(),
+            " ocid1.user.oc1..aa".to_owned(),
+            "ocid1.user.oc1..a\u{441}".to_owned(),
+            "ocid1.group.oc1..aaaa".to_owned(),
+            "ocid2.user.oc1..aaaa".to_owned(),
+            format!("ocid1.user.oc1..{}", "a".repeat(300)),
+            String::new(),
+        ];
+        for case in &bad {
+            assert!(UserOcid::parse(case).is_err(), "accepted {case:?}");
+            assert!(UserRef::parse(case).is_err(), "accepted {case:?}");
+            let as_domain = case.replace("ocid1.user.", "ocid1.domain.");
+            assert!(
+                DomainOcid::parse(&as_domain).is_err(),
+                "accepted {as_domain:?}"
+            );
+        }
+        // Each kind only its own.
+        assert!(DomainOcid::parse(user).is_err());
+        assert!(UserOcid::parse(domain).is_err());
+        let e = UserRef::parse("nope").unwrap_err().to_string();
+        assert!(
+            e.starts_with("user id: expected 32 lower-case hex digits or a user OCID"),
+            "{e}"
+        );
+        let e = DomainOcid::parse("nope").unwrap_err().to_string();
+        assert!(e.starts_with("domain OCID: expected ocid1.domain."), "{e}");
     }
 
     #[test]

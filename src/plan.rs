@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::audit::{parse_invocation, Invocation, Triage};
-use crate::config::Config;
+use crate::config::{Config, DomainRoute};
 use crate::identity_domain::user_attributes;
+use crate::names::{DomainUrl, UserRef};
 
 /// The plan as JSON: one entry per record, with the exact requests a selected record leads to. The PUT
 /// body shows managed capabilities as booleans and unmanaged ones as a placeholder, since their values are
@@ -15,11 +16,11 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
     let records = match parse_invocation(body).map_err(|e| e.to_string())? {
         Invocation::Records(records) => records,
         Invocation::Reconcile(request) => {
-            let url = config.domains.resolve_for_reconcile(&request.domain)?;
+            let route = config.domains.resolve_for_reconcile(&request.domain)?;
             return Ok(json!({
                 "reconcile": {
                     "domain": request.domain,
-                    "domainUrl": url.as_str(),
+                    "domainUrl": route_base(&route),
                     "filter": request.filter.unwrap_or_else(|| crate::reconcile::DEFAULT_FILTER.to_string()),
                     "startIndex": request.start_index.unwrap_or(1),
                     "maxUsers": request.max_users,
@@ -40,14 +41,14 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
         let entry = match triaged {
             Triage::Act(target) => {
                 let key = (
-                    target.domain_url.as_str().to_string(),
+                    route_base(&target.route),
                     target.user_id.as_str().to_string(),
                 );
                 let base = json!({
                     "index": index,
                     "eventId": target.event_id,
                     "domain": target.domain,
-                    "domainUrl": target.domain_url.as_str(),
+                    "domainUrl": route_base(&target.route),
                     "userId": target.user_id.as_str(),
                     "userName": target.user_name,
                 });
@@ -58,17 +59,23 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
                     ),
                     None => {
                         first_for_user.insert(key, index);
-                        let get_url = target.domain_url.endpoint(
+                        let mut attributes = user_attributes();
+                        if matches!(target.user_id, UserRef::Ocid(_)) {
+                            attributes.push_str(",ocid");
+                        }
+                        let get_url = route_endpoint(
+                            &target.route,
                             &["admin", "v1", "Users", target.user_id.as_str()],
-                            &[("attributes", &user_attributes())],
+                            &[("attributes", &attributes)],
                         );
-                        let put_url = target.domain_url.endpoint(
-                            &[
-                                "admin",
-                                "v1",
-                                "UserCapabilitiesChanger",
-                                target.user_id.as_str(),
-                            ],
+                        let put_id = match &target.user_id {
+                            UserRef::Id(id) => id.as_str(),
+                            // Known only once the read has answered.
+                            UserRef::Ocid(_) => "ID_FROM_THE_READ",
+                        };
+                        let put_url = route_endpoint(
+                            &target.route,
+                            &["admin", "v1", "UserCapabilitiesChanger", put_id],
                             &[],
                         );
                         let check = target.user_name.as_ref().map(|n| format!("the user's userName must equal {n:?} (case-insensitive), else the record is rejected"));
@@ -77,10 +84,10 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
                             json!({
                                 "action": "enforce",
                                 "steps": [
-                                    { "method": "GET", "url": get_url.as_str(), "then": check },
+                                    { "method": "GET", "url": get_url, "then": check },
                                     {
                                         "method": "PUT",
-                                        "url": put_url.as_str(),
+                                        "url": put_url,
                                         "when": if config.dry_run { "never (DRY_RUN)" } else { "only if a managed capability differs from the profile" },
                                         "body": put_body,
                                     }
@@ -128,6 +135,31 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
         "reject": count("reject"),
         "results": results,
     }))
+}
+
+/// Stands in for a URL the control plane gives only at run time.
+const PENDING_ORIGIN: &str = "https://pending.invalid";
+
+/// The domain's URL, or for a domain OCID the placeholder `{GetDomain url of <ocid>}`.
+fn route_base(route: &DomainRoute) -> String {
+    match route {
+        DomainRoute::Url(url) => url.as_str().to_owned(),
+        DomainRoute::Ocid(ocid) => format!("{{GetDomain url of {ocid}}}"),
+    }
+}
+
+fn route_endpoint(route: &DomainRoute, segments: &[&str], query: &[(&str, &str)]) -> String {
+    match route {
+        DomainRoute::Url(url) => url.endpoint(segments, query).to_string(),
+        DomainRoute::Ocid(_) => match DomainUrl::parse(PENDING_ORIGIN) {
+            Ok(pending) => pending.endpoint(segments, query).as_str().replacen(
+                PENDING_ORIGIN,
+                &route_base(route),
+                1,
+            ),
+            Err(_) => route_base(route),
+        },
+    }
 }
 
 fn with(mut base: Value, extra: Value) -> Value {

@@ -1,12 +1,14 @@
-//! Name validation: `DomainName`, `UserId` and `DomainUrl` from arbitrary UTF-8, with the
-//! guarantees the `names` module documents checked on every accepted value.
+//! Name validation: `DomainName`, `UserId`, `UserOcid`/`UserRef`, `DomainOcid` and `DomainUrl`
+//! from arbitrary UTF-8, with the guarantees the `names` module documents checked on every accepted
+//! value; and `control_plane::identity_domain_url`, which must accept only identity-domain URLs.
 //!
 //! Input layout: the first line is tried as each of the three names; the remaining lines are
 //! used as path segments (and, in pairs, as query pairs) for `DomainUrl::endpoint`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oci_user_capabilities::names::{DomainName, DomainUrl, UserId};
+use oci_user_capabilities::control_plane::identity_domain_url;
+use oci_user_capabilities::names::{DomainName, DomainOcid, DomainUrl, UserId, UserOcid, UserRef};
 
 fn lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -70,6 +72,45 @@ fn check_domain_url(s: &str, rest: &[&str]) {
     }
 }
 
+/// An OCID the parser accepted: `ocid1.<kind>.<realm>..<id>`, lower-case letters and digits only,
+/// so it is one URL path segment as it stands.
+fn check_ocid(s: &str, kind: &str) {
+    let rest = s
+        .strip_prefix("ocid1.")
+        .and_then(|r| r.strip_prefix(kind))
+        .and_then(|r| r.strip_prefix('.'))
+        .unwrap_or_else(|| panic!("{s:?}"));
+    let (realm, id) = rest.split_once("..").unwrap_or_else(|| panic!("{s:?}"));
+    for part in [realm, id] {
+        assert!(!part.is_empty(), "{s:?}");
+        assert!(
+            part.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "{s:?}"
+        );
+    }
+    assert!(s.len() <= 255);
+}
+
+fn check_control_plane_answer(s: &str) {
+    let plane = DomainUrl::parse("https://identity.us-ashburn-1.oci.oraclecloud.com").unwrap();
+    let Ok(url) = identity_domain_url(s, &plane) else {
+        return;
+    };
+    // Only https to an idcs-<32 hex> host under identity.oraclecloud.com or a region's
+    // identity.<region>.oci.oraclecloud.com, default port, nothing else.
+    assert!(url.as_str().starts_with("https://"), "{s:?} -> {url}");
+    assert_eq!(url.port(), None, "{s:?}");
+    let host = url.host();
+    let (stripe, rest) = host.split_once('.').unwrap();
+    assert!(stripe.len() == 37 && stripe.starts_with("idcs-") && lower_hex(&stripe[5..]));
+    assert!(
+        rest == "identity.oraclecloud.com"
+            || (rest.starts_with("identity.") && rest.ends_with(".oci.oraclecloud.com")),
+        "{s:?} -> {url}"
+    );
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -92,6 +133,20 @@ fuzz_target!(|data: &[u8]| {
             assert!(lower_hex(s), "{s:?}");
             assert!(!s.contains(['/', '?', '#', '%', '.']));
         }
+        if let Ok(o) = UserOcid::parse(candidate) {
+            assert_eq!(o.as_str(), candidate);
+            check_ocid(o.as_str(), "user");
+        }
+        if let Ok(o) = DomainOcid::parse(candidate) {
+            assert_eq!(o.as_str(), candidate);
+            check_ocid(o.as_str(), "domain");
+        }
+        match UserRef::parse(candidate) {
+            Ok(UserRef::Id(id)) => assert_eq!(id.as_str(), candidate),
+            Ok(UserRef::Ocid(o)) => check_ocid(o.as_str(), "user"),
+            Err(e) => assert!(e.to_string().chars().count() <= 80 * 10 + 120, "{e}"),
+        }
+        check_control_plane_answer(candidate);
         // Errors repeat the value cut to 80 characters (then escaped, at most 10 characters
         // each as `\u{10ffff}`), so a message stays bounded whatever the input's length.
         if let Err(e) = UserId::parse(candidate) {

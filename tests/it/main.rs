@@ -2,6 +2,7 @@
 #![allow(unreachable_pub)]
 mod cli;
 mod enforcement;
+mod events;
 mod fdk_platform;
 mod hardening;
 mod idd_server;

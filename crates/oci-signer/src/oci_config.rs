@@ -20,6 +20,8 @@ pub fn default_oci_config_path(home: Option<&Path>) -> Option<PathBuf> {
 /// Credentials from one profile of an OCI config file.
 pub struct ApiKeyProvider {
     profile: String,
+    /// The profile's `region`, if it names one.
+    region: Option<String>,
     config_path: PathBuf,
     mode: Mode,
 }
@@ -101,10 +103,18 @@ impl ApiKeyProvider {
             }
         };
         Ok(ApiKeyProvider {
+            region: view.get("region").map(|r| r.trim().to_owned()),
             profile: profile.to_owned(),
             config_path: path.to_owned(),
             mode,
         })
+    }
+}
+
+impl ApiKeyProvider {
+    /// The profile's `region` (e.g. `us-ashburn-1`), as the OCI CLI uses it for service endpoints.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
     }
 }
 

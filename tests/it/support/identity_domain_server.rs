@@ -6,10 +6,13 @@
 //! `content-type`, `x-content-sha256` checked against the body), so a client that signs one thing
 //! and sends another is caught. A bad signature answers 401 like the real service.
 //!
-//! It serves the three calls the product makes: `GET /admin/v1/Users/{id}`, `GET /admin/v1/Users`
+//! It serves the calls the product makes: `GET /admin/v1/Users/{id or OCID}`, `GET /admin/v1/Users`
 //! (filter, sort by creation, `startIndex`/`count` paging) and
-//! `PUT /admin/v1/UserCapabilitiesChanger/{id}`, with injectable latency and faults, and records
-//! every request so tests can count calls, check concurrency and measure request rates.
+//! `PUT /admin/v1/UserCapabilitiesChanger/{id}` (by SCIM id only), with injectable latency and
+//! faults, and records every request so tests can count calls, check concurrency and measure
+//! request rates. It can also play the IAM control plane: `GET /20160918/domains/{ocid}`
+//! (`GetDomain`) answers the `url` registered with [`IdentityDomainServer::add_domain`], signed
+//! and checked like every other call.
 //!
 //! Self-contained on purpose (only crates the product already depends on), so the benchmark can
 //! include the same file.
@@ -129,6 +132,8 @@ pub struct RecordedRequest {
 #[derive(Debug, Clone)]
 struct User {
     id: String,
+    /// The user's OCID: `GET /admin/v1/Users/{ocid}` finds the user by it.
+    ocid: Option<String>,
     user_name: String,
     caps: [Option<bool>; 8],
     creation_mechanism: String,
@@ -139,6 +144,8 @@ struct User {
 #[derive(Default)]
 struct Inner {
     users: HashMap<String, User>,
+    /// Domain OCID → the `url` GetDomain answers.
+    domains: HashMap<String, String>,
     next_created: u64,
     accepted_key_ids: Vec<String>,
     faults: Vec<FaultRule>,
@@ -275,6 +282,22 @@ impl IdentityDomainServer {
         inner.pending.push((pages, user));
     }
 
+    /// Gives an existing user an OCID, so it can be read as `/admin/v1/Users/{ocid}`.
+    pub fn set_user_ocid(&self, id: &str, ocid: &str) {
+        if let Some(user) = self.state.lock().users.get_mut(id) {
+            user.ocid = Some(ocid.to_string());
+        }
+    }
+
+    /// Makes `GET /20160918/domains/{ocid}` answer with this `url` (verbatim, so tests choose the
+    /// form: with `:443`, a trailing `/`, or something that is not an identity domain at all).
+    pub fn add_domain(&self, ocid: &str, url: &str) {
+        self.state
+            .lock()
+            .domains
+            .insert(ocid.to_string(), url.to_string());
+    }
+
     pub fn remove_user(&self, id: &str) {
         self.state.lock().users.remove(id);
     }
@@ -378,6 +401,7 @@ fn new_user(
     inner.next_created += 1;
     User {
         id: id.to_string(),
+        ocid: None,
         user_name: user_name.to_string(),
         caps,
         creation_mechanism: creation_mechanism.to_string(),
@@ -687,6 +711,7 @@ fn route(
     match (method, segments.as_slice()) {
         (&Method::GET, ["admin", "v1", "Users"]) => list_users(state, &query_pairs(target)),
         (&Method::GET, ["admin", "v1", "Users", id]) => get_user(state, id, &query_pairs(target)),
+        (&Method::GET, ["20160918", "domains", ocid]) => get_domain(state, ocid),
         (&Method::PUT, ["admin", "v1", "UserCapabilitiesChanger", id]) => {
             put_capabilities(state, id, headers, body)
         }
@@ -703,12 +728,16 @@ fn user_json(user: &User, attributes: &str) -> Value {
     let mut out = Map::new();
     out.insert("id".into(), json!(user.id));
     out.insert("userName".into(), json!(user.user_name));
+    let wanted: Vec<&str> = attributes.split(',').map(str::trim).collect();
+    // Like the service, `ocid` only when asked for.
+    if let (Some(ocid), true) = (&user.ocid, wanted.contains(&"ocid")) {
+        out.insert("ocid".into(), json!(ocid));
+    }
     out.insert(
         "schemas".into(),
         json!(["urn:ietf:params:scim:schemas:core:2.0:User"]),
     );
     out.insert("meta".into(), json!({"resourceType": "User", "created": format!("2026-11-01T00:00:{:02}.{:03}Z", (user.created / 1000) % 60, user.created % 1000)}));
-    let wanted: Vec<&str> = attributes.split(',').map(str::trim).collect();
     if wanted.contains(&CAPABILITIES_URN) {
         let caps: Map<String, Value> = ATTRIBUTES
             .iter()
@@ -733,12 +762,41 @@ fn user_json(user: &User, attributes: &str) -> Value {
 
 fn get_user(state: &State, id: &str, query: &HashMap<String, String>) -> Response<Body> {
     let inner = state.lock();
-    match inner.users.get(id) {
+    let found = inner
+        .users
+        .get(id)
+        .or_else(|| inner.users.values().find(|u| u.ocid.as_deref() == Some(id)));
+    match found {
         Some(user) => json_response(
             StatusCode::OK,
             &user_json(user, query.get("attributes").map_or("", String::as_str)),
         ),
         None => scim_error(StatusCode::NOT_FOUND, &format!("Resource {id} not found.")),
+    }
+}
+
+/// The IAM control plane's `GetDomain`: the registered `url`, or 404 in OCI's error shape.
+fn get_domain(state: &State, ocid: &str) -> Response<Body> {
+    let inner = state.lock();
+    match inner.domains.get(ocid) {
+        Some(url) => json_response(
+            StatusCode::OK,
+            &json!({
+                "id": ocid,
+                "displayName": "Default",
+                "url": url,
+                "homeRegionUrl": url,
+                "lifecycleState": "ACTIVE",
+                "type": "DEFAULT",
+            }),
+        ),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({
+                "code": "NotAuthorizedOrNotFound",
+                "message": "Authorization failed or requested resource not found.",
+            }),
+        ),
     }
 }
 
