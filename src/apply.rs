@@ -16,9 +16,10 @@ use tokio::time::Instant;
 use crate::audit::{Records, Target, Triage};
 use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
 use crate::control_plane::{ControlPlane, ResolveError};
-use crate::identity_domain::{answered_user_id, Failure, IdentityDomainClient};
+use crate::identity_domain::{answered_user_id, Failure, IdentityDomainClient, Settled};
 use crate::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use crate::profile::{Change, CurrentCapabilities, Profile};
+use reqwest::StatusCode;
 
 /// Work is not started on a user with less than this left before the deadline: one read and one write
 /// must fit, with room to answer.
@@ -119,10 +120,31 @@ pub struct Report {
     /// Set when ignored records were summarised rather than listed: reason → count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignored_summary: Option<BTreeMap<String, usize>>,
+    /// Set when the report would have passed [`REPORT_MAX_BYTES`]: the records not listed in
+    /// `results`, counted by outcome and reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_listed: Option<NotListed>,
     /// Set when the body could not be used at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// The records a report summarises instead of listing.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotListed {
+    pub count: usize,
+    /// `"<outcome>: <reason>"` → how many records.
+    pub by_outcome_and_reason: BTreeMap<String, usize>,
+}
+
+/// The largest report answered: the platform's limit is 6 MB, and the counts and the summary need
+/// room besides the listed records.
+pub const REPORT_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// Room kept for everything but the listed records when a report is cut down.
+const REPORT_SUMMARY_ROOM: usize = 256 * 1024;
+/// Distinct reasons a summary counts one by one; the rest share one line per outcome.
+const SUMMARY_REASONS_MAX: usize = 500;
 
 impl Report {
     /// A body that cannot be processed: retrying cannot help, so this is a final answer.
@@ -137,6 +159,7 @@ impl Report {
             dry_run,
             results: Vec::new(),
             ignored_summary: None,
+            not_listed: None,
             error: Some(error.into()),
         }
     }
@@ -154,6 +177,7 @@ impl Report {
             dry_run,
             results,
             ignored_summary: None,
+            not_listed: None,
             error: None,
         };
         if report.ignored > IGNORED_LISTED_MAX {
@@ -170,7 +194,65 @@ impl Report {
             report.results.retain(|r| r.outcome != Outcome::Ignored);
             report.ignored_summary = Some(summary);
         }
+        report.fit_within(REPORT_MAX_BYTES);
         report
+    }
+
+    /// Keeps the serialised report under `limit`: when it would pass it, the failed and rejected
+    /// records are listed first, as many records as fit are listed, and the rest are counted by
+    /// outcome and reason.
+    fn fit_within(&mut self, limit: usize) {
+        let sizes: Vec<usize> = self
+            .results
+            .iter()
+            .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()) + 1)
+            .collect();
+        if sizes.iter().sum::<usize>() + REPORT_SUMMARY_ROOM <= limit {
+            return;
+        }
+        let rank = |o: Outcome| match o {
+            Outcome::Failed => 0,
+            Outcome::Rejected => 1,
+            _ => 2,
+        };
+        let mut order: Vec<usize> = (0..self.results.len()).collect();
+        order.sort_by_key(|&i| (rank(self.results[i].outcome), self.results[i].index));
+        let budget = limit.saturating_sub(REPORT_SUMMARY_ROOM);
+        let mut used = 0;
+        let mut listed = vec![false; self.results.len()];
+        for &i in &order {
+            if used + sizes[i] > budget {
+                break;
+            }
+            used += sizes[i];
+            listed[i] = true;
+        }
+        let mut not_listed = NotListed::default();
+        let mut kept = Vec::new();
+        let results = std::mem::take(&mut self.results);
+        for (r, listed) in results.into_iter().zip(listed) {
+            if listed {
+                kept.push(r);
+                continue;
+            }
+            not_listed.count += 1;
+            let reason: String = r
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            let mut key = format!("{}: {reason}", r.outcome.as_str());
+            let known = not_listed.by_outcome_and_reason.contains_key(&key);
+            if !known && not_listed.by_outcome_and_reason.len() >= SUMMARY_REASONS_MAX {
+                key = format!("{}: (other reasons)", r.outcome.as_str());
+            }
+            *not_listed.by_outcome_and_reason.entry(key).or_insert(0) += 1;
+        }
+        kept.sort_by_key(|r| (rank(r.outcome), r.index));
+        self.results = kept;
+        self.not_listed = Some(not_listed);
     }
 
     /// Whether the platform should retry the invocation.
@@ -372,12 +454,21 @@ impl Engine {
         claims: &Claims,
         deadline: Instant,
     ) -> Vec<RecordResult> {
+        // The first record carries the reason; each later one is a duplicate of it.
         let fail_all = |reason: String, ecids: Vec<String>, outcome: Outcome| {
+            let first = work.records.first().map_or(0, |(index, _)| *index);
             work.records
                 .iter()
-                .map(|(index, target)| RecordResult {
-                    request_ids: ecids.clone(),
-                    ..RecordResult::for_target(*index, target, outcome).reason(reason.clone())
+                .map(|(index, target)| {
+                    let reason = if *index == first {
+                        reason.clone()
+                    } else {
+                        duplicate_reason(first, &reason)
+                    };
+                    RecordResult {
+                        request_ids: ecids.clone(),
+                        ..RecordResult::for_target(*index, target, outcome).reason(reason)
+                    }
                 })
                 .collect::<Vec<_>>()
         };
@@ -394,17 +485,15 @@ impl Engine {
             .await
         {
             Ok(answer) => answer,
-            Err(Failure { error, ecids }) => {
-                let (outcome, reason) = match error.status() {
-                    Some(404) => (
-                        Outcome::Rejected,
-                        "user not found in the identity domain".to_string(),
-                    ),
-                    _ if error.retryable() => {
-                        (Outcome::Failed, format!("reading the user: {error}"))
+            Err(failure) => {
+                let outcome = settled_outcome(&failure);
+                let reason = match failure.error.status() {
+                    Some(StatusCode::NOT_FOUND) => {
+                        "user not found in the identity domain".to_string()
                     }
-                    _ => (Outcome::Rejected, format!("reading the user: {error}")),
+                    _ => format!("reading the user: {failure}"),
                 };
+                let ecids = failure.ecids;
                 return fail_all(reason, ecids, outcome);
             }
         };
@@ -421,7 +510,7 @@ impl Engine {
         let current = CurrentCapabilities::from_user(&user.value);
 
         let mut results = Vec::with_capacity(work.records.len());
-        let mut acted: Option<(usize, Outcome)> = None;
+        let mut acted: Option<(usize, Outcome, String)> = None;
         for (index, target) in &work.records {
             let mismatch = match (&target.user_name, &actual_name) {
                 (Some(named), Some(actual)) => !named.eq_ignore_ascii_case(actual),
@@ -449,17 +538,22 @@ impl Engine {
                     let (mine, ecids, user_id, current) =
                         (&mut mine, &mut ecids, &user_id, &current);
                     let work = &work;
-                    *claim
+                    claim
                         .get_or_init(|| async move {
                             let mut result = self
                                 .enforce(work, user_id, target, *index, current, ecids, deadline)
                                 .await;
                             result.request_ids = ecids.clone();
-                            let first = (*index, result.outcome);
+                            let reason = result
+                                .reason
+                                .clone()
+                                .unwrap_or_else(|| result.outcome.as_str().to_string());
+                            let first = (*index, result.outcome, reason);
                             *mine = Some(result);
                             first
                         })
                         .await
+                        .clone()
                 };
                 acted = Some(first);
                 if let Some(result) = mine {
@@ -467,16 +561,8 @@ impl Engine {
                     continue;
                 }
             }
-            if let Some((first, outcome)) = acted {
-                // Never `unchanged` for a user that was not made compliant.
-                let outcome = match outcome {
-                    Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
-                    other => other,
-                };
-                results.push(
-                    RecordResult::for_target(*index, target, outcome)
-                        .reason(format!("duplicate of record {first}")),
-                );
+            if let Some((first, outcome, reason)) = &acted {
+                results.push(duplicate_of(*index, target, *first, *outcome, reason));
             }
         }
         results
@@ -519,13 +605,26 @@ impl Engine {
             return Enforced::new(Outcome::Unchanged, Some("already compliant".into()));
         }
         let changed = changed_map(&changes);
+        // Checked before a dry run too: a dry run reports what the real run would do.
+        let body = match self.profile.put_body(current) {
+            Ok(body) => body,
+            Err(missing) => {
+                return Enforced::new(
+                    Outcome::Failed,
+                    Some(format!(
+                        "the identity domain's answer has no boolean {}, which the write must copy \
+                         (a write always carries all eight capabilities); nothing was written",
+                        missing.attribute()
+                    )),
+                )
+            }
+        };
         if self.dry_run {
             return Enforced {
                 changed,
                 ..Enforced::new(Outcome::Applied, Some("dry run: not written".into()))
             };
         }
-        let body = self.profile.put_body(current);
         match self
             .client
             .put_capabilities(domain, user, body, deadline)
@@ -536,18 +635,43 @@ impl Engine {
                 ecids: answer.ecids,
                 ..Enforced::new(Outcome::Applied, None)
             },
-            Err(Failure { error, ecids }) => {
-                let outcome = match error.status() {
-                    Some(404) => Outcome::Rejected,
-                    _ if error.retryable() => Outcome::Failed,
-                    _ => Outcome::Rejected,
-                };
-                Enforced {
-                    ecids,
-                    ..Enforced::new(outcome, Some(format!("writing capabilities: {error}")))
-                }
-            }
+            Err(failure) => Enforced {
+                ..Enforced::new(
+                    settled_outcome(&failure),
+                    Some(format!("writing capabilities: {failure}")),
+                )
+                .with_ecids(failure.ecids)
+            },
         }
+    }
+}
+
+/// A later record for a user already acted on: the first record's outcome class, never `unchanged`
+/// for a user that was not made compliant.
+fn duplicate_of(
+    index: usize,
+    target: &Target,
+    first: usize,
+    first_outcome: Outcome,
+    first_reason: &str,
+) -> RecordResult {
+    let outcome = match first_outcome {
+        Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
+        Outcome::Rejected => Outcome::Rejected,
+        Outcome::Failed => Outcome::Failed,
+    };
+    RecordResult::for_target(index, target, outcome).reason(duplicate_reason(first, first_reason))
+}
+
+fn duplicate_reason(first: usize, first_reason: &str) -> String {
+    format!("duplicate of record {first}: {first_reason}")
+}
+
+/// A request that did not succeed ends the record as the classifier settled it.
+fn settled_outcome(failure: &Failure) -> Outcome {
+    match failure.settled {
+        Settled::Rejected => Outcome::Rejected,
+        Settled::Failed => Outcome::Failed,
     }
 }
 
@@ -569,6 +693,11 @@ impl Enforced {
             ecids: Vec::new(),
         }
     }
+
+    fn with_ecids(mut self, ecids: Vec<String>) -> Self {
+        self.ecids = ecids;
+        self
+    }
 }
 
 /// Which record of a batch acts on each user (by domain and SCIM id), and its outcome once known.
@@ -576,7 +705,7 @@ impl Enforced {
 struct Claims(std::sync::Mutex<HashMap<(DomainUrl, UserId), Arc<Claim>>>);
 
 /// The first record that acted on a user, and its outcome.
-type Claim = OnceCell<(usize, Outcome)>;
+type Claim = OnceCell<(usize, Outcome, String)>;
 
 impl Claims {
     fn claim(&self, domain: &DomainUrl, user: &UserId) -> Arc<Claim> {
@@ -648,4 +777,48 @@ pub fn log_report(report: &Report) {
         dry_run = report.dry_run,
         "summary"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_past_five_mebibytes_lists_failures_first_and_summarises_the_rest() {
+        let results: Vec<RecordResult> = (0..60_000)
+            .map(|i| {
+                let outcome = match i % 3 {
+                    0 => Outcome::Unchanged,
+                    1 => Outcome::Rejected,
+                    _ if i % 1000 == 2 => Outcome::Failed,
+                    _ => Outcome::Applied,
+                };
+                RecordResult::new(i, outcome).reason(format!("{} {}", "x".repeat(100), i % 7))
+            })
+            .collect();
+        let failed = results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .count();
+        let report = Report::from_results(results, false);
+        let size = serde_json::to_vec(&report).unwrap().len();
+        assert!(size < REPORT_MAX_BYTES, "{size}");
+        assert_eq!(report.received, 60_000);
+        let not_listed = report.not_listed.as_ref().expect("summarised");
+        assert_eq!(report.results.len() + not_listed.count, 60_000);
+        assert_eq!(
+            not_listed.by_outcome_and_reason.values().sum::<usize>(),
+            not_listed.count
+        );
+        assert!(report.results[..failed]
+            .iter()
+            .all(|r| r.outcome == Outcome::Failed));
+        assert!(report.results[failed..]
+            .iter()
+            .take(10)
+            .all(|r| r.outcome == Outcome::Rejected));
+        // A small report is left as it is.
+        let small = Report::from_results(vec![RecordResult::new(0, Outcome::Applied)], false);
+        assert!(small.not_listed.is_none());
+    }
 }

@@ -37,6 +37,9 @@ pub const MAX_CONCURRENCY_LIMIT: usize = 64;
 pub const DEFAULT_MAX_REQUESTS_PER_SECOND: f64 = 20.0;
 /// Far above any identity domain's published limit; a larger value is surely a typo.
 const MAX_REQUESTS_PER_SECOND_LIMIT: f64 = 10_000.0;
+/// Below this a cap is surely a mistake (one request every ten seconds), and tiny values would
+/// make the request spacing overflow.
+const MIN_REQUESTS_PER_SECOND: f64 = 0.1;
 
 const PLACEHOLDER: &str = "{domain}";
 /// Substituted into the template at start to prove it yields a valid URL.
@@ -578,12 +581,14 @@ fn parse_rate(v: &str) -> Result<Option<f64>, ConfigError> {
     }
     match v.parse::<f64>() {
         Ok(0.0) => Ok(None),
-        Ok(r) if r.is_finite() && r > 0.0 && r <= MAX_REQUESTS_PER_SECOND_LIMIT => Ok(Some(r)),
+        Ok(r) if (MIN_REQUESTS_PER_SECOND..=MAX_REQUESTS_PER_SECOND_LIMIT).contains(&r) => {
+            Ok(Some(r))
+        }
         _ => Err(ConfigError::new(
             KEY_MAX_RPS,
             format!(
-                "expected a number above 0 and at most {MAX_REQUESTS_PER_SECOND_LIMIT}, or 0/off to \
-                 disable, got {}",
+                "expected a number from {MIN_REQUESTS_PER_SECOND} to {MAX_REQUESTS_PER_SECOND_LIMIT}, \
+                 or 0/off to disable, got {}",
                 shown(v)
             ),
         )),
@@ -671,6 +676,10 @@ mod tests {
         assert!(c.dry_run);
         assert_eq!(c.max_concurrency, 64);
         assert_eq!(c.max_requests_per_second, Some(2.5));
+        for edge in [("0.1", 0.1), ("10000", 10_000.0)] {
+            let c = config(&[(KEY_MAX_RPS, edge.0)]).unwrap();
+            assert_eq!(c.max_requests_per_second, Some(edge.1), "{}", edge.0);
+        }
         assert_eq!(c.log_format, LogFormat::Text);
 
         for off in ["0", "off", "OFF", "0.0"] {
@@ -728,7 +737,9 @@ mod tests {
                 "{bad}"
             );
         }
-        for bad in ["-1", "NaN", "inf", "fast", "1e9"] {
+        for bad in [
+            "-1", "NaN", "inf", "fast", "1e9", "1e-20", "0.09", "-0.5", "10000.5",
+        ] {
             assert_eq!(key_of(&[(KEY_MAX_RPS, bad)]), KEY_MAX_RPS, "{bad}");
         }
         assert_eq!(key_of(&[(KEY_LOG_FORMAT, "yaml")]), KEY_LOG_FORMAT);

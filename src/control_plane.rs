@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::identity_domain::{Failure, IdentityDomainClient};
+use crate::identity_domain::IdentityDomainClient;
 use crate::names::{shown, DomainOcid, DomainUrl};
+use reqwest::StatusCode;
 
 /// The IAM API version in the control plane's paths.
 const API_VERSION: &str = "20160918";
@@ -241,17 +242,20 @@ impl ControlPlane {
         let url = base.endpoint(&[API_VERSION, "domains", ocid.as_str()], &[]);
         let answer = match self.inner.client.get_json(url, deadline).await {
             Ok(answer) => answer,
-            Err(Failure { error, ecids }) => {
-                let reason = format!("resolving domain {ocid} (GetDomain): {error}");
-                return Err(match error.status() {
+            Err(failure) => {
+                let reason = format!("resolving domain {ocid} (GetDomain): {failure}");
+                return Err(match failure.error.status() {
                     // IAM answers 404 both for an unknown domain and for one the caller may not
                     // read: name the policy that makes it readable.
-                    Some(404) => ResolveError::Rejected(format!(
+                    Some(StatusCode::NOT_FOUND) => ResolveError::Rejected(format!(
                         "{reason}; the domain does not exist or the function may not read it \
                          (policy: allow dynamic-group <group> to read domains in tenancy)"
                     )),
-                    _ if error.retryable() => ResolveError::Failed { reason, ecids },
-                    _ => ResolveError::Rejected(reason),
+                    _ if failure.is_rejected() => ResolveError::Rejected(reason),
+                    _ => ResolveError::Failed {
+                        reason,
+                        ecids: failure.ecids,
+                    },
                 });
             }
         };

@@ -1,20 +1,26 @@
 //! The identity-domain REST client: read a user, change its capabilities, list users.
 //!
-//! Every attempt is signed afresh (new `date`, current credentials), so retries never replay a stale
-//! signature. Retries cover 429, 500, 502, 503, 504 and transport errors, with exponential backoff and
-//! full jitter, honour `Retry-After`, and never sleep past the caller's deadline. A 401 re-reads the
-//! credentials once and retries once.
+//! Each call is a value ([`Call`]: method, URL, body, purpose); [`IdentityDomainClient::send`] is the
+//! loop around one [`attempt`](IdentityDomainClient::attempt), and [`crate::retry::classify`] alone
+//! decides what each answer means. Every attempt is signed afresh (new `date`, current credentials),
+//! so retries never replay a stale signature; retries honour `Retry-After` and never sleep past the
+//! caller's deadline; a 401 re-reads the credentials once and retries once. Answers are read only up
+//! to their purpose's limit, so memory stays bounded whatever a server sends.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::names::{DomainUrl, UserId, UserRef};
 use crate::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
 use crate::rate_limit::RateLimiter;
+use crate::retry::{
+    backoff, classify, hint, parse_retry_after, Observed, Purpose, Verdict, ERROR_ANSWER_LIMIT,
+};
 use crate::signer::{
     sign_request, CredentialError, Credentials, CredentialsProvider, SignError, SignableRequest,
     SignedRequest,
@@ -39,8 +45,8 @@ pub struct ClientSettings {
     pub max_attempts: u32,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Ceiling of the adaptive rate limiter ([`RateLimiter`]) shared by all concurrent work; `None` is
-    /// no ceiling (a 429 still lowers the rate).
+    /// Ceiling of the adaptive rate limiter ([`RateLimiter`]) shared by all concurrent work; `None`
+    /// turns it off.
     pub max_requests_per_second: Option<f64>,
     pub user_agent: String,
 }
@@ -59,60 +65,85 @@ impl Default for ClientSettings {
     }
 }
 
-/// Why a request did not succeed.
+/// Why a request did not succeed. Causes are kept as [`source`](std::error::Error::source), never
+/// repeated in the message; [`Failure`]'s `Display` prints the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum IdcsError {
-    #[error("identity domain answered {status}{}{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default(), message_id.as_ref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    #[error("{} answered {status}{}{}{}", service_name(*purpose), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default(), message_id.as_ref().map(|m| format!(" ({m})")).unwrap_or_default(), hint.map(|h| format!("; {h}")).unwrap_or_default())]
     Status {
-        status: u16,
+        purpose: Purpose,
+        status: StatusCode,
         detail: Option<String>,
         message_id: Option<String>,
-        retry_after: Option<Duration>,
+        hint: Option<&'static str>,
     },
-    #[error("identity domain rejected the credentials twice (401); check that the function's dynamic group holds the User Administrator role in this domain{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
-    NotAuthorized { detail: Option<String> },
-    #[error("network error talking to the identity domain: {0}")]
-    Transport(String),
-    #[error("the identity domain did not answer within {0:?}")]
-    Timeout(Duration),
+    #[error("{} rejected the credentials twice (401) signing as {credential}; {}{}", service_name(*purpose), unauthorized_hint(credential), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    NotAuthorized {
+        purpose: Purpose,
+        /// The credential in use, as [`CredentialsProvider::describe`] names it.
+        credential: String,
+        detail: Option<String>,
+    },
+    #[error("network error talking to {}", service_name(*purpose))]
+    Transport {
+        purpose: Purpose,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{} did not answer within {timeout:?}", service_name(*purpose))]
+    Timeout { purpose: Purpose, timeout: Duration },
     #[error("stopped before the call deadline")]
     Deadline,
-    #[error("unexpected identity-domain response: {0}")]
+    #[error("the answer is larger than {limit} bytes; it was not read further")]
+    TooLarge { limit: usize },
+    #[error("unexpected answer: {0}")]
     InvalidResponse(String),
-    #[error("credentials: {0}")]
-    Credentials(#[from] CredentialError),
-    #[error("request signing: {0}")]
-    Sign(#[from] SignError),
+    #[error("credentials")]
+    Credentials(#[source] CredentialError),
+    #[error("request signing")]
+    Sign(#[source] SignError),
     #[error("cannot build the request: {0}")]
     Request(String),
 }
 
-impl IdcsError {
-    /// Whether a later retry (a redelivery of the batch) could succeed.
-    pub fn retryable(&self) -> bool {
-        match self {
-            IdcsError::Status { status, .. } => is_retryable_status(*status),
-            IdcsError::Transport(_) | IdcsError::Timeout(_) | IdcsError::Deadline => true,
-            // A garbled answer is most often a proxy or a service hiccup.
-            IdcsError::InvalidResponse(_) => true,
-            // Rotated or not yet mounted credentials can recover; a bad role grant needs an administrator,
-            // but failing loudly (and being retried) is the right signal for it.
-            IdcsError::NotAuthorized { .. } | IdcsError::Credentials(_) => true,
-            IdcsError::Sign(_) | IdcsError::Request(_) => false,
+fn service_name(purpose: Purpose) -> &'static str {
+    match purpose {
+        Purpose::LookupDomain => "the identity control plane",
+        Purpose::ReadUser | Purpose::WriteCapabilities | Purpose::ListUsers => {
+            "the identity domain"
         }
     }
+}
 
-    pub fn status(&self) -> Option<u16> {
+/// What most likely makes a domain refuse a credential that signs correctly, by kind of credential.
+fn unauthorized_hint(credential: &str) -> &'static str {
+    if credential.starts_with("resource principal") {
+        "check that the function's dynamic group matches this function and holds the User Administrator role in this domain"
+    } else if credential.starts_with("session token") {
+        "the session may have expired (run `oci session refresh` or `oci session authenticate`), or its user lacks the User Administrator role in this domain"
+    } else {
+        "check that the key's fingerprint and user match an API key uploaded for that user, and that the user holds the User Administrator role in this domain"
+    }
+}
+
+impl IdcsError {
+    /// The HTTP status the service answered, when it answered.
+    pub fn status(&self) -> Option<StatusCode> {
         match self {
             IdcsError::Status { status, .. } => Some(*status),
-            IdcsError::NotAuthorized { .. } => Some(401),
+            IdcsError::NotAuthorized { .. } => Some(StatusCode::UNAUTHORIZED),
             _ => None,
         }
     }
 }
 
-fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 429 | 500 | 502 | 503 | 504)
+/// How a request that did not succeed ends for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// A retry (a redelivery of the batch) could fix it.
+    Failed,
+    /// Final: retrying cannot help.
+    Rejected,
 }
 
 /// A successful answer with the request ids the service gave for it (one per attempt).
@@ -122,24 +153,47 @@ pub struct Answer<T> {
     pub ecids: Vec<String>,
 }
 
-/// A failed request with the request ids seen on the way.
+/// A request that did not succeed, how it ends, and the request ids seen on the way.
 #[derive(Debug)]
 pub struct Failure {
     pub error: IdcsError,
+    pub settled: Settled,
     pub ecids: Vec<String>,
 }
 
+impl Failure {
+    fn failed(error: IdcsError, ecids: Vec<String>) -> Self {
+        Failure {
+            error,
+            settled: Settled::Failed,
+            ecids,
+        }
+    }
+
+    pub fn is_rejected(&self) -> bool {
+        self.settled == Settled::Rejected
+    }
+}
+
+/// The error and each of its causes, `: `-separated (the report and the log show the whole story).
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
+        self.error.fmt(f)?;
+        let mut source = std::error::Error::source(&self.error);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 
 /// One page of `GET /admin/v1/Users`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UserPage {
+    /// Absent on a page from a misbehaving server: the scan cannot know where the end is.
     #[serde(rename = "totalResults", default)]
-    pub total_results: u64,
+    pub total_results: Option<u64>,
     #[serde(rename = "startIndex", default)]
     pub start_index: Option<u64>,
     #[serde(rename = "itemsPerPage", default)]
@@ -148,6 +202,108 @@ pub struct UserPage {
     pub resources: Vec<serde_json::Value>,
 }
 
+/// One request, as data: what to send and what it is for. Any OCI endpoint fits (the identity
+/// domain's REST API, the identity control plane); [`IdentityDomainClient::send`] signs it, sends it
+/// and retries it as [`classify`] decides.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    pub url: url::Url,
+    pub body: Option<Vec<u8>>,
+    pub purpose: Purpose,
+}
+
+impl Call {
+    /// `GET /admin/v1/Users/{id or OCID}` with the attributes the comparison needs, and `ocid`
+    /// when asked by OCID.
+    pub fn read_user(domain: &DomainUrl, user: &UserRef) -> Self {
+        let mut attributes = user_attributes();
+        if matches!(user, UserRef::Ocid(_)) {
+            attributes.push_str(",ocid");
+        }
+        Call {
+            method: Method::GET,
+            url: domain.endpoint(
+                &["admin", "v1", "Users", user.as_str()],
+                &[("attributes", &attributes)],
+            ),
+            body: None,
+            purpose: Purpose::ReadUser,
+        }
+    }
+
+    /// `PUT /admin/v1/UserCapabilitiesChanger/{id}` with a complete capability body.
+    pub fn write_capabilities(domain: &DomainUrl, user: &UserId, body: Vec<u8>) -> Self {
+        Call {
+            method: Method::PUT,
+            url: domain.endpoint(
+                &["admin", "v1", "UserCapabilitiesChanger", user.as_str()],
+                &[],
+            ),
+            body: Some(body),
+            purpose: Purpose::WriteCapabilities,
+        }
+    }
+
+    /// One page of `GET /admin/v1/Users`, sorted by creation time so pages stay stable while users
+    /// are added during the scan.
+    pub fn list_page(domain: &DomainUrl, filter: &str, start_index: u64, count: u64) -> Self {
+        let attributes = list_attributes();
+        let start = start_index.to_string();
+        let count = count.to_string();
+        Call {
+            method: Method::GET,
+            url: domain.endpoint(
+                &["admin", "v1", "Users"],
+                &[
+                    ("filter", filter),
+                    ("attributes", &attributes),
+                    ("sortBy", "meta.created"),
+                    ("sortOrder", "ascending"),
+                    ("startIndex", &start),
+                    ("count", &count),
+                ],
+            ),
+            body: None,
+            purpose: Purpose::ListUsers,
+        }
+    }
+}
+
+/// One attempt's result, with the request id the service gave it.
+#[derive(Debug)]
+pub struct Attempt {
+    pub result: AttemptResult,
+    /// `X-ORACLE-DMS-ECID`, when the service answered with one.
+    pub request_id: Option<String>,
+}
+
+/// What one attempt came to, as [`classify`] judged it.
+#[derive(Debug)]
+pub enum AttemptResult {
+    Done(Vec<u8>),
+    /// Worth another attempt (after the server's delay, when it gave one).
+    Retry {
+        error: IdcsError,
+        after: Option<Duration>,
+    },
+    /// 401: re-read the credentials, then try again once.
+    RefreshCredentials(IdcsError),
+    /// No further attempt.
+    Final {
+        error: IdcsError,
+        settled: Settled,
+    },
+}
+
+impl AttemptResult {
+    fn failed(error: IdcsError) -> Self {
+        AttemptResult::Final {
+            error,
+            settled: Settled::Failed,
+        }
+    }
+}
 #[derive(Debug, Clone)]
 pub struct IdentityDomainClient {
     inner: Arc<Inner>,
@@ -198,26 +354,16 @@ impl IdentityDomainClient {
     }
 
     /// `GET /admin/v1/Users/{id or OCID}` with the capability and user extensions (and `ocid`
-    /// when asked by OCID, so [`answered_user_id`] can check it).
+    /// when asked by OCID, so [`answered_user_id`] can check the answer is the user asked for).
     pub async fn get_user(
         &self,
         domain: &DomainUrl,
         user: &UserRef,
         deadline: Instant,
     ) -> Result<Answer<serde_json::Value>, Failure> {
-        let mut attributes = user_attributes();
-        if matches!(user, UserRef::Ocid(_)) {
-            attributes.push_str(",ocid");
-        }
-        let url = domain.endpoint(
-            &["admin", "v1", "Users", user.as_str()],
-            &[("attributes", &attributes)],
-        );
-        let answer = self.send("GET", url, None, deadline).await?;
-        let value = json_object(&answer.value).map_err(|error| Failure {
-            error,
-            ecids: answer.ecids.clone(),
-        })?;
+        let answer = self.send(&Call::read_user(domain, user), deadline).await?;
+        let value = json_object(&answer.value)
+            .map_err(|error| Failure::failed(error, answer.ecids.clone()))?;
         Ok(Answer {
             value,
             ecids: answer.ecids,
@@ -232,11 +378,15 @@ impl IdentityDomainClient {
         url: url::Url,
         deadline: Instant,
     ) -> Result<Answer<serde_json::Value>, Failure> {
-        let answer = self.send("GET", url, None, deadline).await?;
-        let value = json_object(&answer.value).map_err(|error| Failure {
-            error,
-            ecids: answer.ecids.clone(),
-        })?;
+        let call = Call {
+            method: Method::GET,
+            url,
+            body: None,
+            purpose: Purpose::LookupDomain,
+        };
+        let answer = self.send(&call, deadline).await?;
+        let value = json_object(&answer.value)
+            .map_err(|error| Failure::failed(error, answer.ecids.clone()))?;
         Ok(Answer {
             value,
             ecids: answer.ecids,
@@ -251,19 +401,15 @@ impl IdentityDomainClient {
         body: Vec<u8>,
         deadline: Instant,
     ) -> Result<Answer<()>, Failure> {
-        let url = domain.endpoint(
-            &["admin", "v1", "UserCapabilitiesChanger", user.as_str()],
-            &[],
-        );
-        let answer = self.send("PUT", url, Some(body), deadline).await?;
+        let call = Call::write_capabilities(domain, user, body);
+        let answer = self.send(&call, deadline).await?;
         Ok(Answer {
             value: (),
             ecids: answer.ecids,
         })
     }
 
-    /// One page of `GET /admin/v1/Users`, sorted by creation time so pages stay stable while users are
-    /// added during the scan.
+    /// One page of `GET /admin/v1/Users` (see [`Call::list_page`]).
     pub async fn list_users(
         &self,
         domain: &DomainUrl,
@@ -272,24 +418,13 @@ impl IdentityDomainClient {
         count: u64,
         deadline: Instant,
     ) -> Result<Answer<UserPage>, Failure> {
-        let attributes = list_attributes();
-        let start = start_index.to_string();
-        let count = count.to_string();
-        let url = domain.endpoint(
-            &["admin", "v1", "Users"],
-            &[
-                ("filter", filter),
-                ("attributes", &attributes),
-                ("sortBy", "meta.created"),
-                ("sortOrder", "ascending"),
-                ("startIndex", &start),
-                ("count", &count),
-            ],
-        );
-        let answer = self.send("GET", url, None, deadline).await?;
-        let page = serde_json::from_slice::<UserPage>(&answer.value).map_err(|e| Failure {
-            error: IdcsError::InvalidResponse(format!("user list: {e}")),
-            ecids: answer.ecids.clone(),
+        let call = Call::list_page(domain, filter, start_index, count);
+        let answer = self.send(&call, deadline).await?;
+        let page = serde_json::from_slice::<UserPage>(&answer.value).map_err(|e| {
+            Failure::failed(
+                IdcsError::InvalidResponse(format!("user list: {e}")),
+                answer.ecids.clone(),
+            )
         })?;
         Ok(Answer {
             value: page,
@@ -297,116 +432,178 @@ impl IdentityDomainClient {
         })
     }
 
-    async fn send(
-        &self,
-        method: &'static str,
-        url: url::Url,
-        body: Option<Vec<u8>>,
-        deadline: Instant,
-    ) -> Result<Answer<Vec<u8>>, Failure> {
+    /// Sends one call, signed afresh for every attempt, until [`classify`] says it is done or the
+    /// attempts, or the time before `deadline`, run out. Works for any OCI endpoint.
+    pub async fn send(&self, call: &Call, deadline: Instant) -> Result<Answer<Vec<u8>>, Failure> {
         let mut ecids = Vec::new();
         let mut attempt = 0u32;
         let mut refreshed = false;
         loop {
             attempt += 1;
-            let outcome = self
-                .attempt(method, &url, body.as_deref(), deadline, refreshed)
-                .await;
-            let (result, ecid) = match outcome {
-                Ok((result, ecid)) => (result, ecid),
-                Err(error) => return Err(Failure { error, ecids }),
-            };
-            ecids.extend(ecid);
-            let error = match result {
-                Ok(bytes) => {
+            let Attempt { result, request_id } = self.attempt(call, deadline).await;
+            ecids.extend(request_id);
+            let (error, after) = match result {
+                AttemptResult::Done(bytes) => {
                     return Ok(Answer {
                         value: bytes,
                         ecids,
                     })
                 }
-                Err(error) => error,
-            };
-            if let IdcsError::Status {
-                status: 401,
-                detail,
-                ..
-            } = &error
-            {
-                if refreshed {
+                AttemptResult::Final { error, settled } => {
                     return Err(Failure {
-                        error: IdcsError::NotAuthorized {
-                            detail: detail.clone(),
-                        },
+                        error,
+                        settled,
                         ecids,
-                    });
+                    })
                 }
-                // The token may have been rotated under us: re-read once and retry once.
-                refreshed = true;
-                tracing::warn!(url = %url.path(), "identity domain answered 401; re-reading credentials and retrying once");
-                if let Err(e) = self.inner.credentials.refresh(SystemTime::now()) {
-                    return Err(Failure {
-                        error: e.into(),
-                        ecids,
-                    });
+                AttemptResult::RefreshCredentials(error) => {
+                    if refreshed {
+                        let detail = match error {
+                            IdcsError::Status { detail, .. } => detail,
+                            _ => None,
+                        };
+                        let error = IdcsError::NotAuthorized {
+                            purpose: call.purpose,
+                            credential: self.credentials_label(),
+                            detail,
+                        };
+                        return Err(Failure::failed(error, ecids));
+                    }
+                    // The token may have been rotated under us: re-read once and retry once.
+                    refreshed = true;
+                    tracing::warn!(url = %call.url.path(), "answered 401; re-reading credentials and retrying once");
+                    if let Err(e) = self.inner.credentials.refresh(SystemTime::now()) {
+                        return Err(Failure::failed(IdcsError::Credentials(e), ecids));
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let retry = match &error {
-                IdcsError::Status { status, .. } => is_retryable_status(*status),
-                IdcsError::Transport(_) | IdcsError::Timeout(_) => true,
-                _ => false,
+                AttemptResult::Retry { error, after } => (error, after),
             };
-            if !retry || attempt >= self.inner.settings.max_attempts {
-                return Err(Failure { error, ecids });
+            if attempt >= self.inner.settings.max_attempts {
+                return Err(Failure::failed(error, ecids));
             }
-            let delay = match &error {
-                IdcsError::Status {
-                    retry_after: Some(after),
-                    ..
-                } => *after,
-                _ => self.backoff(attempt),
-            };
+            let s = &self.inner.settings;
+            let delay = after.unwrap_or_else(|| {
+                backoff(attempt, s.base_backoff, s.max_backoff, fastrand::f64())
+            });
             if Instant::now() + delay >= deadline {
-                tracing::warn!(url = %url.path(), error = %error, "not retrying: the next attempt would pass the call deadline");
-                return Err(Failure { error, ecids });
+                tracing::warn!(url = %call.url.path(), error = %error, "not retrying: the next attempt would pass the call deadline");
+                return Err(Failure::failed(error, ecids));
             }
-            tracing::info!(url = %url.path(), error = %error, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            tracing::info!(url = %call.url.path(), error = %error, attempt, delay_ms = delay.as_millis() as u64, "retrying");
             tokio::time::sleep(delay).await;
         }
     }
 
-    /// Exponential backoff with full jitter.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let s = &self.inner.settings;
-        let cap = s
-            .base_backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(s.max_backoff);
-        cap.mul_f64(fastrand::f64())
-    }
-
-    /// One signed attempt. The outer `Err` ends the request at once (nothing to retry); the inner result
-    /// is the attempt's outcome.
-    async fn attempt(
-        &self,
-        method: &'static str,
-        url: &url::Url,
-        body: Option<&[u8]>,
-        deadline: Instant,
-        after_refresh: bool,
-    ) -> Result<(Result<Vec<u8>, IdcsError>, Option<String>), IdcsError> {
-        let grant = self
-            .inner
-            .limiter
-            .acquire(deadline)
-            .await
-            .map_err(|_| IdcsError::Deadline)?;
+    /// One signed attempt, judged by [`classify`].
+    pub async fn attempt(&self, call: &Call, deadline: Instant) -> Attempt {
+        let result = |result| Attempt {
+            result,
+            request_id: None,
+        };
+        let request = match self.signed_request(call).await {
+            Ok(request) => request,
+            Err(error) => return result(AttemptResult::failed(error)),
+        };
+        // Paced after signing, right before the send: signing time (which varies under load) then
+        // cannot bunch requests up on the wire.
+        let grant = match self.inner.limiter.acquire(deadline).await {
+            Ok(grant) => grant,
+            Err(_) => return result(AttemptResult::failed(IdcsError::Deadline)),
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(IdcsError::Deadline);
+            return result(AttemptResult::failed(IdcsError::Deadline));
         }
-        let credentials = self.inner.credentials.credentials(SystemTime::now())?;
-        let signed = sign_here(method, url, body, &credentials)?;
+        let timeout = remaining.min(self.inner.settings.attempt_timeout);
+        let purpose = call.purpose;
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                (IdcsError::Timeout { purpose, timeout }, Observed::Timeout)
+            } else {
+                (
+                    IdcsError::Transport {
+                        purpose,
+                        source: e.without_url(),
+                    },
+                    Observed::Network,
+                )
+            }
+        };
+        let mut response = match request.timeout(timeout).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let (error, observed) = transport(e);
+                return result(judge(purpose, observed, error));
+            }
+        };
+        let status = response.status();
+        self.inner
+            .limiter
+            .record(grant, status == StatusCode::TOO_MANY_REQUESTS);
+        let request_id = response
+            .headers()
+            .get("x-oracle-dms-ecid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        // The one place every answer's status is seen (a 429 is the service throttling us).
+        let observed = Observed::Status {
+            status,
+            retry_after,
+        };
+        let verdict = classify(purpose, observed);
+        let limit = if verdict == Verdict::Success {
+            purpose.answer_limit()
+        } else {
+            ERROR_ANSWER_LIMIT
+        };
+        let body = match read_capped(&mut response, limit).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) if verdict != Verdict::Success => None,
+            Err(BodyError::TooLarge) => {
+                return Attempt {
+                    result: judge(purpose, Observed::TooLarge, IdcsError::TooLarge { limit }),
+                    request_id,
+                }
+            }
+            Err(BodyError::Transport(e)) => {
+                let (error, observed) = transport(e);
+                return Attempt {
+                    result: judge(purpose, observed, error),
+                    request_id,
+                };
+            }
+        };
+        let result = match (verdict, body) {
+            (Verdict::Success, Some(bytes)) => AttemptResult::Done(bytes),
+            (_, body) => {
+                let (detail, message_id) = body.as_deref().map(scim_error).unwrap_or_default();
+                let error = IdcsError::Status {
+                    purpose,
+                    status,
+                    detail,
+                    message_id,
+                    hint: hint(purpose, status),
+                };
+                verdict_result(verdict, error)
+            }
+        };
+        Attempt { result, request_id }
+    }
+
+    /// The reqwest request for `call`, signed now with the current credentials.
+    async fn signed_request(&self, call: &Call) -> Result<reqwest::RequestBuilder, IdcsError> {
+        let credentials = self
+            .inner
+            .credentials
+            .credentials(SystemTime::now())
+            .map_err(IdcsError::Credentials)?;
+        let signed = sign_here(&call.method, &call.url, call.body.as_deref(), &credentials)?;
         let mut headers = HeaderMap::new();
         for (name, value) in signed.headers() {
             // The signer has already refused anything that is not a plain ASCII header.
@@ -417,70 +614,31 @@ impl IdentityDomainClient {
             })?;
             headers.insert(header, value);
         }
-        let timeout = remaining.min(self.inner.settings.attempt_timeout);
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut request = self
             .inner
             .http
-            .request(method, url.clone())
-            .headers(headers)
-            .timeout(timeout);
-        if let Some(body) = body {
-            request = request.body(body.to_vec());
+            .request(call.method.clone(), call.url.clone())
+            .headers(headers);
+        if let Some(body) = &call.body {
+            request = request.body(body.clone());
         }
-        let _ = after_refresh;
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => return Ok((Err(IdcsError::Timeout(timeout)), None)),
-            Err(e) => return Ok((Err(IdcsError::Transport(transport_reason(&e))), None)),
-        };
-        let status = response.status().as_u16();
-        self.inner.limiter.record(grant, status == 429);
-        let ecid = response
-            .headers()
-            .get("x-oracle-dms-ecid")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let bytes = match response.bytes().await {
-            Ok(b) => b.to_vec(),
-            Err(e) if e.is_timeout() => return Ok((Err(IdcsError::Timeout(timeout)), ecid)),
-            Err(e) => return Ok((Err(IdcsError::Transport(transport_reason(&e))), ecid)),
-        };
-        if (200..300).contains(&status) {
-            return Ok((Ok(bytes), ecid));
-        }
-        let (detail, message_id) = scim_error(&bytes);
-        Ok((
-            Err(IdcsError::Status {
-                status,
-                detail,
-                message_id,
-                retry_after,
-            }),
-            ecid,
-        ))
+        Ok(request)
     }
 }
-
 /// Signs in place, on the worker running the request. With AWS-LC a signature takes about 0.35 ms
 /// (it took 3-4.5 ms with the `rsa` crate, when signing had to move to the blocking pool to use both
 /// cores); a batch's 400 signatures now fit in a fraction of its time on one core, and handing each to
 /// another thread cost more in wake-ups and copies than it saved (see README, "Performance").
 fn sign_here(
-    method: &'static str,
+    method: &Method,
     url: &url::Url,
     body: Option<&[u8]>,
     credentials: &Credentials,
 ) -> Result<SignedRequest, IdcsError> {
     let accept = [("accept", "application/scim+json, application/json")];
-    Ok(sign_request(
+    sign_request(
         &SignableRequest {
-            method,
+            method: method.as_str(),
             url: url.as_str(),
             headers: &accept,
             body: body.unwrap_or_default(),
@@ -488,23 +646,52 @@ fn sign_here(
         &credentials.key_id,
         credentials.key.as_ref(),
         SystemTime::now(),
-    )?)
+    )
+    .map_err(IdcsError::Sign)
 }
 
-/// The transport error chain, without the URL (which is logged separately) and without any header.
-fn transport_reason(e: &reqwest::Error) -> String {
-    let mut reason = if e.is_connect() {
-        "connect failed".to_string()
-    } else {
-        "request failed".to_string()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
+/// An attempt that ended without a usable answer, judged by [`classify`].
+fn judge(purpose: Purpose, observed: Observed, error: IdcsError) -> AttemptResult {
+    verdict_result(classify(purpose, observed), error)
+}
+
+fn verdict_result(verdict: Verdict, error: IdcsError) -> AttemptResult {
+    match verdict {
+        Verdict::RetryAfter(after) => AttemptResult::Retry { error, after },
+        Verdict::RefreshCredentials => AttemptResult::RefreshCredentials(error),
+        Verdict::Reject => AttemptResult::Final {
+            error,
+            settled: Settled::Rejected,
+        },
+        // `Success` only reaches here with no body, which cannot happen; failing is the safe side.
+        Verdict::Fail | Verdict::Success => AttemptResult::failed(error),
     }
-    reason
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads the answer chunk by chunk and stops past `limit`: memory stays bounded whatever the server
+/// sends, a declared length over the limit is refused before any byte is read, and an endless
+/// answer ends at the limit (or at the attempt's timeout, if it trickles).
+async fn read_capped(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, BodyError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// The SCIM id to write with, once the answer to [`IdentityDomainClient::get_user`] is known to
@@ -558,23 +745,14 @@ pub fn scim_error(bytes: &[u8]) -> (Option<String>, Option<String>) {
     match serde_json::from_slice::<Body>(bytes) {
         Ok(b) => {
             let detail = b.detail.map(|d| d.chars().take(300).collect());
-            (detail, b.oracle.and_then(|o| o.message_id))
+            let message_id = b
+                .oracle
+                .and_then(|o| o.message_id)
+                .map(|m| m.chars().take(120).collect());
+            (detail, message_id)
         }
         Err(_) => (None, None),
     }
-}
-
-/// `Retry-After` as delta-seconds or an HTTP date; capped so a hostile value cannot park a call.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let delay = if let Ok(secs) = value.parse::<u64>() {
-        Duration::from_secs(secs)
-    } else {
-        let at = httpdate::parse_http_date(value).ok()?;
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO)
-    };
-    Some(delay.min(Duration::from_secs(120)))
 }
 
 #[cfg(test)]
@@ -610,23 +788,6 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(120)));
-        let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(5));
-        let d = parse_retry_after(&soon).unwrap();
-        assert!(
-            d <= Duration::from_secs(5) && d >= Duration::from_secs(3),
-            "{d:?}"
-        );
-        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(5));
-        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon"), None);
-        assert_eq!(parse_retry_after("-1"), None);
-    }
-
-    #[test]
     fn scim_errors_are_read_and_other_bodies_tolerated() {
         let body = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error","urn:ietf:params:scim:api:oracle:idcs:extension:messages:Error"],"detail":"Missing required attribute(s)","status":"400","urn:ietf:params:scim:api:oracle:idcs:extension:messages:Error":{"messageId":"error.common.validation.missingReqAttributes"}}"#;
         let (detail, id) = scim_error(body);
@@ -640,20 +801,41 @@ mod tests {
     }
 
     #[test]
-    fn classification() {
-        let status = |s| IdcsError::Status {
-            status: s,
-            detail: None,
-            message_id: None,
-            retry_after: None,
-        };
-        for s in [429, 500, 502, 503, 504] {
-            assert!(status(s).retryable(), "{s}");
-        }
-        for s in [400, 403, 404, 405, 409, 412, 415] {
-            assert!(!status(s).retryable(), "{s}");
-        }
-        assert!(IdcsError::Transport("reset".into()).retryable());
-        assert!(IdcsError::Deadline.retryable());
+    fn a_failure_prints_its_whole_cause_chain() {
+        let failure = Failure::failed(
+            IdcsError::Credentials(CredentialError::Poisoned),
+            Vec::new(),
+        );
+        let text = failure.to_string();
+        assert!(text.starts_with("credentials: "), "{text}");
+        assert!(text.len() > "credentials: ".len(), "{text}");
+    }
+
+    #[test]
+    fn calls_are_data() {
+        let domain = DomainUrl::parse(
+            "https://idcs-0123456789abcdef0123456789abcdef.identity.oraclecloud.com",
+        )
+        .unwrap();
+        let user = UserId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let read = Call::read_user(&domain, &UserRef::Id(user.clone()));
+        assert_eq!(
+            (read.method.clone(), read.purpose),
+            (Method::GET, Purpose::ReadUser)
+        );
+        assert!(read
+            .url
+            .path()
+            .ends_with("/admin/v1/Users/0123456789abcdef0123456789abcdef"));
+        let write = Call::write_capabilities(&domain, &user, b"{}".to_vec());
+        assert_eq!(write.method, Method::PUT);
+        assert_eq!(write.body.as_deref(), Some(&b"{}"[..]));
+        let page = Call::list_page(&domain, "userName pr", 51, 100);
+        assert_eq!(page.purpose, Purpose::ListUsers);
+        let query = page.url.query().unwrap();
+        assert!(
+            query.contains("startIndex=51") && query.contains("count=100"),
+            "{query}"
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod profile;
 pub mod rate_limit;
 pub mod reconcile;
+pub mod retry;
 pub mod telemetry;
 
 pub use oci_fdk as fdk;

@@ -286,10 +286,11 @@ fn serve() -> Result<ExitCode, CliError> {
     // Configuration and credentials are checked before the socket exists: a function that cannot work
     // must not look ready. Both are quick (a few small files, one key parse).
     let config = Config::from_lookup(&env)?;
-    let credentials = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
-    let control_plane_base = control_plane_base(&config, credentials.region())?;
+    // Logging first: loading the credentials may warn (a token already expired).
     telemetry::init(config.log_format);
     telemetry::install_panic_hook();
+    let credentials = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
+    let control_plane_base = control_plane_base(&config, credentials.region())?;
     runtime()?.block_on(async {
         let bound = fdk.bind()?;
         // After the bind: the TLS client set-up is the slowest part of the start.

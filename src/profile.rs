@@ -5,16 +5,22 @@
 //! use oci_user_capabilities::profile::{Capability, CurrentCapabilities, Profile};
 //!
 //! let profile = Profile::parse("api_keys=on,smtp_credentials=off").unwrap();
-//! let current = CurrentCapabilities::default()
-//!     .with(Capability::ApiKeys, Some(true))
-//!     .with(Capability::SmtpCredentials, Some(true))
+//! let current = Capability::ALL
+//!     .into_iter()
+//!     .fold(CurrentCapabilities::default(), |c, cap| c.with(cap, Some(true)))
 //!     .with(Capability::Console, Some(false));
 //! let changes = profile.diff(&current);
 //! assert_eq!(changes.len(), 1);
 //! assert_eq!(changes[0].capability, Capability::SmtpCredentials);
+//! // Always all eight: managed values from the profile, the others copied.
 //! assert_eq!(
-//!     String::from_utf8(profile.put_body(&current)).unwrap(),
-//!     r#"{"schemas":["urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger"],"canUseApiKeys":true,"canUseSmtpCredentials":false,"canUseConsole":false}"#
+//!     String::from_utf8(profile.put_body(&current).unwrap()).unwrap(),
+//!     concat!(
+//!         r#"{"schemas":["urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger"],"#,
+//!         r#""canUseApiKeys":true,"canUseAuthTokens":true,"canUseConsolePassword":true,"#,
+//!         r#""canUseCustomerSecretKeys":true,"canUseDbCredentials":true,"#,
+//!         r#""canUseOAuth2ClientCredentials":true,"canUseSmtpCredentials":false,"canUseConsole":false}"#
+//!     )
 //! );
 //! ```
 
@@ -214,19 +220,19 @@ impl Profile {
 
     /// The full `UserCapabilitiesChanger` PUT body as compact JSON with keys in
     /// [`Capability::ALL`] order: managed values from the profile, unmanaged ones copied from
-    /// `current`. An unmanaged capability whose current value is unknown is omitted rather than
-    /// guessed.
-    pub fn put_body(&self, current: &CurrentCapabilities) -> Vec<u8> {
+    /// `current`. The body always carries all eight booleans (so the result is right whether the
+    /// service treats an omitted attribute as "keep" or "reset"): an unmanaged capability whose
+    /// current value is unknown is never guessed, it is the `Err`.
+    pub fn put_body(&self, current: &CurrentCapabilities) -> Result<Vec<u8>, Capability> {
         // Written by hand: every key and the schema URN are constants needing no escaping, and
         // the byte layout is then fixed by this code rather than by a map's ordering.
         let mut body = format!("{{\"schemas\":[\"{CHANGER_SCHEMA}\"]");
         for c in Capability::ALL {
-            if let Some(v) = self.get(c).or_else(|| current.get(c)) {
-                body.push_str(&format!(",\"{}\":{v}", c.attribute()));
-            }
+            let v = self.get(c).or_else(|| current.get(c)).ok_or(c)?;
+            body.push_str(&format!(",\"{}\":{v}", c.attribute()));
         }
         body.push('}');
-        body.into_bytes()
+        Ok(body.into_bytes())
     }
 
     /// For the offline `plan` command: managed values as booleans, unmanaged ones as
@@ -532,7 +538,7 @@ mod tests {
     #[test]
     fn put_body_default_profile_all_true_console_false() {
         let current = all(Some(true)).with(Capability::Console, Some(false));
-        let body = Profile::default().put_body(&current);
+        let body = Profile::default().put_body(&current).unwrap();
         assert_eq!(
             String::from_utf8(body).unwrap(),
             concat!(
@@ -546,17 +552,20 @@ mod tests {
     }
 
     #[test]
-    fn put_body_omits_unknown_unmanaged_values() {
+    fn put_body_refuses_an_unknown_unmanaged_value_and_never_carries_fewer_than_eight() {
         let current = all(Some(true)).with(Capability::Console, None);
-        let body = Profile::default().put_body(&current);
         assert_eq!(
-            String::from_utf8(body).unwrap(),
-            concat!(
-                r#"{"schemas":["urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger"],"#,
-                r#""canUseApiKeys":true,"canUseAuthTokens":true,"canUseConsolePassword":false,"#,
-                r#""canUseCustomerSecretKeys":false,"canUseDbCredentials":false,"#,
-                r#""canUseOAuth2ClientCredentials":false,"canUseSmtpCredentials":false}"#
-            )
+            Profile::default().put_body(&current),
+            Err(Capability::Console)
+        );
+        // A managed value that is unknown is not needed: the profile gives it.
+        let current = all(Some(true)).with(Capability::SmtpCredentials, None);
+        let body: Value =
+            serde_json::from_slice(&Profile::default().put_body(&current).unwrap()).unwrap();
+        assert_eq!(
+            body.as_object().unwrap().len(),
+            9,
+            "schemas and eight booleans"
         );
     }
 
@@ -564,7 +573,7 @@ mod tests {
     fn put_body_is_valid_json_and_managed_values_win() {
         let profile = Profile::parse("console=on,api_keys=off").unwrap();
         let current = all(Some(false)).with(Capability::SmtpCredentials, Some(true));
-        let body: Value = serde_json::from_slice(&profile.put_body(&current)).unwrap();
+        let body: Value = serde_json::from_slice(&profile.put_body(&current).unwrap()).unwrap();
         assert_eq!(
             body,
             json!({
@@ -575,14 +584,8 @@ mod tests {
                 "canUseConsole": true,
             })
         );
-        // Nothing known and nothing managed beyond the profile: only the managed keys.
-        let body = profile.put_body(&all(None));
-        assert_eq!(
-            String::from_utf8(body).unwrap(),
-            format!(
-                r#"{{"schemas":["{CHANGER_SCHEMA}"],"canUseApiKeys":false,"canUseConsole":true}}"#
-            )
-        );
+        // Nothing known: the first unmanaged capability is what is missing.
+        assert_eq!(profile.put_body(&all(None)), Err(Capability::AuthTokens));
     }
 
     #[test]

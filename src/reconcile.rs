@@ -4,12 +4,14 @@
 //! at `maxUsers` or before the deadline and returns `nextStartIndex`; running again from there continues
 //! the scan, and users seen twice cost a read but never a second write (they are already compliant).
 
+use std::collections::HashSet;
+
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::apply::{Engine, Outcome, START_MARGIN};
-use crate::identity_domain::Failure;
+use crate::identity_domain::UserPage;
 use crate::names::{DomainUrl, UserId};
 use crate::profile::CurrentCapabilities;
 
@@ -115,6 +117,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
     };
     let page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
     let mut index = job.start_index.max(1);
+    let mut seen: HashSet<String> = HashSet::new();
     loop {
         let budget_left = job.max_users.map(|m| m.saturating_sub(report.scanned));
         if budget_left == Some(0) {
@@ -134,23 +137,37 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             .await
         {
             Ok(answer) => answer.value,
-            Err(Failure { error, .. }) => {
+            Err(failure) => {
                 // Nothing after this page was looked at: the caller continues from here.
                 report.next_start_index = Some(index);
-                report.error = Some(format!("listing users from index {index}: {error}"));
+                report.error = Some(format!("listing users from index {index}: {failure}"));
                 break;
             }
         };
-        report.total_results = Some(page.total_results);
+        let total = match check_page(&page, index, count) {
+            Ok(total) => total,
+            Err(reason) => {
+                // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
+                report.next_start_index = Some(index);
+                report.error = Some(format!("incomplete listing from index {index}: {reason}"));
+                break;
+            }
+        };
+        report.total_results = Some(total);
         if page.resources.is_empty() {
             break;
         }
         let fetched = page.resources.len() as u64;
+        // A user listed twice (the listing shifted under the scan) is processed and counted once.
         // Futures are made up front (they start only when polled) so none borrows from a closure.
         let pending: Vec<_> = page
             .resources
             .iter()
             .enumerate()
+            .filter(|(_, user)| match user.get("id").and_then(|v| v.as_str()) {
+                Some(id) => seen.insert(id.to_string()),
+                None => true,
+            })
             .map(|(pos, user)| reconcile_user(engine, &job.domain, pos, user, deadline))
             .collect();
         let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
@@ -185,12 +202,38 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             report.stopped_because = Some(StopReason::Deadline);
             break;
         }
+        // A server may return fewer users per page than asked: the next page starts after
+        // what this one held.
         index += fetched;
-        if index > page.total_results {
+        if index > total {
             break;
         }
     }
     report
+}
+
+/// The page's `totalResults` when the page can be trusted to say where the scan stands. A page may
+/// hold fewer users than asked when the server says so (`itemsPerPage`, a server whose pages are
+/// smaller) or at the end of the listing; fewer than that before the end means users the scan
+/// cannot account for.
+fn check_page(page: &UserPage, index: u64, asked: u64) -> Result<u64, String> {
+    let total = page
+        .total_results
+        .ok_or("the page has no totalResults, so the end of the listing is unknown")?;
+    let held = page.resources.len() as u64;
+    let promised = page.items_per_page.unwrap_or(asked).min(asked);
+    // Users from `index` to the end of the listing.
+    let remaining = total.saturating_sub(index.saturating_sub(1));
+    let expected = promised.min(remaining);
+    if held < expected {
+        return Err(format!(
+            "the page holds {held} users where {expected} were due (totalResults {total}, \
+             itemsPerPage {}, {asked} asked)",
+            page.items_per_page
+                .map_or_else(|| "absent".to_string(), |n| n.to_string())
+        ));
+    }
+    Ok(total)
 }
 
 /// The user's position in its page, with `None` when the deadline left no time to start it.
@@ -243,4 +286,48 @@ async fn reconcile_one(
         request_ids: done.ecids,
         ..entry(done.outcome, done.reason)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(total: Option<u64>, per_page: Option<u64>, held: usize) -> UserPage {
+        UserPage {
+            total_results: total,
+            start_index: None,
+            items_per_page: per_page,
+            resources: vec![serde_json::json!({}); held],
+        }
+    }
+
+    #[test]
+    fn pages_that_cannot_say_where_the_scan_stands_are_refused() {
+        // Whole pages, a server's smaller pages, and the short last page are fine.
+        assert_eq!(
+            check_page(&page(Some(2500), Some(1000), 1000), 1, 1000),
+            Ok(2500)
+        );
+        assert_eq!(check_page(&page(Some(2500), Some(7), 7), 8, 1000), Ok(2500));
+        assert_eq!(
+            check_page(&page(Some(2500), Some(1000), 500), 2001, 1000),
+            Ok(2500)
+        );
+        assert_eq!(
+            check_page(&page(Some(2500), Some(500), 500), 2001, 1000),
+            Ok(2500)
+        );
+        assert_eq!(
+            check_page(&page(Some(2500), None, 500), 2001, 1000),
+            Ok(2500)
+        );
+        assert_eq!(check_page(&page(Some(0), None, 0), 1, 1000), Ok(0));
+        assert_eq!(check_page(&page(Some(10), None, 0), 11, 1000), Ok(10));
+        // No total, an empty or short page before the end.
+        assert!(check_page(&page(None, Some(1), 1), 1, 1000).is_err());
+        assert!(check_page(&page(Some(10), None, 0), 1, 1000).is_err());
+        assert!(check_page(&page(Some(10), Some(5), 2), 1, 5).is_err());
+        assert!(check_page(&page(Some(2500), None, 999), 1, 1000).is_err());
+        assert!(check_page(&page(Some(2500), Some(1000), 999), 1, 1000).is_err());
+    }
 }

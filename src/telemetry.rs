@@ -1,5 +1,9 @@
 //! Logging: `tracing` to stderr (the platform collects both streams), JSON by default.
 
+use std::fmt::Write as _;
+
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::{debug_fn, Writer};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -18,10 +22,45 @@ pub fn init(style: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .fmt_fields(
+                debug_fn(
+                    |w: &mut Writer<'_>,
+                     field: &tracing::field::Field,
+                     value: &dyn std::fmt::Debug| {
+                        let text = escape_control(&format!("{value:?}"));
+                        match field.name() {
+                            "message" => w.write_str(&text),
+                            name => write!(w, "{name}={text}"),
+                        }
+                    },
+                )
+                .delimited(" "),
+            )
+            .try_init(),
     };
     // A second init (tests) keeps the first subscriber.
     drop(result);
+}
+
+/// Text logs are one line per event: a value holding a line break or a terminal escape (an error
+/// detail from a server, say) is written with those characters escaped, so it cannot forge a line
+/// or recolour the terminal.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Routes panics through the log so they keep the log format; the message never includes handler data
@@ -47,4 +86,24 @@ pub fn fdk_version() -> String {
 
 pub fn fdk_runtime() -> String {
     format!("rust/{}", env!("OUC_RUSTC_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_cannot_forge_a_text_line() {
+        let forged = "bad\n2026-01-01T00:00:00Z  INFO record outcome=applied\r\u{1b}[31mred\u{7f}\u{85}\u{2028}";
+        let escaped = escape_control(forged);
+        assert!(
+            !escaped.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "{escaped}"
+        );
+        assert_eq!(
+            escaped,
+            "bad\\n2026-01-01T00:00:00Z  INFO record outcome=applied\\r\\u{1b}[31mred\\u{7f}\\u{85}\\u{2028}"
+        );
+        assert_eq!(escape_control("plain – ünïcode"), "plain – ünïcode");
+    }
 }

@@ -8,4 +8,5 @@ mod hardening;
 mod idd_server;
 mod platform_harness;
 mod reconcile;
+mod reliability;
 mod support;

@@ -180,7 +180,21 @@ async fn entry(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         .unwrap_or("-")
         .to_string();
     let span = tracing::info_span!("call", call_id = %call_id);
-    handle(inner, request).instrument(span).await
+    // The call runs as a task of its own: if the caller goes away (Fn's own timeout, a restart),
+    // the work still runs to its end within the deadline, and everything it logs is logged. Only
+    // the answer is lost, which no one is left to read.
+    let call = tokio::spawn(handle(inner.clone(), request).instrument(span));
+    match call.await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "the call's task ended abnormally");
+            platform_error(
+                &inner,
+                StatusCode::BAD_GATEWAY,
+                "the function failed; see the function log",
+            )
+        }
+    }
 }
 
 async fn handle(inner: Arc<Inner>, request: Request) -> Response {
@@ -192,10 +206,29 @@ async fn handle(inner: Arc<Inner>, request: Request) -> Response {
     }
     let ctx = context_from(&parts.headers, &inner.settings);
 
-    let _one = inner.one_call.lock().await;
-    let payload = match read_body(body, inner.settings.max_body_bytes).await {
-        Ok(p) => p,
-        Err(e) => {
+    // One call at a time, but an earlier call never holds this one past its own deadline.
+    let deadline = ctx.deadline;
+    let Ok(_one) = tokio::time::timeout_at(deadline, inner.one_call.lock()).await else {
+        tracing::error!("an earlier call still held the function at this call's deadline");
+        return platform_error(
+            &inner,
+            StatusCode::GATEWAY_TIMEOUT,
+            "an earlier call was still running at this call's deadline",
+        );
+    };
+    // A body that trickles in is read only until the deadline.
+    let read = tokio::time::timeout_at(deadline, read_body(body, inner.settings.max_body_bytes));
+    let payload = match read.await {
+        Ok(Ok(p)) => p,
+        Err(_) => {
+            tracing::error!("the request body was still arriving at the call deadline");
+            return platform_error(
+                &inner,
+                StatusCode::GATEWAY_TIMEOUT,
+                "the request body was still arriving at the call deadline",
+            );
+        }
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "could not read the request body");
             return platform_error(
                 &inner,

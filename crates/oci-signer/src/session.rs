@@ -178,7 +178,20 @@ impl SessionCache {
         if !self.rereadable() || !expires_soon(session.claims.exp, now) {
             return Ok(Arc::clone(&session.credentials));
         }
-        self.reload(Some(now))
+        match self.reload(Some(now)) {
+            Ok(credentials) => Ok(credentials),
+            // A re-read that fails (a file mid-rotation, say) while the cached session is still
+            // valid keeps that session: failing every request for minutes would help no one.
+            Err(error) if session.claims.exp > unix_seconds(now) => {
+                tracing::warn!(
+                    error = %error,
+                    exp = session.claims.exp,
+                    "re-reading the session token failed; the cached session is used until it expires"
+                );
+                Ok(Arc::clone(&session.credentials))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     pub(crate) fn refresh(&self) -> Result<Arc<Credentials>, CredentialError> {
@@ -338,6 +351,40 @@ mod tests {
                 assert!(!shown.contains(&token), "{shown}");
             }
         }
+    }
+
+    #[test]
+    fn a_failed_re_read_keeps_a_cached_session_that_is_still_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("rpst");
+        let exp = unix_seconds(SystemTime::now()) + 120;
+        std::fs::write(&token, jwt(&format!(r#"{{"exp":{exp}}}"#))).unwrap();
+        let pem = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/vectors/rp_session_key_pkcs1.pem"
+        ))
+        .unwrap();
+        let cache = SessionCache::load(SessionSpec {
+            token: Source::File(token.clone()),
+            token_what: "OCI_RESOURCE_PRINCIPAL_RPST".into(),
+            key: Source::Content(Secret::new(pem)),
+            key_what: "OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM".into(),
+            passphrase: None,
+            passphrase_what: "OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM_PASSPHRASE".into(),
+        })
+        .unwrap();
+        // Within the refresh window the token file is re-read; it is gone.
+        std::fs::remove_file(&token).unwrap();
+        let now = SystemTime::now();
+        assert!(
+            cache.credentials(now).is_ok(),
+            "still valid for two minutes"
+        );
+        let after = UNIX_EPOCH + std::time::Duration::from_secs(exp + 1);
+        assert!(
+            cache.credentials(after).is_err(),
+            "expired: the failure shows"
+        );
     }
 
     #[test]

@@ -102,6 +102,21 @@ pub enum Fault {
     Reset,
     /// Wait this long, then answer normally.
     Stall(Duration),
+    /// This 3xx status with a `Location` header.
+    Redirect { status: u16, location: String },
+    /// This status with a body of `bytes` bytes of JSON-looking filler, sent in 64 KiB chunks;
+    /// `declared` sends a `Content-Length`, otherwise the body is chunked.
+    Huge {
+        status: u16,
+        bytes: u64,
+        declared: bool,
+    },
+    /// 200 with a chunked body that never ends (64 KiB chunks as fast as the client reads).
+    Endless,
+    /// 200 with exactly this JSON (a wrong user, a partial user, an odd list page).
+    Answer(Value),
+    /// This status with a SCIM error whose `detail` is this text.
+    Error { status: u16, detail: String },
 }
 
 struct FaultRule {
@@ -152,6 +167,8 @@ struct Inner {
     latency: Duration,
     requests: Vec<RecordedRequest>,
     list_pages_served: usize,
+    /// The most users a list page holds, whatever `count` asks (a server's own page limit).
+    max_page: Option<usize>,
     /// Users that appear once this many list pages have been served.
     pending: Vec<(usize, User)>,
     rate_limit: Option<TokenBucket>,
@@ -336,6 +353,11 @@ impl IdentityDomainServer {
         });
     }
 
+    /// Lists at most `n` users per page, like a server whose page limit is below what is asked.
+    pub fn set_max_page(&self, n: usize) {
+        self.state.lock().max_page = Some(n);
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.state.lock().latency = latency;
     }
@@ -517,6 +539,37 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
                 .body(Body::from_stream(stream))
                 .expect("response")
         }
+        (Ok(_), Some(Fault::Redirect { status, location })) => Response::builder()
+            .status(status)
+            .header("location", location)
+            .body(Body::empty())
+            .expect("response"),
+        (
+            Ok(_),
+            Some(Fault::Huge {
+                status,
+                bytes,
+                declared,
+            }),
+        ) => {
+            let mut builder = Response::builder()
+                .status(status)
+                .header("content-type", "application/json");
+            if declared {
+                builder = builder.header("content-length", bytes.to_string());
+            }
+            builder.body(filler_body(Some(bytes))).expect("response")
+        }
+        (Ok(_), Some(Fault::Endless)) => Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(filler_body(None))
+            .expect("response"),
+        (Ok(_), Some(Fault::Answer(value))) => json_response(StatusCode::OK, &value),
+        (Ok(_), Some(Fault::Error { status, detail })) => scim_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            &detail,
+        ),
         (Ok(_), None | Some(Fault::Stall(_))) => {
             route(&state, &parts.method, &target, &parts.headers, &body)
         }
@@ -543,6 +596,31 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
         body: body.to_vec(),
     });
     response
+}
+
+/// `{"filler":"xxxx…` in 64 KiB chunks, `total` bytes in all or without end.
+fn filler_body(total: Option<u64>) -> Body {
+    const CHUNK: usize = 64 * 1024;
+    let head = Bytes::from_static(b"{\"filler\":\"");
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let stream = futures_util::stream::unfold(0u64, move |sent| {
+        let head = head.clone();
+        let chunk = chunk.clone();
+        async move {
+            let next = if sent == 0 {
+                head
+            } else {
+                match total {
+                    Some(total) if sent >= total => return None,
+                    Some(total) => chunk.slice(..(total - sent).min(CHUNK as u64) as usize),
+                    None => chunk,
+                }
+            };
+            let sent = sent + next.len() as u64;
+            Some((Ok::<Bytes, std::io::Error>(next), sent))
+        }
+    });
+    Body::from_stream(stream)
 }
 
 fn take_fault(inner: &mut Inner, method: &str, target: &str) -> Option<Fault> {
@@ -845,6 +923,7 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
         Some(n) if n >= 0 => (n as usize).min(1000),
         _ => 50,
     };
+    let count = inner.max_page.map_or(count, |max| count.min(max));
     let mut matching = Vec::new();
     for user in inner.users.values() {
         match matches_filter(user, query.get("filter").map(String::as_str)) {
