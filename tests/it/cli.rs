@@ -262,7 +262,14 @@ async fn apply_reads_a_file_or_stdin_and_exits_1_when_a_record_failed() {
     )
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The 401 hint names the credential in use and what to check for that kind of credential.
+    let report = stdout_json(&out);
+    let reason = report["results"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("signing as api key (profile OTHER)") && reason.contains("fingerprint"),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -461,8 +461,24 @@ async fn concurrency_and_request_rate_stay_within_their_caps() {
     let (status, report) = invoke(&f, &Value::Array(batch)).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(idd.requests().len(), 40);
+    // A limiter at r per second admits at most r·T + 1 requests in any window of length T: the
+    // request on the window's leading edge may arrive a little late (a loaded machine delays it)
+    // while the next ones keep their slots. Over the whole run the average must hold exactly.
     let peak = idd.max_requests_in_window(Duration::from_secs(1));
-    assert!(peak <= 10, "at most 10 requests in any second, saw {peak}");
+    assert!(
+        peak <= 11,
+        "at most 10 (+1 at the edge) requests in any second, saw {peak}"
+    );
+    let peak = idd.max_requests_in_window(Duration::from_secs(3));
+    assert!(
+        peak <= 31,
+        "at most 30 (+1) requests in any 3 s, saw {peak}"
+    );
+    let span = idd.max_requests_in_window(Duration::from_millis(3_800));
+    assert!(
+        span < 40,
+        "40 requests at 10/s cannot fit in 3.8 s, saw {span}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,7 +518,7 @@ async fn rejected_credentials_are_refreshed_once_then_reported() {
     );
     let log = f.stderr.wait_for("User Administrator");
     assert!(
-        log.contains("User Administrator"),
-        "the error names the likely cause"
+        log.contains("signing as resource principal") && log.contains("dynamic group"),
+        "the error names the credential and the likely cause: {log}"
     );
 }
