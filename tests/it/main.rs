@@ -1,4 +1,5 @@
 mod cli;
+mod demo;
 mod enforcement;
 mod fdk_platform;
 mod hardening;
