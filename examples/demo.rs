@@ -6,7 +6,8 @@
 //! token of the test suite as its resource principal); posts the batch over the Unix socket with the
 //! platform's headers; prints each user's capabilities before and after, and the function's answer.
 //! Loopback only: no network, no credentials. `-- --dry-run` runs the function with `DRY_RUN=true`;
-//! `-- --log` also prints the function's log. The same code runs in the test suite
+//! `-- --log` also prints the function's log; `-- KEY=VALUE` sets function configuration (for example
+//! `CAPABILITIES=api_keys=off`). The same code runs in the test suite
 //! (`tests/it/demo.rs`), so this output cannot drift from what the function does.
 
 #[path = "../tests/it/support/mod.rs"]
@@ -34,6 +35,15 @@ struct Args {
     /// The function binary; by default the one cargo builds beside this example.
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// Function configuration to try, e.g. `CAPABILITIES=api_keys=off` (see the README's table).
+    #[arg(value_name = "KEY=VALUE", value_parser = config_pair)]
+    config: Vec<(String, String)>,
+}
+
+fn config_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 /// `target/<profile>/oci-user-capabilities`, brought up to date first when run through cargo: cargo
@@ -98,6 +108,7 @@ async fn main() -> ExitCode {
     let run = match demo::run(&Options {
         binary,
         dry_run: args.dry_run,
+        config: args.config,
     })
     .await
     {

@@ -9,6 +9,7 @@ async fn run(dry_run: bool) -> DemoRun {
     demo::run(&Options {
         binary: FN_BINARY.into(),
         dry_run,
+        config: Vec::new(),
     })
     .await
     .unwrap_or_else(|e| panic!("demo failed: {e}"))
@@ -105,7 +106,12 @@ async fn demo_dry_run_reports_without_writing() {
             user.user_name
         );
     }
-    assert!(demo::render(&run).contains("DRY_RUN=true"));
+    let text = demo::render(&run);
+    assert!(text.contains("DRY_RUN=true"), "{text}");
+    assert!(
+        text.contains("console_password           on (→ off)            on (→ off)          off"),
+        "{text}"
+    );
 }
 
 /// The README pastes the demo's output: every line of it (but the per-run request ids) must be
@@ -138,6 +144,7 @@ async fn readme_shows_the_demo_output() {
     let shown = mask(&readme);
     assert!(
         shown.contains(printed.trim_end()),
-        "README.md must show the demo's output as printed now:\n{printed}"
+        "README.md must show the demo's output as printed now (paste the output of \
+         `cargo run -q --example demo 2>/dev/null` into its first code block):\n{printed}"
     );
 }

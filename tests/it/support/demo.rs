@@ -22,6 +22,7 @@ use serde_json::Value;
 use super::fixtures::{deadline_in, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
 use super::identity_domain_server::{
     test_key_pem, test_private_key_pem, test_rpst, IdentityDomainServer, RecordedRequest,
+    ATTRIBUTES,
 };
 
 /// The batch the demo posts: the README's sample Service Connector batch.
@@ -68,6 +69,8 @@ pub struct Options {
     pub binary: PathBuf,
     /// Starts the function with `DRY_RUN=true`.
     pub dry_run: bool,
+    /// More function configuration (`KEY`, `VALUE`), set after the demo's own.
+    pub config: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,17 +102,25 @@ pub struct DemoRun {
 }
 
 impl DemoRun {
-    /// The outcome of the record that acted on this user (not a duplicate's).
-    pub fn outcome_of(&self, user_id: &str) -> Option<&str> {
-        self.results()
-            .iter()
-            .filter(|r| r["userId"] == user_id)
-            .find(|r| {
-                !r["reason"]
+    /// The result of the record that acted on this user (not a duplicate's).
+    pub fn acting(&self, user_id: &str) -> Option<&Value> {
+        self.results().iter().find(|r| {
+            r["userId"] == user_id
+                && !r["reason"]
                     .as_str()
                     .is_some_and(|s| s.starts_with("duplicate of record"))
-            })
-            .and_then(|r| r["outcome"].as_str())
+        })
+    }
+
+    pub fn outcome_of(&self, user_id: &str) -> Option<&str> {
+        self.acting(user_id).and_then(|r| r["outcome"].as_str())
+    }
+
+    /// Per capability, the value the acting record's `changed` gives this user (written, or in a
+    /// dry run what would have been).
+    pub fn planned_change(&self, user_id: &str) -> [Option<bool>; 8] {
+        let changed = self.acting(user_id).map(|r| &r["changed"]);
+        ATTRIBUTES.map(|a| changed.and_then(|c| c[a][1].as_bool()))
     }
 
     pub fn results(&self) -> &[Value] {
@@ -143,6 +154,7 @@ pub async fn run(options: &Options) -> Result<DemoRun, String> {
         .arg("serve")
         .env_clear()
         .envs(function_environment(&socket, &idd, options.dry_run))
+        .envs(options.config.iter().cloned())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -276,12 +288,15 @@ pub fn capability_table(run: &DemoRun) -> String {
         .users
         .iter()
         .map(|u| {
+            let planned = run.planned_change(&u.id);
             let mut column: Vec<String> = (0..8)
                 .map(|i| {
-                    if u.before[i] == u.after[i] {
-                        on_off(u.before[i]).to_string()
-                    } else {
+                    if u.before[i] != u.after[i] {
                         format!("{} → {}", on_off(u.before[i]), on_off(u.after[i]))
+                    } else if let Some(to) = planned[i].filter(|_| run.dry_run) {
+                        format!("{} (→ {})", on_off(u.before[i]), on_off(Some(to)))
+                    } else {
+                        on_off(u.before[i]).to_string()
                     }
                 })
                 .collect();
@@ -386,7 +401,14 @@ pub fn render(run: &DemoRun) -> String {
         run.status
     );
     out.push('\n');
-    let _ = writeln!(out, "Capabilities before → after:");
+    if run.dry_run {
+        let _ = writeln!(
+            out,
+            "Capabilities (dry run: \"(→ off)\" is what a real run would write; nothing was written):"
+        );
+    } else {
+        let _ = writeln!(out, "Capabilities before → after:");
+    }
     out.push_str(&capability_table(run));
     out.push('\n');
     let _ = writeln!(out, "Records:");
