@@ -5,6 +5,8 @@
 //! (HTTP/1.1 `POST /call` over the Unix socket), against the signature-verifying identity-domain test
 //! server from `tests/it/support`. Rounds alternate ours / reference. Run by hand through
 //! `bench/run.sh` (see `bench/README.md`); it is not part of `cargo test`.
+// `pub` here marks what the test modules share with each other, not an API.
+#![allow(unreachable_pub)]
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -164,7 +166,7 @@ impl Drop for Running {
 }
 
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors"))
+    support::identity_domain_server::vectors_dir()
 }
 
 /// The environment the Fn agent gives a container; nothing of ours leaks in.

@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use oci_user_capabilities::fdk::{
-    self, CallContext, FdkSettings, FnConfig, FnResponse, HandlerError, ListenerSpec, Payload,
-};
+use oci_user_capabilities::fdk::{self, CallContext, FnResponse, HandlerError, Payload, RunError};
 
 async fn handle(ctx: CallContext, payload: Payload) -> Result<FnResponse, HandlerError> {
     let body = match payload {
@@ -46,49 +44,29 @@ async fn handle(ctx: CallContext, payload: Payload) -> Result<FnResponse, Handle
         "configKey": ctx.config.get("ECHO_CONFIG"),
         "body": body,
     });
-    let mut response = FnResponse::json(StatusCode::CREATED, &echo);
-    response.headers.push((
+    Ok(FnResponse::json(StatusCode::CREATED, &echo).with_header(
         HeaderName::from_static("x-echo"),
         HeaderValue::from_static("1"),
-    ));
-    Ok(response)
+    ))
 }
 
 fn main() -> ExitCode {
-    let spec = match ListenerSpec::from_lookup(&|k| std::env::var(k).ok()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("fdk_echo: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    oci_user_capabilities::telemetry::init(oci_user_capabilities::telemetry::LogStyle::Json);
+    oci_user_capabilities::telemetry::init(oci_user_capabilities::config::LogFormat::Json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     let Ok(runtime) = runtime else {
         return ExitCode::FAILURE;
     };
-    runtime.block_on(async {
-        let shutdown = fdk::ShutdownSignal::install();
-        let listener = match spec.bind() {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("fdk_echo: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let settings = FdkSettings::new(
-            "fdk-rust-echo/0.1.0".into(),
-            "rust/test".into(),
-            FnConfig::from_process_env(),
-        );
-        let served = fdk::serve(listener, fdk::router(handle, settings), shutdown.wait()).await;
-        spec.cleanup();
-        if served.is_ok() {
-            ExitCode::SUCCESS
-        } else {
+    match runtime.block_on(fdk::run(handle, "fdk-rust-echo/0.1.0", "rust/test")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ RunError::Start(_)) => {
+            eprintln!("fdk_echo: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("fdk_echo: {e}");
             ExitCode::FAILURE
         }
-    })
+    }
 }

@@ -8,6 +8,8 @@
 //!
 //! The identity domain is the tests' signature-verifying server; the CLI signs with an API key from a
 //! throwaway `~/.oci/config`, exactly as an operator's run would.
+// `pub` here marks what the test modules share with each other, not an API.
+#![allow(unreachable_pub)]
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;

@@ -12,7 +12,7 @@ use sha2::Sha256;
 
 const KEY_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/vectors/rp_session_key_pkcs1.pem"
+    "/crates/oci-signer/tests/vectors/rp_session_key_pkcs1.pem"
 );
 const ROUNDS: usize = 2000;
 

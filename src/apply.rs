@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
-use crate::config::{DomainPolicy, EventTypes};
+use crate::config::{Config, DomainPolicy, EventTypes};
 use crate::identity_domain::{Failure, IdentityDomainClient};
 use crate::names::{DomainUrl, UserId};
 use crate::profile::{Change, CurrentCapabilities, Profile};
@@ -180,13 +180,14 @@ impl Report {
     }
 }
 
-/// What the engine needs besides the records.
+/// What the engine needs besides the records: the client and the settings that decide and bound the
+/// work, taken from a validated [`Config`].
 #[derive(Debug, Clone)]
 pub struct Engine {
-    pub client: IdentityDomainClient,
-    pub profile: Profile,
-    pub dry_run: bool,
-    pub max_concurrency: usize,
+    pub(crate) client: IdentityDomainClient,
+    pub(crate) profile: Profile,
+    pub(crate) dry_run: bool,
+    pub(crate) max_concurrency: usize,
 }
 
 /// All records that name one user, in batch order.
@@ -197,6 +198,16 @@ struct UserWork {
 }
 
 impl Engine {
+    /// An engine that enforces `config`'s profile with `client`.
+    pub fn new(client: IdentityDomainClient, config: &Config) -> Self {
+        Engine {
+            client,
+            profile: config.profile,
+            dry_run: config.dry_run,
+            max_concurrency: config.max_concurrency,
+        }
+    }
+
     /// Processes a batch of raw records and returns one result per record.
     pub async fn process_records(
         &self,
@@ -236,7 +247,7 @@ impl Engine {
                             domain,
                             ..RecordResult::new(index, Outcome::Ignored)
                         }
-                        .reason(reason),
+                        .reason(reason.as_str()),
                     );
                 }
                 Triage::Rejected {

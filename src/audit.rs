@@ -203,7 +203,7 @@ pub enum Triage {
     Ignored {
         event_id: Option<String>,
         domain: Option<String>,
-        reason: String,
+        reason: IgnoreReason,
     },
     Rejected {
         event_id: Option<String>,
@@ -214,8 +214,32 @@ pub enum Triage {
     },
 }
 
-pub const REASON_NOT_SELECTED: &str = "event type not selected";
-pub const REASON_OUTSIDE_DOMAINS: &str = "domain not in DOMAINS";
+/// Why a record is `ignored`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum IgnoreReason {
+    /// `EVENT_TYPES` does not select it.
+    #[serde(rename = "event type not selected")]
+    NotSelected,
+    /// Its domain is not in `DOMAINS`.
+    #[serde(rename = "domain not in DOMAINS")]
+    OutsideDomains,
+}
+
+impl IgnoreReason {
+    /// The reason as reports and logs show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoreReason::NotSelected => "event type not selected",
+            IgnoreReason::OutsideDomains => "domain not in DOMAINS",
+        }
+    }
+}
+
+impl std::fmt::Display for IgnoreReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 pub const REASON_NOT_OBJECT: &str = "record is not a JSON object";
 
 // The fields that decide selection, read first and on their own: a record that is not selected
@@ -323,7 +347,7 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
         return Triage::Ignored {
             event_id,
             domain: None,
-            reason: REASON_NOT_SELECTED.to_owned(),
+            reason: IgnoreReason::NotSelected,
         };
     }
 
@@ -376,7 +400,7 @@ fn decide(event_id: Option<String>, d: SubjectDetails, domains: &DomainPolicy) -
                 return Triage::Ignored {
                     event_id,
                     domain,
-                    reason: REASON_OUTSIDE_DOMAINS.to_owned(),
+                    reason: IgnoreReason::OutsideDomains,
                 }
             }
             DomainDecision::Invalid { reason } => {
@@ -464,19 +488,19 @@ mod tests {
 
     const SEED: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/sch-batch-userjit-seed-style.json"
+        "/tests/data/samples/sch-batch-userjit-seed-style.json"
     ));
     const RECONSTRUCTION: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-sch-batch-jit-RECONSTRUCTION.json"
+        "/tests/data/samples/idcs-sch-batch-jit-RECONSTRUCTION.json"
     ));
     const REAL_AUDIT: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-sch-batch-audit-real.json"
+        "/tests/data/samples/idcs-sch-batch-audit-real.json"
     ));
     const LEGACY_AUDIT_EVENT: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-auditevent-scim-doc.json"
+        "/tests/data/samples/idcs-auditevent-scim-doc.json"
     ));
 
     const DOMAIN: &str = "idcs-0123456789abcdef0123456789abcdef";
@@ -508,7 +532,7 @@ mod tests {
         }
     }
 
-    fn ignored(t: Triage) -> String {
+    fn ignored(t: Triage) -> IgnoreReason {
         match t {
             Triage::Ignored { reason, .. } => reason,
             other => panic!("expected Ignored, got {other:?}"),
@@ -645,7 +669,7 @@ mod tests {
                 Triage::Ignored {
                     event_id: Some("93e7a143-650b-4632-8a53-a464f45ee3c5".into()),
                     domain: None,
-                    reason: REASON_NOT_SELECTED.into(),
+                    reason: IgnoreReason::NotSelected,
                 }
             );
         }
@@ -677,7 +701,7 @@ mod tests {
         let events = EventTypes::parse("sso.session.create.success").unwrap();
         assert_eq!(
             ignored(triage(&batch[0], &events, &any_domain())),
-            REASON_NOT_SELECTED
+            IgnoreReason::NotSelected
         );
     }
 
@@ -791,7 +815,7 @@ mod tests {
                        "data": {"additionalDetails": {"adminResourceId": 12, "domainName": []}}});
         assert_eq!(
             ignored(triage(&r, &EventTypes::default(), &any_domain())),
-            REASON_NOT_SELECTED
+            IgnoreReason::NotSelected
         );
     }
 
@@ -1025,12 +1049,12 @@ mod tests {
             Triage::Ignored {
                 event_id: Some("5b0f2f3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into()),
                 domain: Some(DOMAIN.into()),
-                reason: REASON_OUTSIDE_DOMAINS.into(),
+                reason: IgnoreReason::OutsideDomains,
             }
         );
         // Outside the list wins over a missing user: it is another domain's business.
         let t = triage(&record(json!({"domainName": "Other"})), &events, &p);
-        assert_eq!(ignored(t), REASON_OUTSIDE_DOMAINS);
+        assert_eq!(ignored(t), IgnoreReason::OutsideDomains);
     }
 
     // ---- never panics ----

@@ -16,7 +16,7 @@
 //! ```
 
 use crate::names::{shown, DomainName, DomainUrl};
-use crate::profile::Profile;
+use crate::profile::{parse_switch, split_list, ListError, Profile};
 
 pub const KEY_CAPABILITIES: &str = "CAPABILITIES";
 pub const KEY_EVENT_TYPES: &str = "EVENT_TYPES";
@@ -69,7 +69,7 @@ pub struct EventTypes(Vec<String>);
 impl EventTypes {
     /// Comma-separated names; surrounding ASCII whitespace is ignored, empty entries are errors.
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        let names = split_list(s, KEY_EVENT_TYPES, "event type names")?;
+        let names = list_for(s, KEY_EVENT_TYPES, "event type names")?;
         Ok(Self(names.into_iter().map(str::to_owned).collect()))
     }
 
@@ -102,25 +102,14 @@ impl Default for EventTypes {
     }
 }
 
-/// Splits a comma-separated list, trimming entries; an empty list or entry is an error for `key`.
-fn split_list<'a>(s: &'a str, key: &'static str, what: &str) -> Result<Vec<&'a str>, ConfigError> {
-    if s.trim_ascii().is_empty() {
-        return Err(ConfigError::new(key, format!("lists no {what}")));
-    }
-    s.split(',')
-        .enumerate()
-        .map(|(i, entry)| {
-            let entry = entry.trim_ascii();
-            if entry.is_empty() {
-                Err(ConfigError::new(
-                    key,
-                    format!("entry {} is empty (stray comma?)", i + 1),
-                ))
-            } else {
-                Ok(entry)
-            }
-        })
-        .collect()
+/// [`split_list`] with its errors named for `key`.
+fn list_for<'a>(s: &'a str, key: &'static str, what: &str) -> Result<Vec<&'a str>, ConfigError> {
+    split_list(s).map_err(|e| match e {
+        ListError::Empty => ConfigError::new(key, format!("lists no {what}")),
+        ListError::EmptyEntry { position } => {
+            ConfigError::new(key, format!("entry {position} is empty (stray comma?)"))
+        }
+    })
 }
 
 /// `IDENTITY_DOMAIN_URL_TEMPLATE`, split around its single `{domain}`.
@@ -305,7 +294,7 @@ impl DomainPolicy {
 fn parse_domains(list: &str, template: &Template) -> Result<Vec<(String, DomainUrl)>, ConfigError> {
     let err = |reason: String| ConfigError::new(KEY_DOMAINS, reason);
     let mut allowed: Vec<(String, DomainUrl)> = Vec::new();
-    for entry in split_list(list, KEY_DOMAINS, "domains")? {
+    for entry in list_for(list, KEY_DOMAINS, "domains")? {
         let (name, url) = match entry.split_once('=') {
             Some((name, url)) => {
                 let name = name.trim_ascii();
@@ -356,7 +345,8 @@ pub struct Config {
 
 impl Config {
     /// Reads the keys of PRODUCT.md's table through `lookup` (the environment in production, a
-    /// closure in tests). An empty or all-whitespace value counts as unset; other values have
+    /// closure in tests). An empty or all-whitespace value counts as unset (but for `CAPABILITIES` and
+    /// `EVENT_TYPES`, where it is an error); other values have
     /// surrounding ASCII whitespace removed. The first invalid key is reported.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |key: &str| {
@@ -365,6 +355,16 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
 
+        // Unlike the other keys, an empty profile or event list is refused: an operator who cleared it
+        // most likely meant "manage nothing" or "act on nothing", and the default does the opposite.
+        for key in [KEY_CAPABILITIES, KEY_EVENT_TYPES] {
+            if lookup(key).is_some_and(|v| v.trim_ascii().is_empty()) {
+                return Err(ConfigError::new(
+                    key,
+                    "set but empty; remove the key to use the default, or list at least one name",
+                ));
+            }
+        }
         let profile = match get(KEY_CAPABILITIES) {
             Some(v) => {
                 Profile::parse(&v).map_err(|e| ConfigError::new(KEY_CAPABILITIES, e.to_string()))?
@@ -378,10 +378,13 @@ impl Config {
         let template = get(KEY_TEMPLATE).unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
         let domains = DomainPolicy::new(get(KEY_DOMAINS).as_deref(), &template)?;
         let dry_run = match get(KEY_DRY_RUN) {
-            Some(v) => parse_bool(&v).ok_or_else(|| {
+            Some(v) => parse_switch(&v).ok_or_else(|| {
                 ConfigError::new(
                     KEY_DRY_RUN,
-                    format!("expected true/false, 1/0 or yes/no, got {}", shown(&v)),
+                    format!(
+                        "expected true/false, yes/no, on/off or 1/0, got {}",
+                        shown(&v)
+                    ),
                 )
             })?,
             None => false,
@@ -427,18 +430,6 @@ impl Config {
             max_requests_per_second,
             log_format,
         })
-    }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    const TRUE: [&str; 3] = ["true", "1", "yes"];
-    const FALSE: [&str; 3] = ["false", "0", "no"];
-    if TRUE.iter().any(|t| v.eq_ignore_ascii_case(t)) {
-        Some(true)
-    } else if FALSE.iter().any(|f| v.eq_ignore_ascii_case(f)) {
-        Some(false)
-    } else {
-        None
     }
 }
 
@@ -502,9 +493,11 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
+        for key in [KEY_CAPABILITIES, KEY_EVENT_TYPES] {
+            let err = config(&[(key, " ")]).unwrap_err();
+            assert!(err.to_string().starts_with(key) && err.to_string().contains("empty"));
+        }
         let keys = [
-            KEY_CAPABILITIES,
-            KEY_EVENT_TYPES,
             KEY_DOMAINS,
             KEY_TEMPLATE,
             KEY_DRY_RUN,

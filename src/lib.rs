@@ -8,12 +8,13 @@
 pub mod apply;
 pub mod audit;
 pub mod config;
-pub mod fdk;
 pub mod handler;
 pub mod identity_domain;
 pub mod names;
 pub mod plan;
 pub mod profile;
 pub mod reconcile;
-pub mod signer;
 pub mod telemetry;
+
+pub use oci_fdk as fdk;
+pub use oci_signer as signer;

@@ -10,18 +10,19 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oci_user_capabilities::apply::{log_report, Engine, Report};
 use oci_user_capabilities::audit::{parse_invocation, Invocation};
-use oci_user_capabilities::config::{Config, LogFormat};
-use oci_user_capabilities::fdk::{self, FdkSettings, FnConfig, ListenerSpec};
+use oci_user_capabilities::config::{Config, ConfigError, LogFormat};
+use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
-use oci_user_capabilities::identity_domain::{ClientSettings, IdentityDomainClient};
+use oci_user_capabilities::identity_domain::{BuildError, ClientSettings, IdentityDomainClient};
 use oci_user_capabilities::names::DomainUrl;
 use oci_user_capabilities::reconcile::{
     reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
 };
 use oci_user_capabilities::signer::{
-    default_oci_config_path, ApiKeyProvider, CredentialsProvider, ResourcePrincipal,
+    default_oci_config_path, ApiKeyProvider, CredentialError, CredentialsProvider,
+    ResourcePrincipal,
 };
-use oci_user_capabilities::telemetry::{self, LogStyle};
+use oci_user_capabilities::telemetry;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +42,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run as the OCI Function (Fn http-stream on the socket named by FN_LISTENER).
+    #[command(long_about = SERVE_HELP)]
     Serve,
     /// Show, offline, what the function would do with a payload: no network, no credentials.
     Plan {
@@ -76,6 +78,44 @@ enum Command {
         run: RunOptions,
     },
 }
+
+/// Every variable `serve` reads, with its default (PRODUCT.md's configuration table).
+const SERVE_HELP: &str = "Run as the OCI Function: the Fn http-stream protocol on the Unix socket named by \
+FN_LISTENER. Configuration and credentials are checked before the socket is created; a bad value stops \
+the process with one line naming the key (exit 2).
+
+Function configuration (fn config keys, read as environment variables):
+  CAPABILITIES                  the profile, e.g. api_keys=on,smtp_credentials=off; names not listed are
+                                unmanaged [default: api_keys=on,auth_tokens=on,console_password=off,
+                                customer_secret_keys=off,db_credentials=off,oauth2_client_credentials=off,
+                                smtp_credentials=off]
+  EVENT_TYPES                   names that select a record (data.eventName, additionalDetails.eventId,
+                                last segment of type/eventType) [default: UserJit,createuser]
+  DOMAINS                       allow-list: idcs-<32 hex>, a domain OCID, or NAME=URL [default: unset,
+                                any idcs-<32 hex> domain and any domain OCID the control plane resolves]
+  IDENTITY_DOMAIN_URL_TEMPLATE  URL for a domain name, {domain} replaced
+                                [default: https://{domain}.identity.oraclecloud.com]
+  IDENTITY_CONTROL_PLANE_URL    where domain OCIDs are resolved
+                                [default: https://identity.{region}.oci.oraclecloud.com]
+  POLICY                        the whole capability policy as TOML [default: the built-in
+                                policies/capabilities.toml]
+  TAG_NAMESPACE                 defined-tag namespace for per-user overrides [default: unset]
+  DRY_RUN                       true: read and report, never write [default: false]
+  MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
+  MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
+  LOG_FORMAT                    json or text [default: json]
+  RUST_LOG                      log filter [default: info]
+
+Set by the platform:
+  FN_LISTENER                   unix:<socket path> (required)
+  FN_FORMAT                     http-stream, or empty
+  FN_LOGFRAME_NAME, FN_LOGFRAME_HDR   log-frame line written before each call's output
+  OCI_RESOURCE_PRINCIPAL_VERSION      2.2 (required)
+  OCI_RESOURCE_PRINCIPAL_RPST         the session token, or a path to it (required)
+  OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM  the session key, or a path to it (required)
+  OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM_PASSPHRASE   its passphrase, or a path to it [default: none]
+  OCI_RESOURCE_PRINCIPAL_REGION       the region, e.g. us-ashburn-1
+A value starting with / is a path; anything else is the content itself.";
 
 #[derive(Args, Debug)]
 struct RunOptions {
@@ -121,6 +161,16 @@ fn main() -> ExitCode {
             };
         }
     };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("oci-user-capabilities: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Serve => serve(),
         Command::Plan { file } => plan(file),
@@ -145,17 +195,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// One line on stderr, exit 2: bad usage or configuration.
-fn refuse(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("oci-user-capabilities: {message}");
-    ExitCode::from(2)
+/// Why a command stopped before doing its job: bad usage or configuration (exit 2), or a server that
+/// failed after it started (exit 1). The message is one line naming the flag, key or file.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Client(#[from] BuildError),
+    #[error("the server failed: {0}")]
+    Serve(#[source] RunError),
+}
+
+impl CliError {
+    fn usage(message: impl std::fmt::Display) -> Self {
+        CliError::Usage(message.to_string())
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Serve(_) => ExitCode::FAILURE,
+            _ => ExitCode::from(2),
+        }
+    }
 }
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     // Two workers at most: the work is I/O bound apart from RSA signing, and Fn caps a container at 50
     // processes/threads. Two blocking threads serve DNS look-ups and RSA signing (milliseconds of CPU
     // each), so two signatures can run at once.
@@ -164,6 +241,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .max_blocking_threads(2)
         .enable_all()
         .build()
+        .map_err(CliError::Runtime)
 }
 
 fn client_settings(config: &Config) -> ClientSettings {
@@ -173,121 +251,60 @@ fn client_settings(config: &Config) -> ClientSettings {
     }
 }
 
-fn serve() -> ExitCode {
-    let spec = match ListenerSpec::from_lookup(&env) {
-        Ok(spec) => spec,
-        Err(e) => return refuse(e),
-    };
+fn serve() -> Result<ExitCode, CliError> {
+    let fdk = Fdk::from_env(telemetry::fdk_version(), telemetry::fdk_runtime())?;
     // Configuration and credentials are checked before the socket exists: a function that cannot work
     // must not look ready. Both are quick (a few small files, one key parse).
-    let config = match Config::from_lookup(&env) {
-        Ok(c) => c,
-        Err(e) => return refuse(e),
-    };
-    let credentials = match ResourcePrincipal::from_env(&env, std::time::SystemTime::now()) {
-        Ok(rp) => rp,
-        Err(e) => return refuse(e),
-    };
-    telemetry::init(log_style(config.log_format));
+    let config = Config::from_lookup(&env)?;
+    let credentials = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
+    telemetry::init(config.log_format);
     telemetry::install_panic_hook();
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return refuse(format_args!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async {
-        let shutdown = fdk::ShutdownSignal::install();
-        let listener = match spec.bind() {
-            Ok(l) => l,
-            Err(e) => return refuse(e),
-        };
+    runtime()?.block_on(async {
+        let bound = fdk.bind()?;
         // After the bind: the TLS client set-up is the slowest part of the start.
-        let client =
-            match IdentityDomainClient::new(Arc::new(credentials), client_settings(&config)) {
-                Ok(c) => c,
-                Err(e) => {
-                    spec.cleanup();
-                    return refuse(e);
-                }
-            };
-        let engine = Engine {
-            client,
-            profile: config.profile,
-            dry_run: config.dry_run,
-            max_concurrency: config.max_concurrency,
-        };
+        let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let profile = config.profile.describe();
+        let engine = Engine::new(client, &config);
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
         });
-        let settings = FdkSettings::new(
-            telemetry::fdk_version(),
-            telemetry::fdk_runtime(),
-            FnConfig::from_process_env(),
-        );
         let handler = move |ctx, payload| {
             let function = Arc::clone(&function);
             async move { function.call(ctx, payload).await }
         };
-        tracing::info!(
-            socket = %spec.announced.display(),
-            profile = %profile,
-            "ready"
-        );
-        let served = fdk::serve(listener, fdk::router(handler, settings), shutdown.wait()).await;
-        spec.cleanup();
-        match served {
-            Ok(()) => {
-                tracing::info!("stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "server failed");
-                ExitCode::FAILURE
-            }
-        }
+        tracing::info!(socket = %bound.socket().display(), profile = %profile, "ready");
+        bound.serve(handler).await.map_err(CliError::Serve)?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
     })
 }
 
-fn log_style(format: LogFormat) -> LogStyle {
-    match format {
-        LogFormat::Json => LogStyle::Json,
-        LogFormat::Text => LogStyle::Text,
-    }
-}
-
-fn read_payload(file: Option<PathBuf>) -> Result<Vec<u8>, String> {
+fn read_payload(file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {
     match file {
-        Some(path) if path.as_os_str() != "-" => {
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-        }
+        Some(path) if path.as_os_str() != "-" => std::fs::read(&path)
+            .map_err(|e| CliError::usage(format_args!("cannot read {}: {e}", path.display()))),
         _ => {
             let mut buf = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut buf)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
+                .map_err(|e| CliError::usage(format_args!("cannot read standard input: {e}")))?;
             Ok(buf)
         }
     }
 }
 
-fn plan(file: Option<PathBuf>) -> ExitCode {
-    let config = match Config::from_lookup(&env) {
-        Ok(c) => c,
-        Err(e) => return refuse(e),
-    };
-    let body = match read_payload(file) {
-        Ok(b) => b,
-        Err(e) => return refuse(e),
-    };
+fn plan(file: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    let config = Config::from_lookup(&env)?;
+    let body = read_payload(file)?;
     match oci_user_capabilities::plan::plan(&body, &config) {
         Ok(plan) => {
             let text = serde_json::to_string_pretty(&plan).unwrap_or_default();
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
-        Err(e) => refuse(format_args!("payload: {e}")),
+        Err(e) => Err(CliError::usage(format_args!("payload: {e}"))),
     }
 }
 
@@ -298,50 +315,41 @@ struct OperatorContext {
     output: OutputKind,
 }
 
-type OperatorFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode>>>;
+type OperatorFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<ExitCode, CliError>>>>;
 
-fn operator(run: RunOptions, body: impl FnOnce(OperatorContext) -> OperatorFuture) -> ExitCode {
-    let mut config = match Config::from_lookup(&env) {
-        Ok(c) => c,
-        Err(e) => return refuse(e),
-    };
+fn operator(
+    run: RunOptions,
+    body: impl FnOnce(OperatorContext) -> OperatorFuture,
+) -> Result<ExitCode, CliError> {
+    let mut config = Config::from_lookup(&env)?;
     if run.dry_run {
         config.dry_run = true;
     }
     telemetry::init(match env("LOG_FORMAT") {
-        Some(_) => log_style(config.log_format),
-        None => LogStyle::Text,
+        Some(_) => config.log_format,
+        None => LogFormat::Text,
     });
-    let credentials = match credentials(&run) {
-        Ok(c) => c,
-        Err(e) => return refuse(e),
-    };
+    let credentials = credentials(&run)?;
     let output = run.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputKind::Table
     } else {
         OutputKind::Json
     });
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return refuse(format_args!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async move {
-        let client = match IdentityDomainClient::new(credentials, client_settings(&config)) {
-            Ok(c) => c,
-            Err(e) => return refuse(e),
-        };
+    runtime()?.block_on(async move {
+        let client = IdentityDomainClient::new(credentials, client_settings(&config))?;
         tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
-        let engine = Engine {
-            client,
-            profile: config.profile,
-            dry_run: config.dry_run,
-            max_concurrency: config.max_concurrency,
-        };
-        body(OperatorContext { config, engine, output }).await
+        let engine = Engine::new(client, &config);
+        body(OperatorContext {
+            config,
+            engine,
+            output,
+        })
+        .await
     })
 }
 
-fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, String> {
+fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, CliError> {
     let kind = run
         .auth
         .unwrap_or(if env("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() {
@@ -351,20 +359,28 @@ fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, String>
         });
     match kind {
         AuthKind::ResourcePrincipal => {
-            ResourcePrincipal::from_env(&env, std::time::SystemTime::now())
-                .map(|rp| Arc::new(rp) as Arc<dyn CredentialsProvider>)
-                .map_err(|e| e.to_string())
+            let rp = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
+            Ok(Arc::new(rp))
         }
         AuthKind::ApiKey | AuthKind::SecurityToken => {
             let home = env("HOME").map(PathBuf::from);
             let path = match &run.config_file {
                 Some(p) => p.clone(),
-                None => default_oci_config_path(home.as_deref())
-                    .ok_or("no --config-file given and HOME is not set to find ~/.oci/config")?,
+                None => default_oci_config_path(home.as_deref()).ok_or_else(|| {
+                    CliError::usage(
+                        "no --config-file given and HOME is not set to find ~/.oci/config",
+                    )
+                })?,
             };
-            ApiKeyProvider::from_oci_config(&path, &run.profile, home.as_deref())
-                .map(|p| Arc::new(p) as Arc<dyn CredentialsProvider>)
-                .map_err(|e| e.to_string())
+            let provider = ApiKeyProvider::from_oci_config(&path, &run.profile, home.as_deref())?;
+            if kind == AuthKind::SecurityToken && !provider.uses_session_token() {
+                return Err(CliError::usage(format_args!(
+                    "--auth security-token: profile [{}] in {} has no security_token_file (run `oci session authenticate`, or use --auth api-key)",
+                    run.profile,
+                    path.display()
+                )));
+            }
+            Ok(Arc::new(provider))
         }
     }
 }
@@ -372,17 +388,16 @@ fn credentials(run: &RunOptions) -> Result<Arc<dyn CredentialsProvider>, String>
 /// Operators have no platform deadline; this bounds one run all the same.
 const OPERATOR_BUDGET: Duration = Duration::from_secs(6 * 3600);
 
-async fn apply(ctx: OperatorContext, file: Option<PathBuf>) -> ExitCode {
-    let body = match read_payload(file) {
-        Ok(b) => b,
-        Err(e) => return refuse(e),
-    };
+async fn apply(ctx: OperatorContext, file: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    let body = read_payload(file)?;
     let records = match parse_invocation(&body) {
         Ok(Invocation::Records(records)) => records,
         Ok(Invocation::Reconcile(_)) => {
-            return refuse("payload is a reconcile request: use the reconcile command")
+            return Err(CliError::usage(
+                "payload is a reconcile request: use the reconcile command",
+            ))
         }
-        Err(e) => return refuse(format_args!("payload: {e}")),
+        Err(e) => return Err(CliError::usage(format_args!("payload: {e}"))),
     };
     let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
     let report = ctx
@@ -396,7 +411,12 @@ async fn apply(ctx: OperatorContext, file: Option<PathBuf>) -> ExitCode {
         .await;
     log_report(&report);
     print_apply(&report, ctx.output);
-    if report.needs_retry() {
+    Ok(exit_for(report.needs_retry()))
+}
+
+/// 1 when some record failed (a retry could fix it), else 0.
+fn exit_for(needs_retry: bool) -> ExitCode {
+    if needs_retry {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -411,13 +431,18 @@ struct ReconcileArgs {
     page_size: u64,
 }
 
-async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCode {
-    // The operator names the domain on the command line, so any valid identity-domain URL is accepted
-    // (https, or http to a loopback address for local tests).
-    let domain = match DomainUrl::parse(&args.domain) {
-        Ok(d) => d,
-        Err(e) => return refuse(format_args!("--domain: {e}")),
-    };
+async fn reconcile_command(
+    ctx: OperatorContext,
+    args: ReconcileArgs,
+) -> Result<ExitCode, CliError> {
+    // What the function accepts in a reconcile request (a domain name, a DOMAINS name or an allowed
+    // URL), and beyond that any identity-domain URL the operator names explicitly.
+    let domain = ctx
+        .config
+        .domains
+        .resolve_for_reconcile(&args.domain)
+        .or_else(|reason| DomainUrl::parse(&args.domain).map_err(|_| reason))
+        .map_err(|e| CliError::usage(format_args!("--domain: {e}")))?;
     let filter = args.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string());
     let progress_on_tty = std::io::stderr().is_terminal();
     let mut total: Option<ReconcileReport> = None;
@@ -469,14 +494,10 @@ async fn reconcile_command(ctx: OperatorContext, args: ReconcileArgs) -> ExitCod
         eprintln!();
     }
     let Some(report) = total else {
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     };
     print_reconcile(&report, ctx.output);
-    if report.needs_retry() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    Ok(exit_for(report.needs_retry()))
 }
 
 /// `[#####-------]` for `done` of `total` (an empty bar while the total is unknown).

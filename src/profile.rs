@@ -120,7 +120,7 @@ pub enum ProfileError {
     MissingValue { entry: String },
     #[error("entry {}: unknown capability {} (known: {})", shown(.entry), shown(.name), known_names())]
     UnknownName { entry: String, name: String },
-    #[error("entry {}: value {} is not on, off, true or false", shown(.entry), shown(.value))]
+    #[error("entry {}: value {} is not on or off (nor true/false, yes/no, 1/0)", shown(.entry), shown(.value))]
     BadValue { entry: String, value: String },
     #[error("entry {}: capability {name} is listed more than once", shown(.entry))]
     Duplicate { entry: String, name: &'static str },
@@ -151,20 +151,16 @@ impl Default for Profile {
 impl Profile {
     /// Parses `api_keys=on,auth_tokens=off`.
     ///
-    /// Names are case-sensitive (as PRODUCT.md writes them). Values are `on`/`off`, and also
-    /// `true`/`false` because DRY_RUN takes those, in any ASCII case. ASCII whitespace around
+    /// Names are case-sensitive (as PRODUCT.md writes them). Values follow [`parse_switch`]. ASCII whitespace around
     /// entries, names and values is ignored, so the prose form `api_keys=on, auth_tokens=on`
     /// works. Names not listed are unmanaged; listing nothing is an error.
     pub fn parse(spec: &str) -> Result<Self, ProfileError> {
-        if spec.trim_ascii().is_empty() {
-            return Err(ProfileError::Empty);
-        }
+        let entries = split_list(spec).map_err(|e| match e {
+            ListError::Empty => ProfileError::Empty,
+            ListError::EmptyEntry { position } => ProfileError::EmptyEntry { position },
+        })?;
         let mut values = [None; 8];
-        for (i, raw) in spec.split(',').enumerate() {
-            let entry = raw.trim_ascii();
-            if entry.is_empty() {
-                return Err(ProfileError::EmptyEntry { position: i + 1 });
-            }
+        for entry in entries {
             let Some((name, value)) = entry.split_once('=') else {
                 return Err(ProfileError::MissingValue {
                     entry: entry.to_owned(),
@@ -269,14 +265,45 @@ impl fmt::Display for Profile {
     }
 }
 
-fn parse_switch(value: &str) -> Option<bool> {
-    if value.eq_ignore_ascii_case("on") || value.eq_ignore_ascii_case("true") {
+/// The one switch syntax of the configuration: `on`/`true`/`yes`/`1` and `off`/`false`/`no`/`0`, in
+/// any ASCII case (profile values, `DRY_RUN`, per-user tag values).
+pub fn parse_switch(value: &str) -> Option<bool> {
+    const ON: [&str; 4] = ["on", "true", "yes", "1"];
+    const OFF: [&str; 4] = ["off", "false", "no", "0"];
+    if ON.iter().any(|t| value.eq_ignore_ascii_case(t)) {
         Some(true)
-    } else if value.eq_ignore_ascii_case("off") || value.eq_ignore_ascii_case("false") {
+    } else if OFF.iter().any(|f| value.eq_ignore_ascii_case(f)) {
         Some(false)
     } else {
         None
     }
+}
+
+/// Why a comma-separated list is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListError {
+    /// Nothing but white space.
+    Empty,
+    /// An entry is empty (a stray comma); `position` is 1-based.
+    EmptyEntry {
+        /// The entry's 1-based position.
+        position: usize,
+    },
+}
+
+/// The one list syntax of the configuration: comma-separated entries with ASCII white space trimmed;
+/// an empty list or entry is an error.
+pub fn split_list(s: &str) -> Result<Vec<&str>, ListError> {
+    if s.trim_ascii().is_empty() {
+        return Err(ListError::Empty);
+    }
+    s.split(',')
+        .enumerate()
+        .map(|(i, entry)| match entry.trim_ascii() {
+            "" => Err(ListError::EmptyEntry { position: i + 1 }),
+            entry => Ok(entry),
+        })
+        .collect()
 }
 
 /// A user's capabilities as read from the identity domain; `None` where the value is unknown.
@@ -324,11 +351,11 @@ mod tests {
 
     const USERS_LIST: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-users-listresponse-doc.json"
+        "/tests/data/samples/idcs-users-listresponse-doc.json"
     ));
     const PUT_REQUEST: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/samples/idcs-usercapabilitieschanger-put-request.json"
+        "/tests/data/samples/idcs-usercapabilitieschanger-put-request.json"
     ));
 
     fn all(v: Option<bool>) -> CurrentCapabilities {
@@ -436,7 +463,10 @@ mod tests {
             err("api-keys=on"),
             ProfileError::UnknownName { .. }
         ));
-        assert!(matches!(err("api_keys=yes"), ProfileError::BadValue { .. }));
+        assert!(matches!(
+            err("api_keys=maybe"),
+            ProfileError::BadValue { .. }
+        ));
         assert!(matches!(err("api_keys="), ProfileError::BadValue { .. }));
         assert!(matches!(
             err("api_keys=on,api_keys=off"),
@@ -454,16 +484,18 @@ mod tests {
         );
         assert_eq!(
             err("smtp_credentials=maybe").to_string(),
-            "entry \"smtp_credentials=maybe\": value \"maybe\" is not on, off, true or false"
+            "entry \"smtp_credentials=maybe\": value \"maybe\" is not on or off (nor true/false, yes/no, 1/0)"
         );
         assert_eq!(
             err("console=on,console=off").to_string(),
             "entry \"console=off\": capability console is listed more than once"
         );
         assert_eq!(
-            err("a,,b").to_string(),
+            err("a,b").to_string(),
             "entry \"a\": expected NAME=on or NAME=off"
         );
+        // The list's shape is checked before its entries.
+        assert_eq!(err("a,,b"), ProfileError::EmptyEntry { position: 2 });
     }
 
     #[test]

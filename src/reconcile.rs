@@ -66,12 +66,23 @@ pub struct ReconcileReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_start_index: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_because: Option<String>,
+    pub stopped_because: Option<StopReason>,
     /// A page that could not be read (after retries): the run ended there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Failed and rejected users always; applied users up to `LISTED_MAX`.
     pub users: Vec<UserEntry>,
+}
+
+/// Why a reconcile run stopped before the end of the listing (it then reports `nextStartIndex`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StopReason {
+    /// The request's `maxUsers` were processed.
+    #[serde(rename = "maxUsers reached")]
+    MaxUsers,
+    /// Too little time was left before the deadline for another page.
+    #[serde(rename = "deadline near")]
+    Deadline,
 }
 
 impl ReconcileReport {
@@ -108,12 +119,12 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         let budget_left = job.max_users.map(|m| m.saturating_sub(report.scanned));
         if budget_left == Some(0) {
             report.next_start_index = Some(index);
-            report.stopped_because = Some("maxUsers reached".into());
+            report.stopped_because = Some(StopReason::MaxUsers);
             break;
         }
         if Instant::now() + START_MARGIN >= deadline {
             report.next_start_index = Some(index);
-            report.stopped_because = Some("deadline near".into());
+            report.stopped_because = Some(StopReason::Deadline);
             break;
         }
         let count = budget_left.map_or(page_size, |left| left.min(page_size));
@@ -171,7 +182,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         }
         if let Some(pos) = first_skipped {
             report.next_start_index = Some(index + pos);
-            report.stopped_because = Some("deadline near".into());
+            report.stopped_because = Some(StopReason::Deadline);
             break;
         }
         index += fetched;

@@ -2,38 +2,23 @@
 
 use tracing_subscriber::EnvFilter;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStyle {
-    Json,
-    Text,
-}
-
-impl LogStyle {
-    /// `LOG_FORMAT`: `json` (default) or `text`; anything else falls back to JSON (config validation
-    /// reports it properly).
-    pub fn from_value(value: Option<&str>) -> Self {
-        match value {
-            Some(v) if v.eq_ignore_ascii_case("text") => LogStyle::Text,
-            _ => LogStyle::Json,
-        }
-    }
-}
+use crate::config::LogFormat;
 
 /// Installs the global subscriber once; `RUST_LOG` overrides the default `info` level.
-pub fn init(style: LogStyle) {
+pub fn init(style: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
     let result = match style {
-        LogStyle::Json => builder
+        LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogStyle::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
     };
     // A second init (tests) keeps the first subscriber.
     drop(result);
@@ -47,12 +32,7 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_string());
+        let message = crate::fdk::layers::panic_payload_text(info.payload());
         tracing::error!(%location, panic = %message, "panic");
     }));
 }

@@ -17,7 +17,7 @@ async fn server() -> IdentityDomainServer {
 
 /// `~/.oci/config` with the DEFAULT API-key profile and another profile whose key id the server refuses.
 fn operator_home() -> tempfile::TempDir {
-    fixtures::operator_home("[OTHER]\nuser=ocid1.user.oc1..someoneelse\nfingerprint=00:11\nkey_file=~/.oci/api_key.pem\n")
+    fixtures::operator_home("[OTHER]\nuser=ocid1.user.oc1..someoneelse\nfingerprint=00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff\nkey_file=~/.oci/api_key.pem\n")
 }
 
 /// Runs the binary as an operator would: a clean environment with only HOME, PATH and `env`.
@@ -325,6 +325,108 @@ async fn bad_usage_exits_2_with_a_clear_message() {
     let out = run(home.path(), &["reconcile", "--help"], &[], None).await;
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--max-users"));
+}
+
+/// Mistakes in `~/.oci/config` and the configuration that used to pass silently are usage errors that
+/// name what is wrong, before any request is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_mistakes_are_usage_errors_naming_the_setting() {
+    let home = fixtures::operator_home(
+        "[BADFP]\nuser=ocid1.user.oc1..x\nfingerprint=20:3b:97\nkey_file=~/.oci/api_key.pem\n",
+    );
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["apply", "--profile", "BADFP", "-"],
+            vec![],
+            vec!["fingerprint", "[BADFP]", "malformed"],
+        ),
+        (
+            vec!["apply", "--auth", "security-token", "-"],
+            vec![],
+            vec!["--auth security-token", "security_token_file", "[DEFAULT]"],
+        ),
+        (
+            vec!["apply", "-"],
+            vec![("CAPABILITIES", "")],
+            vec!["CAPABILITIES", "empty"],
+        ),
+        (
+            vec!["plan", "-"],
+            vec![("EVENT_TYPES", " ")],
+            vec!["EVENT_TYPES", "empty"],
+        ),
+    ];
+    for (args, env, needles) in cases {
+        let out = run(home.path(), &args, &env, Some(b"[]")).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "{args:?} should mention {needle}: {stderr}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_help_lists_every_key_it_reads() {
+    let home = operator_home();
+    let out = run(home.path(), &["serve", "--help"], &[], None).await;
+    assert_exit(&out, 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "CAPABILITIES",
+        "EVENT_TYPES",
+        "DOMAINS",
+        "IDENTITY_DOMAIN_URL_TEMPLATE",
+        "IDENTITY_CONTROL_PLANE_URL",
+        "POLICY",
+        "TAG_NAMESPACE",
+        "DRY_RUN",
+        "MAX_CONCURRENCY",
+        "MAX_REQUESTS_PER_SECOND",
+        "LOG_FORMAT",
+        "FN_LISTENER",
+        "OCI_RESOURCE_PRINCIPAL_VERSION",
+        "OCI_RESOURCE_PRINCIPAL_RPST",
+        "OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM",
+        "OCI_RESOURCE_PRINCIPAL_REGION",
+    ] {
+        assert!(help.contains(key), "serve --help should list {key}");
+    }
+    assert!(help.contains("[default: 4]") && help.contains("[default: json]"));
+}
+
+/// `reconcile --domain` takes a bare domain name (through the URL template) as the function does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_domain_may_be_a_bare_domain_name() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    let home = operator_home();
+    let template = idd.base_url();
+    let out = run(
+        home.path(),
+        &[
+            "reconcile",
+            "--domain",
+            DOMAIN_A,
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+        &[
+            ("IDENTITY_DOMAIN_URL_TEMPLATE", template.as_str()),
+            ("MAX_REQUESTS_PER_SECOND", "0"),
+        ],
+        None,
+    )
+    .await;
+    assert_exit(&out, 0);
+    let report = stdout_json(&out);
+    assert_eq!(report["applied"], needs_write, "{report}");
+    assert!(idd.requests().iter().all(|r| r.method != "PUT"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,7 +106,7 @@ fn outcomes(report: &Value) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sample_shapes_are_enforced_and_console_is_preserved() {
     let idd = server().await;
-    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples/");
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/samples/");
     let seed: Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{samples}sch-batch-userjit-seed-style.json")).unwrap(),
     )

@@ -54,7 +54,7 @@ async fn send(
             body,
         },
         &key_id(),
-        crate::signer_vectors::vector_key(),
+        crate::support::fixtures::vector_key(),
         when,
     )
     .unwrap();

@@ -32,9 +32,7 @@ pub fn echo_binary() -> PathBuf {
     path
 }
 
-pub fn vectors_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors"))
-}
+pub use crate::support::identity_domain_server::vectors_dir;
 
 /// How to start a function.
 #[derive(Clone)]

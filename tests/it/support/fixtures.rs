@@ -2,12 +2,11 @@
 //! domains, capability arrays, audit records and an operator's `~/.oci/config`.
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::identity_domain_server::{hex_id, IdentityDomainServer};
+use super::identity_domain_server::{hex_id, vectors_dir, IdentityDomainServer};
 
 pub const DOMAIN_A: &str = "idcs-0123456789abcdef0123456789abcdef";
 pub const DOMAIN_B: &str = "idcs-fedcba9876543210fedcba9876543210";
@@ -26,7 +25,7 @@ pub const PROFILE_APPLIED: [Option<bool>; 8] = [
     Some(true),
 ];
 
-/// The API key of the signing vectors (`api_key_id` in `../shared/vectors/manifest.json`).
+/// The API key of the signing vectors (`api_key_id` in `crates/oci-signer/tests/vectors/manifest.json`).
 pub const TENANCY: &str =
     "ocid1.tenancy.oc1..aaaaaaaafaketenancy0000000000000000000000000000000000";
 pub const USER: &str = "ocid1.user.oc1..aaaaaaaafakeuser000000000000000000000000000000000000000";
@@ -63,7 +62,7 @@ pub fn operator_home(more: &str) -> tempfile::TempDir {
     let home = tempfile::tempdir().expect("temp dir");
     let oci = home.path().join(".oci");
     std::fs::create_dir(&oci).expect("mkdir .oci");
-    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
+    let vectors = vectors_dir();
     std::fs::copy(
         vectors.join("rp_session_key_pkcs1.pem"),
         oci.join("api_key.pem"),
@@ -127,4 +126,15 @@ pub fn deadline_in(d: Duration) -> String {
         t.minute(),
         t.second()
     )
+}
+
+/// The throwaway test key as the signer loads it, parsed once.
+pub fn vector_key() -> &'static oci_user_capabilities::signer::PrivateKey {
+    static KEY: std::sync::OnceLock<oci_user_capabilities::signer::PrivateKey> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let pem = std::fs::read_to_string(vectors_dir().join("rp_session_key_pkcs1.pem"))
+            .expect("test key");
+        oci_user_capabilities::signer::PrivateKey::from_pem(&pem, None).expect("test key parses")
+    })
 }

@@ -56,8 +56,12 @@ const GET_HEADERS: &str = "date (request-target) host";
 const WRITE_HEADERS: &str =
     "date (request-target) host content-length content-type x-content-sha256";
 
-fn vectors_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors"))
+/// The signing vectors and their throwaway key, kept in the signer crate's tests.
+pub fn vectors_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/oci-signer/tests/vectors"
+    ))
 }
 
 /// The throwaway test key's public half (PEM, SubjectPublicKeyInfo).
