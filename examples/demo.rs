@@ -10,6 +10,9 @@
 //! `CAPABILITIES=api_keys=off`). The same code runs in the test suite
 //! (`tests/it/demo.rs`), so this output cannot drift from what the function does.
 
+// The support module is shared with the test binary; its `pub` items are for the tests.
+#![allow(unreachable_pub)]
+
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
