@@ -62,6 +62,25 @@ fn function_binary() -> Result<PathBuf, String> {
     let binary = profile_dir.join("oci-user-capabilities");
     if let Some(cargo) = std::env::var_os("CARGO") {
         let mut build = Command::new(cargo);
+        // `cargo run` gives this process the package's build-time variables; passed on, they reach the
+        // build scripts (ring's tracks CARGO_MANIFEST_DIR) and every later build would recompile them.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("CARGO_PKG_")
+                || matches!(
+                    key.as_str(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                        | "OUT_DIR"
+                )
+            {
+                build.env_remove(key);
+            }
+        }
         build.args([
             "build",
             "--quiet",
