@@ -922,14 +922,17 @@ fn api_key_refresh_rereads_the_key_file() {
     std::fs::write(
         &config,
         format!(
-            "[DEFAULT]\nuser=u\nfingerprint=f\ntenancy=t\nkey_file={}\n",
+            "[DEFAULT]\nuser=u\nfingerprint=56:cb:42:a3:41:91:3f:ca:e7:78:43:4d:89:be:08:d8\ntenancy=t\nkey_file={}\n",
             key_path.display()
         ),
     )
     .unwrap();
     let provider = ApiKeyProvider::from_oci_config(&config, "DEFAULT", None).unwrap();
     let creds = provider.credentials(at(T0)).unwrap();
-    assert_eq!(creds.key_id.as_str(), "t/u/f");
+    assert_eq!(
+        creds.key_id.as_str(),
+        "t/u/56:cb:42:a3:41:91:3f:ca:e7:78:43:4d:89:be:08:d8"
+    );
     assert_eq!(creds.key.sign_pkcs1v15_sha256(b"m").unwrap().len(), 256);
     std::fs::write(&key_path, ORACLE_DOC_KEY).unwrap();
     let creds = provider.refresh(at(T0)).unwrap();
