@@ -20,19 +20,23 @@ pub const REPORT_MARGIN: Duration = Duration::from_millis(750);
 /// Everything a call needs, built once at start.
 #[derive(Debug, Clone)]
 pub struct Function {
+    /// The configuration, validated once at start.
     pub config: Arc<Config>,
+    /// Applies the profile to targets; shared by every call (client, credentials, caches).
     pub engine: Engine,
 }
 
 /// A batch with records that a retry could fix: the invocation fails so the platform retries it.
 #[derive(Debug, thiserror::Error)]
 #[error("{failed} of {received} records failed and need a retry (report logged above)")]
-pub struct RetryNeeded {
-    pub failed: usize,
-    pub received: usize,
+pub(crate) struct RetryNeeded {
+    failed: usize,
+    received: usize,
 }
 
 impl Function {
+    /// Answers one invocation: 200 with the report when every record reached a final outcome
+    /// (or the body is unusable), an error (the platform answers 502) when a retry could help.
     pub async fn call(
         &self,
         ctx: CallContext,
