@@ -14,10 +14,12 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::audit::{Records, Target, Triage};
+use crate::batch::{acting_records, group_by_user, UserRecords};
 use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
 use crate::control_plane::{ControlPlane, ResolveError};
 use crate::identity_domain::{answered_user_id, Failure, IdentityDomainClient, Settled};
 use crate::names::{DomainOcid, DomainUrl, UserId, UserRef};
+use crate::policy::{Decision, Policy, UserFacts};
 use crate::profile::{Change, CurrentCapabilities, Profile};
 use reqwest::StatusCode;
 
@@ -64,6 +66,9 @@ pub struct RecordResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
     pub outcome: Outcome,
+    /// What decided the user's profile: rule names, `tag:<ns>.<key>`, or `default`; empty when the
+    /// record ended before the policy was consulted (ignored, rejected or failed before the read).
+    pub policy: Vec<String>,
     /// Attribute → [before, after]; `before` is null when the domain did not report a value.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub changed: BTreeMap<&'static str, [Option<bool>; 2]>,
@@ -83,6 +88,7 @@ impl RecordResult {
             user_id: None,
             user_name: None,
             outcome,
+            policy: Vec::new(),
             changed: BTreeMap::new(),
             reason: None,
             request_ids: Vec::new(),
@@ -259,10 +265,12 @@ impl Report {
     pub fn needs_retry(&self) -> bool {
         self.failed > 0
     }
+}
 
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
-    }
+/// A report (of a batch, a reconcile run or a plan) as JSON. Serialising these plain structs cannot
+/// fail; if it ever did, the answer still says so rather than being empty.
+pub fn to_json(report: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(report).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
 }
 
 /// What the engine needs besides the records: the client and the settings that decide and bound the
@@ -272,21 +280,18 @@ pub struct Engine {
     pub(crate) client: IdentityDomainClient,
     /// Resolves domain OCIDs (records and DOMAINS entries) to identity-domain URLs.
     pub(crate) control_plane: ControlPlane,
-    pub(crate) profile: Profile,
+    /// Decides each user's profile; the same policy serves batches and reconcile.
+    pub(crate) policy: Arc<Policy>,
     pub(crate) dry_run: bool,
     pub(crate) max_concurrency: usize,
 }
 
-/// All records that name one user, in batch order.
-struct UserWork {
-    domain_url: DomainUrl,
-    /// As the records name the user: the SCIM id, or the OCID.
-    user: UserRef,
-    records: Vec<(usize, Target)>,
-}
+/// All records that name one user: by domain URL and as the records name the user (the SCIM id,
+/// or the OCID).
+type UserWork = UserRecords<(DomainUrl, UserRef)>;
 
 impl Engine {
-    /// An engine that enforces `config`'s profile with `client`.
+    /// An engine that enforces `config`'s policy with `client`.
     /// Domain OCIDs are resolved at `config`'s IDENTITY_CONTROL_PLANE_URL; without one (the default
     /// depends on the region, which the credentials know), see
     /// [`with_control_plane`](Self::with_control_plane).
@@ -297,7 +302,7 @@ impl Engine {
         Engine {
             control_plane: ControlPlane::new(control_plane, client.clone()),
             client,
-            profile: config.profile,
+            policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
         }
@@ -318,48 +323,12 @@ impl Engine {
         deadline: Instant,
     ) -> Report {
         let mut results = Vec::with_capacity(records.len());
-        let mut acting: Vec<(usize, Target)> = Vec::new();
-        for (index, triaged) in records.triage(events, domains).enumerate() {
-            match triaged {
-                Triage::Act(target) => acting.push((index, target)),
-                Triage::Ignored {
-                    event_id,
-                    domain,
-                    reason,
-                } => {
-                    results.push(
-                        RecordResult {
-                            event_id,
-                            domain,
-                            ..RecordResult::new(index, Outcome::Ignored)
-                        }
-                        .reason(reason.as_str()),
-                    );
-                }
-                Triage::Rejected {
-                    event_id,
-                    domain,
-                    user_id,
-                    user_name,
-                    reason,
-                } => {
-                    results.push(
-                        RecordResult {
-                            event_id,
-                            domain,
-                            user_id,
-                            user_name,
-                            ..RecordResult::new(index, Outcome::Rejected)
-                        }
-                        .reason(reason),
-                    );
-                }
-            }
-        }
+        let acting = acting_records(records, events, domains, |index, triaged| {
+            results.push(settled_result(index, triaged))
+        });
         let concurrency = self.max_concurrency.max(1);
         let urls = self.resolve_domains(&acting, deadline).await;
-        let mut work: Vec<UserWork> = Vec::new();
-        let mut by_user: HashMap<(DomainUrl, UserRef), usize> = HashMap::new();
+        let mut keyed = Vec::with_capacity(acting.len());
         for (index, target) in acting {
             let domain_url = match &target.route {
                 DomainRoute::Url(url) => url.clone(),
@@ -378,17 +347,9 @@ impl Engine {
                     }
                 },
             };
-            let key = (domain_url.clone(), target.user_id.clone());
-            let slot = *by_user.entry(key).or_insert_with(|| {
-                work.push(UserWork {
-                    domain_url,
-                    user: target.user_id.clone(),
-                    records: Vec::new(),
-                });
-                work.len() - 1
-            });
-            work[slot].records.push((index, target));
+            keyed.push(((domain_url, target.user_id.clone()), index, target));
         }
+        let work = group_by_user(keyed);
         let claims = Claims::default();
         let pending: Vec<_> = work
             .into_iter()
@@ -479,9 +440,11 @@ impl Engine {
                 Outcome::Failed,
             );
         }
+        let (domain_url, user_ref) = &work.user;
+        let wanted = self.policy.needs().attributes();
         let user = match self
             .client
-            .get_user(&work.domain_url, &work.user, deadline)
+            .get_user(domain_url, user_ref, &wanted, deadline)
             .await
         {
             Ok(answer) => answer,
@@ -498,7 +461,7 @@ impl Engine {
             }
         };
         let mut ecids = user.ecids;
-        let user_id = match answered_user_id(&work.user, &user.value) {
+        let user_id = match answered_user_id(user_ref, &user.value) {
             Ok(id) => id,
             Err(reason) => return fail_all(reason, ecids, Outcome::Failed),
         };
@@ -508,6 +471,16 @@ impl Engine {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
+        let decision = match UserFacts::from_scim(&user.value, work.domain_values()) {
+            Ok(facts) => self.policy.decide(&facts),
+            Err(e) => {
+                return fail_all(
+                    format!("reading the user: unexpected answer: {e}"),
+                    ecids,
+                    Outcome::Failed,
+                )
+            }
+        };
 
         let mut results = Vec::with_capacity(work.records.len());
         let mut acted: Option<(usize, Outcome, String)> = None;
@@ -532,17 +505,23 @@ impl Engine {
                 // One user may be named by id in one record and by OCID in another: they are
                 // separate work until the read gives the id, so the first to get here acts and
                 // every other waits for its outcome.
-                let claim = claims.claim(&work.domain_url, &user_id);
+                let claim = claims.claim(domain_url, &user_id);
                 let mut mine = None;
                 let first = {
-                    let (mine, ecids, user_id, current) =
-                        (&mut mine, &mut ecids, &user_id, &current);
-                    let work = &work;
+                    let (mine, ecids, user_id, current, decision) =
+                        (&mut mine, &mut ecids, &user_id, &current, &decision);
                     claim
                         .get_or_init(|| async move {
-                            let mut result = self
-                                .enforce(work, user_id, target, *index, current, ecids, deadline)
+                            let done = self
+                                .apply_decision(domain_url, user_id, decision, current, deadline)
                                 .await;
+                            ecids.extend(done.ecids);
+                            let mut result = RecordResult {
+                                policy: done.policy,
+                                changed: done.changed,
+                                reason: done.reason,
+                                ..RecordResult::for_target(*index, target, done.outcome)
+                            };
                             result.request_ids = ecids.clone();
                             let reason = result
                                 .reason
@@ -562,32 +541,46 @@ impl Engine {
                 }
             }
             if let Some((first, outcome, reason)) = &acted {
-                results.push(duplicate_of(*index, target, *first, *outcome, reason));
+                results.push(RecordResult {
+                    policy: decision.policy().to_vec(),
+                    ..duplicate_of(*index, target, *first, *outcome, reason)
+                });
             }
         }
         results
     }
 
-    /// Compares and writes for the record that acts on the user.
-    #[allow(clippy::too_many_arguments)]
-    async fn enforce(
+    /// Carries out the policy's decision for one user whose current capabilities are known: an
+    /// exempt user is left alone, any other is brought to its profile.
+    pub async fn apply_decision(
         &self,
-        work: &UserWork,
-        user_id: &UserId,
-        target: &Target,
-        index: usize,
+        domain: &DomainUrl,
+        user: &UserId,
+        decision: &Decision,
         current: &CurrentCapabilities,
-        ecids: &mut Vec<String>,
         deadline: Instant,
-    ) -> RecordResult {
-        let done = self
-            .enforce_user(&work.domain_url, user_id, current, deadline)
-            .await;
-        ecids.extend(done.ecids);
-        RecordResult {
-            changed: done.changed,
-            reason: done.reason,
-            ..RecordResult::for_target(index, target, done.outcome)
+    ) -> Enforced {
+        match decision {
+            Decision::Exempt { policy, reason } => Enforced {
+                policy: policy.clone(),
+                ..Enforced::new(Outcome::Unchanged, Some(reason.clone()))
+            },
+            Decision::Enforce {
+                profile,
+                policy,
+                notes,
+            } => {
+                let mut done = self
+                    .enforce_user(domain, user, profile, current, deadline)
+                    .await;
+                done.policy = policy.clone();
+                if !notes.is_empty() {
+                    let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
+                    reason.extend(notes.iter().cloned());
+                    done.reason = Some(reason.join("; "));
+                }
+                done
+            }
         }
     }
 
@@ -597,16 +590,17 @@ impl Engine {
         &self,
         domain: &DomainUrl,
         user: &UserId,
+        profile: &Profile,
         current: &CurrentCapabilities,
         deadline: Instant,
     ) -> Enforced {
-        let changes = self.profile.diff(current);
+        let changes = profile.diff(current);
         if changes.is_empty() {
             return Enforced::new(Outcome::Unchanged, Some("already compliant".into()));
         }
         let changed = changed_map(&changes);
         // Checked before a dry run too: a dry run reports what the real run would do.
-        let body = match self.profile.put_body(current) {
+        let body = match profile.put_body(current) {
             Ok(body) => body,
             Err(missing) => {
                 return Enforced::new(
@@ -679,6 +673,8 @@ fn settled_outcome(failure: &Failure) -> Outcome {
 #[derive(Debug, Clone)]
 pub struct Enforced {
     pub outcome: Outcome,
+    /// What decided the profile (see [`RecordResult::policy`]).
+    pub policy: Vec<String>,
     pub changed: BTreeMap<&'static str, [Option<bool>; 2]>,
     pub reason: Option<String>,
     pub ecids: Vec<String>,
@@ -688,6 +684,7 @@ impl Enforced {
     pub fn new(outcome: Outcome, reason: Option<String>) -> Self {
         Enforced {
             outcome,
+            policy: Vec::new(),
             changed: BTreeMap::new(),
             reason,
             ecids: Vec::new(),
@@ -711,6 +708,39 @@ impl Claims {
     fn claim(&self, domain: &DomainUrl, user: &UserId) -> Arc<Claim> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(map.entry((domain.clone(), user.clone())).or_default())
+    }
+}
+
+/// The result of a record that never reached a user: ignored, or rejected on its own values.
+fn settled_result(index: usize, triaged: Triage) -> RecordResult {
+    match triaged {
+        Triage::Ignored {
+            event_id,
+            domain,
+            reason,
+        } => RecordResult {
+            event_id,
+            domain,
+            ..RecordResult::new(index, Outcome::Ignored)
+        }
+        .reason(reason.as_str()),
+        Triage::Rejected {
+            event_id,
+            domain,
+            user_id,
+            user_name,
+            reason,
+        } => RecordResult {
+            event_id,
+            domain,
+            user_id,
+            user_name,
+            ..RecordResult::new(index, Outcome::Rejected)
+        }
+        .reason(reason),
+        // Acting records are grouped by user, never settled; answer rather than panic.
+        Triage::Act(target) => RecordResult::for_target(index, &target, Outcome::Failed)
+            .reason("internal: an acting record was not processed"),
     }
 }
 
@@ -753,6 +783,7 @@ pub fn log_report(report: &Report) {
                     user_id = r.user_id.as_deref().unwrap_or(""),
                     user_name = r.user_name.as_deref().unwrap_or(""),
                     outcome = r.outcome.as_str(),
+                    policy = %r.policy.join(","),
                     changed = %changed,
                     reason = r.reason.as_deref().unwrap_or(""),
                     request_ids = %ids,

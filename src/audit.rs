@@ -200,6 +200,9 @@ pub struct Target {
     pub event_id: Option<String>,
     /// The domain value as the record gave it (a domain name, display name or OCID).
     pub domain: String,
+    /// Every domain field the record gave (`domainName`, `domainId`, `domainDisplayName`), for the
+    /// policy's `domains` matcher.
+    pub domain_values: Vec<String>,
     /// The URL, or the domain OCID whose URL the control plane gives.
     pub route: DomainRoute,
     /// The user's SCIM id or OCID.
@@ -502,10 +505,15 @@ fn decide(event_id: Option<String>, mut data: SubjectData, domains: &DomainPolic
         }
     };
 
+    let domain_values = [domain_name, domain_id, domain_display_name]
+        .into_iter()
+        .flatten()
+        .collect();
     match UserRef::parse(&user_id) {
         Ok(parsed) => Triage::Act(Target {
             event_id,
             domain: domain.unwrap_or_default(),
+            domain_values,
             route,
             user_id: parsed,
             user_name,

@@ -16,6 +16,7 @@
 //! ```
 
 use crate::names::{shown, DomainName, DomainOcid, DomainUrl};
+use crate::policy::{Policy, TagNamespace, BAKED_IN, MAX_POLICY_BYTES};
 use crate::profile::{parse_switch, split_list, ListError, Profile};
 
 pub const KEY_CAPABILITIES: &str = "CAPABILITIES";
@@ -26,6 +27,10 @@ pub const KEY_DRY_RUN: &str = "DRY_RUN";
 pub const KEY_MAX_CONCURRENCY: &str = "MAX_CONCURRENCY";
 pub const KEY_MAX_RPS: &str = "MAX_REQUESTS_PER_SECOND";
 pub const KEY_LOG_FORMAT: &str = "LOG_FORMAT";
+pub const KEY_POLICY: &str = "POLICY";
+pub const KEY_TAG_NAMESPACE: &str = "TAG_NAMESPACE";
+/// How a policy file given on the command line is named in errors.
+pub const KEY_POLICY_FILE: &str = "--policy";
 pub const KEY_CONTROL_PLANE: &str = "IDENTITY_CONTROL_PLANE_URL";
 
 /// JIT sign-ins, and user creation as OCI Events (`…identitycontrolplane.createuser`) and its audit
@@ -457,10 +462,48 @@ fn parse_domains(
     Ok(allowed)
 }
 
+/// A policy read from a file named on the command line (`--policy FILE`), which replaces both the
+/// baked-in policy and `POLICY`.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    pub path: String,
+    pub text: String,
+}
+
+impl PolicyFile {
+    /// Reads the file; too large or unreadable is a configuration error.
+    pub fn read(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let shown_path = path.display().to_string();
+        let err =
+            |reason: String| ConfigError::new(KEY_POLICY_FILE, format!("{shown_path}: {reason}"));
+        // Read at most one byte past the limit: a policy path pointing at a device or a huge file
+        // must not fill memory before it is refused.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_POLICY_BYTES as u64 + 1).read_to_end(&mut bytes)
+            })
+            .map_err(|e| err(format!("cannot read it ({e})")))?;
+        if bytes.len() > MAX_POLICY_BYTES {
+            return Err(err(format!(
+                "is larger than the limit of {MAX_POLICY_BYTES} bytes"
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8 text".into()))?;
+        Ok(Self {
+            path: shown_path,
+            text,
+        })
+    }
+}
+
 /// Everything the function needs from its configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub profile: Profile,
+    /// Which profile each user gets: the baked-in file, `POLICY` or `--policy`, with `CAPABILITIES`
+    /// as its default when set and `TAG_NAMESPACE` for per-user tags.
+    pub policy: Policy,
     pub event_types: EventTypes,
     pub domains: DomainPolicy,
     pub dry_run: bool,
@@ -480,6 +523,14 @@ impl Config {
     /// `EVENT_TYPES`, where it is an error); other values have
     /// surrounding ASCII whitespace removed. The first invalid key is reported.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::load(lookup, None)
+    }
+
+    /// [`from_lookup`](Self::from_lookup), with the policy taken from `policy_file` when given.
+    pub fn load(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        policy_file: Option<&PolicyFile>,
+    ) -> Result<Self, ConfigError> {
         let get = |key: &str| {
             lookup(key)
                 .map(|v| v.trim_ascii().to_owned())
@@ -496,12 +547,32 @@ impl Config {
                 ));
             }
         }
-        let profile = match get(KEY_CAPABILITIES) {
-            Some(v) => {
-                Profile::parse(&v).map_err(|e| ConfigError::new(KEY_CAPABILITIES, e.to_string()))?
-            }
-            None => Profile::default(),
+        let capabilities = match get(KEY_CAPABILITIES) {
+            Some(v) => Some(
+                Profile::parse(&v)
+                    .map_err(|e| ConfigError::new(KEY_CAPABILITIES, e.to_string()))?,
+            ),
+            None => None,
         };
+        let tag_namespace = match get(KEY_TAG_NAMESPACE) {
+            Some(v) => {
+                Some(TagNamespace::parse(&v).map_err(|e| ConfigError::new(KEY_TAG_NAMESPACE, e))?)
+            }
+            None => None,
+        };
+        let env_policy = get(KEY_POLICY);
+        let (key, prefix, text) = match (policy_file, &env_policy) {
+            (Some(file), _) => (
+                KEY_POLICY_FILE,
+                format!("{}: ", file.path),
+                file.text.as_str(),
+            ),
+            (None, Some(text)) => (KEY_POLICY, String::new(), text.as_str()),
+            // The baked-in file is checked by a unit test; it is parsed like any other.
+            (None, None) => (KEY_POLICY, "the baked-in policy: ".to_owned(), BAKED_IN),
+        };
+        let policy = Policy::parse(text, capabilities, tag_namespace)
+            .map_err(|e| ConfigError::new(key, format!("{prefix}{e}")))?;
         let event_types = match get(KEY_EVENT_TYPES) {
             Some(v) => EventTypes::parse(&v)?,
             None => EventTypes::default(),
@@ -563,7 +634,7 @@ impl Config {
             .transpose()?;
 
         Ok(Self {
-            profile,
+            policy,
             event_types,
             domains,
             dry_run,
@@ -626,7 +697,8 @@ mod tests {
     #[test]
     fn defaults() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.profile, Profile::default());
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.policy.default, Profile::default());
         assert_eq!(c.event_types.names(), ["UserJit", "createuser"]);
         assert_eq!(c.control_plane_url, None);
         assert!(!c.domains.has_allow_list());
@@ -649,10 +721,12 @@ mod tests {
             KEY_MAX_CONCURRENCY,
             KEY_MAX_RPS,
             KEY_LOG_FORMAT,
+            KEY_POLICY,
+            KEY_TAG_NAMESPACE,
         ];
         let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (*k, "")).collect();
         let c = config(&pairs).unwrap();
-        assert_eq!(c.profile, Profile::default());
+        assert_eq!(c.policy, Policy::default());
         assert!(!c.domains.has_allow_list());
         assert_eq!(c.max_requests_per_second, Some(20.0));
     }
@@ -668,7 +742,7 @@ mod tests {
             (KEY_LOG_FORMAT, "Text"),
         ])
         .unwrap();
-        assert_eq!(c.profile.describe(), "smtp_credentials=off");
+        assert_eq!(c.policy.default.describe(), "smtp_credentials=off");
         assert_eq!(
             c.event_types.names(),
             ["UserJit", "admin.user.create.success"]
@@ -761,6 +835,80 @@ mod tests {
             "DOMAINS: entry \"Default=http://example.com\": domain URL: http is allowed only to \
              a loopback address; use https, got \"http://example.com\""
         );
+    }
+
+    #[test]
+    fn policy_key_file_capabilities_and_tag_namespace() {
+        let text = "default = \"api_keys=off\"\n[[rule]]\nname = \"dev\"\ngroups = [\"Developers\"]\ncapabilities = \"api_keys=on\"\n";
+        let c = config(&[(KEY_POLICY, text), (KEY_TAG_NAMESPACE, "Security")]).unwrap();
+        assert_eq!(c.policy.default.describe(), "api_keys=off");
+        assert_eq!(c.policy.rules.len(), 1);
+        assert_eq!(
+            c.policy.tag_namespace.as_ref().map(|t| t.as_str()),
+            Some("Security")
+        );
+        // CAPABILITIES replaces the policy's default, whichever policy it is.
+        let c = config(&[
+            (KEY_POLICY, text),
+            (KEY_CAPABILITIES, "smtp_credentials=off"),
+        ])
+        .unwrap();
+        assert_eq!(c.policy.default.describe(), "smtp_credentials=off");
+        assert_eq!(c.policy.rules.len(), 1);
+        // A file named on the command line wins over POLICY.
+        let file = PolicyFile {
+            path: "p.toml".into(),
+            text: "default = \"db_credentials=off\"".into(),
+        };
+        let map = |k: &str| (k == KEY_POLICY).then(|| text.to_owned());
+        let c = Config::load(&map, Some(&file)).unwrap();
+        assert_eq!(c.policy.default.describe(), "db_credentials=off");
+        assert!(c.policy.rules.is_empty());
+
+        let e = config(&[(
+            KEY_POLICY,
+            "default = \"api_keys=on\"\n[[rule]]\nname = \"dev\"\ncapabilities = \"api_keys=on\"\n",
+        )])
+        .unwrap_err();
+        assert_eq!(e.key, KEY_POLICY);
+        assert_eq!(e.to_string(), "POLICY: rule \"dev\": has no matcher: give users, groups, domains, federated or service_user");
+        let bad = PolicyFile {
+            path: "p.toml".into(),
+            text: "default = 1".into(),
+        };
+        let e = Config::load(&|_| None, Some(&bad)).unwrap_err();
+        assert_eq!(e.key, KEY_POLICY_FILE);
+        assert!(
+            e.to_string()
+                .starts_with("--policy: p.toml: default: invalid type"),
+            "{e}"
+        );
+        assert_eq!(key_of(&[(KEY_TAG_NAMESPACE, "a b")]), KEY_TAG_NAMESPACE);
+        // CAPABILITIES is checked first, and named.
+        assert_eq!(
+            key_of(&[(KEY_POLICY, "x"), (KEY_CAPABILITIES, "bogus=on")]),
+            KEY_CAPABILITIES
+        );
+    }
+
+    #[test]
+    fn policy_files_are_read_within_a_limit() {
+        let dir = std::env::temp_dir().join(format!("policy-file-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("ok.toml");
+        std::fs::write(&ok, "default = \"api_keys=off\"\n").unwrap();
+        assert_eq!(
+            PolicyFile::read(&ok).unwrap().text,
+            "default = \"api_keys=off\"\n"
+        );
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_POLICY_BYTES + 1]).unwrap();
+        let e = PolicyFile::read(&big).unwrap_err();
+        assert_eq!(e.key, KEY_POLICY_FILE);
+        assert!(e.reason.contains("larger than the limit"), "{e}");
+        let e = PolicyFile::read(&dir.join("missing.toml")).unwrap_err();
+        assert!(e.reason.contains("missing.toml: cannot read it"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::apply::{log_report, Engine, Report};
+use crate::apply::{log_report, to_json, Engine, Report};
 use crate::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTES};
 use crate::config::Config;
 use crate::control_plane::ResolveError;
 use crate::fdk::{CallContext, FnResponse, HandlerError, Payload};
-use crate::reconcile::{reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE};
+use crate::reconcile::{domain_values, reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE};
 use tokio::time::Instant;
 
 /// The engine stops this long before the FDK's own cutoff, so a slow batch ends with its report (502
@@ -26,38 +26,68 @@ pub struct Function {
     pub engine: Engine,
 }
 
-/// A batch with records that a retry could fix: the invocation fails so the platform retries it.
+/// How a call ends when it does not end with a report of final outcomes: the one place that decides
+/// between "answer 200 so the platform never retries a body that cannot work" and "fail the invocation
+/// (502) so the platform retries".
 #[derive(Debug, thiserror::Error)]
-#[error("{failed} of {received} records failed and need a retry (report logged above)")]
-pub(crate) struct RetryNeeded {
-    failed: usize,
-    received: usize,
+pub enum CallError {
+    /// The body can never be processed (not JSON, another shape, too large, a reconcile domain that is
+    /// refused): 200 with `received: 0` and this error, logged at error level.
+    #[error("{0}")]
+    Unusable(String),
+    /// Some records failed for a reason a retry can fix; the report was logged, since the platform
+    /// discards a 502 body.
+    #[error("{failed} of {received} records failed and need a retry (report logged above)")]
+    RetryNeeded {
+        /// Records (or reconciled users) that failed.
+        failed: usize,
+        /// Records received (or users scanned).
+        received: usize,
+    },
+    /// The reconcile domain's OCID could not be resolved for a reason a retry can fix.
+    #[error("reconcile.domain: {0}")]
+    DomainUnresolved(String),
+}
+
+impl CallError {
+    /// The platform's answer: 200 for an unusable body, a handler error (502) for the rest.
+    fn into_answer(self, dry_run: bool) -> Result<FnResponse, HandlerError> {
+        match self {
+            CallError::Unusable(error) => {
+                tracing::error!(error = %error, "invocation body cannot be processed; answering 200 so it is not retried");
+                Ok(FnResponse::json(
+                    StatusCode::OK,
+                    &to_json(&Report::unusable(error, dry_run)),
+                ))
+            }
+            retry => Err(Box::new(retry)),
+        }
+    }
 }
 
 impl Function {
-    /// Answers one invocation: 200 with the report when every record reached a final outcome
-    /// (or the body is unusable), an error (the platform answers 502) when a retry could help.
+    /// Handles one invocation (the FDK handler).
     pub async fn call(
         &self,
         ctx: CallContext,
         payload: Payload,
     ) -> Result<FnResponse, HandlerError> {
-        let dry_run = self.config.dry_run;
+        match self.answer(ctx, payload).await {
+            Ok(response) => Ok(response),
+            Err(e) => e.into_answer(self.config.dry_run),
+        }
+    }
+
+    async fn answer(&self, ctx: CallContext, payload: Payload) -> Result<FnResponse, CallError> {
         let body = match payload {
             Payload::Complete(body) => body,
             Payload::TooLarge { received, .. } => {
-                return Ok(unusable(
-                    format!(
-                        "body is {received} bytes; the limit is {MAX_BODY_BYTES} bytes (6 MiB)"
-                    ),
-                    dry_run,
-                ))
+                return Err(CallError::Unusable(format!(
+                    "body is {received} bytes; the limit is {MAX_BODY_BYTES} bytes (6 MiB)"
+                )))
             }
         };
-        let invocation = match parse_invocation(&body) {
-            Ok(i) => i,
-            Err(e) => return Ok(unusable(e.to_string(), dry_run)),
-        };
+        let invocation = parse_invocation(&body).map_err(|e| CallError::Unusable(e.to_string()))?;
         let deadline = ctx
             .deadline
             .checked_sub(REPORT_MARGIN)
@@ -78,51 +108,37 @@ impl Function {
         log_report(&report);
         if report.needs_retry() {
             // The platform discards a 502 body: the full report goes to the log.
-            tracing::error!(report = %report.to_json(), "records failed; the invocation fails so the platform retries it");
-            return Err(Box::new(RetryNeeded {
+            tracing::error!(report = %to_json(&report), "records failed; the invocation fails so the platform retries it");
+            return Err(CallError::RetryNeeded {
                 failed: report.failed,
                 received: report.received,
-            }));
+            });
         }
-        Ok(FnResponse::json(StatusCode::OK, &report.to_json()))
+        Ok(FnResponse::json(StatusCode::OK, &to_json(&report)))
     }
-}
 
-/// The reconcile domain's OCID could not be resolved for a reason a retry can fix.
-#[derive(Debug, thiserror::Error)]
-#[error("reconcile.domain: {0}")]
-pub struct DomainUnresolved(String);
-
-impl Function {
     async fn reconcile(
         &self,
         request: ReconcileRequest,
         deadline: Instant,
-    ) -> Result<FnResponse, HandlerError> {
-        let route = match self.config.domains.resolve_for_reconcile(&request.domain) {
-            Ok(route) => route,
-            Err(reason) => {
-                return Ok(unusable(
-                    format!("reconcile.domain: {reason}"),
-                    self.config.dry_run,
-                ))
-            }
-        };
+    ) -> Result<FnResponse, CallError> {
+        let route = self
+            .config
+            .domains
+            .resolve_for_reconcile(&request.domain)
+            .map_err(|reason| CallError::Unusable(format!("reconcile.domain: {reason}")))?;
         let domain = match self.engine.domain_url(&route, deadline).await {
             Ok(url) => url,
             Err(ResolveError::Rejected(reason)) => {
-                return Ok(unusable(
-                    format!("reconcile.domain: {reason}"),
-                    self.config.dry_run,
-                ))
+                return Err(CallError::Unusable(format!("reconcile.domain: {reason}")))
             }
             Err(ResolveError::Failed { reason, .. }) => {
-                // A retry can fix it: fail the invocation so the caller retries.
                 tracing::error!(reason = %reason, "reconcile.domain could not be resolved");
-                return Err(Box::new(DomainUnresolved(reason)));
+                return Err(CallError::DomainUnresolved(reason));
             }
         };
         let job = ReconcileJob {
+            domain_values: domain_values(&request.domain, &domain),
             domain,
             filter: request.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string()),
             start_index: request.start_index.unwrap_or(1),
@@ -142,17 +158,12 @@ impl Function {
             "reconcile summary"
         );
         if report.needs_retry() {
-            tracing::error!(report = %report.to_json(), "reconcile incomplete; the invocation fails so it can be retried from nextStartIndex");
-            return Err(Box::new(RetryNeeded {
+            tracing::error!(report = %to_json(&report), "reconcile incomplete; the invocation fails so it can be retried from nextStartIndex");
+            return Err(CallError::RetryNeeded {
                 failed: report.failed as usize,
                 received: report.scanned as usize,
-            }));
+            });
         }
-        Ok(FnResponse::json(StatusCode::OK, &report.to_json()))
+        Ok(FnResponse::json(StatusCode::OK, &to_json(&report)))
     }
-}
-
-fn unusable(error: String, dry_run: bool) -> FnResponse {
-    tracing::error!(error = %error, "invocation body cannot be processed; answering 200 so it is not retried");
-    FnResponse::json(StatusCode::OK, &Report::unusable(error, dry_run).to_json())
 }

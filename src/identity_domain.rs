@@ -25,14 +25,32 @@ use crate::signer::{
     SignedRequest,
 };
 
-/// Attributes read for one user: enough to cross-check the name and compare capabilities.
-pub fn user_attributes() -> String {
-    format!("userName,{CAPABILITIES_URN},{USER_EXTENSION_URN}")
+/// Attributes read for one user: enough to cross-check the name and compare capabilities, plus
+/// `policy` (the policy's facts: groups, tags, user-extension flags). `attributes` replaces the
+/// service's default set, so everything used is named.
+pub fn user_attributes(policy: &[&str]) -> String {
+    join_attributes(&["userName", CAPABILITIES_URN], policy)
 }
 
-/// The JIT marker is `returned: request`, so listing names it explicitly.
-pub fn list_attributes() -> String {
-    format!("userName,{CAPABILITIES_URN},{USER_EXTENSION_URN}:isFederatedUser,{USER_EXTENSION_URN}:creationMechanism")
+/// The JIT marker is `returned: request`, so listing names it explicitly; `policy` as for
+/// [`user_attributes`].
+pub fn list_attributes(policy: &[&str]) -> String {
+    let federated = format!("{USER_EXTENSION_URN}:isFederatedUser");
+    let creation = format!("{USER_EXTENSION_URN}:creationMechanism");
+    join_attributes(
+        &["userName", CAPABILITIES_URN, &federated, &creation],
+        policy,
+    )
+}
+
+fn join_attributes(base: &[&str], extra: &[&str]) -> String {
+    let mut all: Vec<&str> = base.to_vec();
+    for a in extra {
+        if !all.contains(a) {
+            all.push(a);
+        }
+    }
+    all.join(",")
 }
 
 #[derive(Debug, Clone)]
@@ -214,8 +232,8 @@ pub struct Call {
 impl Call {
     /// `GET /admin/v1/Users/{id or OCID}` with the attributes the comparison needs, and `ocid`
     /// when asked by OCID.
-    pub fn read_user(domain: &DomainUrl, user: &UserRef) -> Self {
-        let mut attributes = user_attributes();
+    pub fn read_user(domain: &DomainUrl, user: &UserRef, policy: &[&str]) -> Self {
+        let mut attributes = user_attributes(policy);
         if matches!(user, UserRef::Ocid(_)) {
             attributes.push_str(",ocid");
         }
@@ -245,8 +263,14 @@ impl Call {
 
     /// One page of `GET /admin/v1/Users`, sorted by creation time so pages stay stable while users
     /// are added during the scan.
-    pub fn list_page(domain: &DomainUrl, filter: &str, start_index: u64, count: u64) -> Self {
-        let attributes = list_attributes();
+    pub fn list_page(
+        domain: &DomainUrl,
+        filter: &str,
+        start_index: u64,
+        count: u64,
+        policy: &[&str],
+    ) -> Self {
+        let attributes = list_attributes(policy);
         let start = start_index.to_string();
         let count = count.to_string();
         Call {
@@ -390,9 +414,12 @@ impl IdentityDomainClient {
         &self,
         domain: &DomainUrl,
         user: &UserRef,
+        policy: &[&str],
         deadline: Instant,
     ) -> Result<Answer<serde_json::Value>, Failure> {
-        let answer = self.send(&Call::read_user(domain, user), deadline).await?;
+        let answer = self
+            .send(&Call::read_user(domain, user, policy), deadline)
+            .await?;
         let value = json_object(&answer.value)
             .map_err(|error| Failure::failed(error, answer.ecids.clone()))?;
         Ok(Answer {
@@ -447,9 +474,10 @@ impl IdentityDomainClient {
         filter: &str,
         start_index: u64,
         count: u64,
+        policy: &[&str],
         deadline: Instant,
     ) -> Result<Answer<UserPage>, Failure> {
-        let call = Call::list_page(domain, filter, start_index, count);
+        let call = Call::list_page(domain, filter, start_index, count, policy);
         let answer = self.send(&call, deadline).await?;
         let page = serde_json::from_slice::<UserPage>(&answer.value).map_err(|e| {
             Failure::failed(
@@ -800,6 +828,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_name_exactly_the_attributes_used() {
+        assert_eq!(user_attributes(&[]), format!("userName,{CAPABILITIES_URN}"));
+        assert_eq!(
+            user_attributes(&["groups", "urn:x:OCITags:definedTags"]),
+            format!("userName,{CAPABILITIES_URN},groups,urn:x:OCITags:definedTags")
+        );
+        let federated = format!("{USER_EXTENSION_URN}:isFederatedUser");
+        let listed = list_attributes(&[&federated, "groups"]);
+        assert_eq!(listed.matches("isFederatedUser").count(), 1, "{listed}");
+        assert!(listed.ends_with(",groups"), "{listed}");
+    }
+
+    #[test]
     fn the_answer_must_be_the_user_asked_for() {
         let id = "8f2e4c6a1b3d5f7091a2b3c4d5e6f708";
         let ocid = "ocid1.user.oc1..aaaaexample";
@@ -858,7 +899,7 @@ mod tests {
         )
         .unwrap();
         let user = UserId::parse("0123456789abcdef0123456789abcdef").unwrap();
-        let read = Call::read_user(&domain, &UserRef::Id(user.clone()));
+        let read = Call::read_user(&domain, &UserRef::Id(user.clone()), &[]);
         assert_eq!(
             (read.method.clone(), read.purpose),
             (Method::GET, Purpose::ReadUser)
@@ -870,7 +911,7 @@ mod tests {
         let write = Call::write_capabilities(&domain, &user, b"{}".to_vec());
         assert_eq!(write.method, Method::PUT);
         assert_eq!(write.body.as_deref(), Some(&b"{}"[..]));
-        let page = Call::list_page(&domain, "userName pr", 51, 100);
+        let page = Call::list_page(&domain, "userName pr", 51, 100, &[]);
         assert_eq!(page.purpose, Purpose::ListUsers);
         let query = page.url.query().unwrap();
         assert!(

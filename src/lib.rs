@@ -7,12 +7,14 @@
 //! knows nothing of Fn.
 pub mod apply;
 pub mod audit;
+pub mod batch;
 pub mod config;
 pub mod control_plane;
 pub mod handler;
 pub mod identity_domain;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod profile;
 pub mod reconcile;
 pub mod retry;

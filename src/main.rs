@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use oci_user_capabilities::apply::{log_report, Engine, Report};
+use oci_user_capabilities::apply::{log_report, to_json, Engine, Report};
 use oci_user_capabilities::audit::{parse_invocation, Invocation};
 use oci_user_capabilities::config::{
-    Config, ConfigError, DomainRoute, LogFormat, KEY_CONTROL_PLANE,
+    Config, ConfigError, DomainRoute, LogFormat, PolicyFile, KEY_CONTROL_PLANE,
 };
 use oci_user_capabilities::control_plane::{self, ResolveError};
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
@@ -19,7 +19,7 @@ use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::identity_domain::{BuildError, ClientSettings, IdentityDomainClient};
 use oci_user_capabilities::names::DomainUrl;
 use oci_user_capabilities::reconcile::{
-    reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
+    domain_values, reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
 };
 use oci_user_capabilities::signer::{
     default_oci_config_path, ApiKeyProvider, CredentialError, CredentialsProvider,
@@ -35,7 +35,10 @@ use oci_user_capabilities::telemetry;
     long_about = "Enforce a least-privilege capability profile on OCI identity-domain users.\n\n\
         The profile and the other settings come from the same environment variables as the function's \
         configuration (CAPABILITIES, EVENT_TYPES, DOMAINS, IDENTITY_DOMAIN_URL_TEMPLATE, DRY_RUN, \
-        MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT, IDENTITY_CONTROL_PLANE_URL)."
+        MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT, IDENTITY_CONTROL_PLANE_URL, POLICY, \
+        TAG_NAMESPACE). The policy that decides each user's profile is the one compiled in from \
+        policies/capabilities.toml, replaced whole by POLICY (the same TOML) or by --policy FILE on \
+        plan, apply and reconcile."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +55,9 @@ enum Command {
         /// Payload file (a Service Connector batch, one audit record, or a reconcile request); `-` or
         /// nothing reads standard input.
         file: Option<PathBuf>,
+        /// Policy file (TOML) replacing the baked-in policy and POLICY.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Process a payload against the identity domains now, as the function would.
     Apply {
@@ -89,10 +95,10 @@ FN_LISTENER. Configuration and credentials are checked before the socket is crea
 the process with one line naming the key (exit 2).
 
 Function configuration (fn config keys, read as environment variables):
-  CAPABILITIES                  the profile, e.g. api_keys=on,smtp_credentials=off; names not listed are
-                                unmanaged [default: api_keys=on,auth_tokens=on,console_password=off,
-                                customer_secret_keys=off,db_credentials=off,oauth2_client_credentials=off,
-                                smtp_credentials=off]
+  CAPABILITIES                  the policy's default profile, e.g. api_keys=on,smtp_credentials=off;
+                                names not listed are unmanaged [default: api_keys=on,auth_tokens=on,
+                                console_password=off,customer_secret_keys=off,db_credentials=off,
+                                oauth2_client_credentials=off,smtp_credentials=off]
   EVENT_TYPES                   names that select a record (data.eventName, additionalDetails.eventId,
                                 last segment of type/eventType) [default: UserJit,createuser]
   DOMAINS                       allow-list: idcs-<32 hex>, a domain OCID, or NAME=URL [default: unset,
@@ -102,9 +108,11 @@ Function configuration (fn config keys, read as environment variables):
   IDENTITY_CONTROL_PLANE_URL    where domain OCIDs are resolved (GetDomain); https, or http to
                                 loopback [default: https://identity.{region}.oci.oraclecloud.com,
                                 region from OCI_RESOURCE_PRINCIPAL_REGION]
-  POLICY                        the whole capability policy as TOML [default: the built-in
+  POLICY                        the whole capability policy as TOML: default, then [[rule]]s matching
+                                users, groups, domains, federated, service_user [default: the built-in
                                 policies/capabilities.toml]
-  TAG_NAMESPACE                 defined-tag namespace for per-user overrides [default: unset]
+  TAG_NAMESPACE                 defined-tag namespace for per-user overrides: <ns>.<capability> = yes/no,
+                                <ns>.exempt = yes [default: unset]
   DRY_RUN                       true: read and report, never write [default: false]
   MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
   MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
@@ -128,6 +136,9 @@ struct RunOptions {
     /// Read and report, never write.
     #[arg(long)]
     dry_run: bool,
+    /// Policy file (TOML) replacing the baked-in policy and POLICY.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// How to sign requests [default: resource-principal when its variables are set, else api-key]
     #[arg(long, value_enum)]
     auth: Option<AuthKind>,
@@ -179,7 +190,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Serve => serve(),
-        Command::Plan { file } => plan(file),
+        Command::Plan { file, policy } => plan(file, policy),
         Command::Apply { file, run } => operator(run, |ctx| Box::pin(apply(ctx, file))),
         Command::Reconcile {
             domain,
@@ -295,7 +306,8 @@ fn serve() -> Result<ExitCode, CliError> {
         let bound = fdk.bind()?;
         // After the bind: the TLS client set-up is the slowest part of the start.
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
-        let profile = config.profile.describe();
+        let profile = config.policy.default.describe();
+        let rules = config.policy.rules.len();
         let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         let function = Arc::new(Function {
             config: Arc::new(config),
@@ -305,7 +317,7 @@ fn serve() -> Result<ExitCode, CliError> {
             let function = Arc::clone(&function);
             async move { function.call(ctx, payload).await }
         };
-        tracing::info!(socket = %bound.socket().display(), profile = %profile, "ready");
+        tracing::info!(socket = %bound.socket().display(), profile = %profile, rules, "ready");
         bound.serve(handler).await.map_err(CliError::Serve)?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
@@ -326,8 +338,14 @@ fn read_payload(file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {
     }
 }
 
-fn plan(file: Option<PathBuf>) -> Result<ExitCode, CliError> {
-    let config = Config::from_lookup(&env)?;
+/// The configuration, with the policy from `--policy FILE` when one is given.
+fn load_config(policy: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    let file = policy.map(PolicyFile::read).transpose()?;
+    Config::load(&env, file.as_ref())
+}
+
+fn plan(file: Option<PathBuf>, policy: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    let config = load_config(policy.as_deref())?;
     let body = read_payload(file)?;
     match oci_user_capabilities::plan::plan(&body, &config) {
         Ok(plan) => {
@@ -354,7 +372,7 @@ fn operator(
     run: RunOptions,
     body: impl FnOnce(OperatorContext) -> OperatorFuture,
 ) -> Result<ExitCode, CliError> {
-    let mut config = Config::from_lookup(&env)?;
+    let mut config = load_config(run.policy.as_deref())?;
     if run.dry_run {
         config.dry_run = true;
     }
@@ -512,6 +530,7 @@ async fn reconcile_command(
         }
         let step = left.map_or(args.page_size, |l| l.min(args.page_size));
         let job = ReconcileJob {
+            domain_values: domain_values(&args.domain, &domain),
             domain: domain.clone(),
             filter: filter.clone(),
             start_index: next,
@@ -587,11 +606,7 @@ fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileRepo
 fn print_apply(report: &Report, output: OutputKind) {
     let mut out = std::io::stdout().lock();
     if output == OutputKind::Json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{:#}", to_json(report));
         return;
     }
     let _ = writeln!(
@@ -600,7 +615,7 @@ fn print_apply(report: &Report, output: OutputKind) {
         "INDEX", "OUTCOME", "USER ID", "USER NAME"
     );
     for r in &report.results {
-        let detail = if r.changed.is_empty() {
+        let mut detail = if r.changed.is_empty() {
             r.reason.clone().unwrap_or_default()
         } else {
             r.changed
@@ -609,6 +624,9 @@ fn print_apply(report: &Report, output: OutputKind) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if !r.policy.is_empty() {
+            detail.push_str(&format!(" [policy: {}]", r.policy.join(", ")));
+        }
         let _ = writeln!(
             out,
             "{:>5}  {:<9}  {:<32}  {:<30}  {}",
@@ -639,29 +657,24 @@ fn print_apply(report: &Report, output: OutputKind) {
 fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
     let mut out = std::io::stdout().lock();
     if output == OutputKind::Json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{:#}", to_json(report));
         return;
     }
     for u in &report.users {
+        let mut detail = u
+            .reason
+            .clone()
+            .unwrap_or_else(|| u.changed.keys().copied().collect::<Vec<_>>().join(","));
+        if !u.policy.is_empty() {
+            detail.push_str(&format!(" [policy: {}]", u.policy.join(", ")));
+        }
         let _ = writeln!(
             out,
             "{:<9}  {:<32}  {:<30}  {}",
-            serde_json::to_value(u.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            u.outcome.as_str(),
             u.user_id.as_deref().unwrap_or("-"),
             u.user_name.as_deref().unwrap_or("-"),
-            u.reason.clone().unwrap_or_else(|| u
-                .changed
-                .keys()
-                .copied()
-                .collect::<Vec<_>>()
-                .join(","))
+            detail
         );
     }
     let _ = writeln!(

@@ -1,140 +1,334 @@
 //! The offline `plan`: what the function would do with a payload, with no network and no credentials.
+//!
+//! Records are triaged and grouped by user exactly as the function does ([`group_by_user`]); for
+//! each acting record the plan shows the policy's outlook ([`Policy::outlook`]): the rules that
+//! could apply, the facts the read would have to bring, and the decision when the record alone
+//! settles it.
 
-use std::collections::HashMap;
+use serde::Serialize;
+use serde_json::Value;
 
-use serde_json::{json, Value};
-
-use crate::audit::{parse_invocation, Invocation, Triage};
+use crate::audit::{parse_invocation, Invocation, Target, Triage};
+use crate::batch::{acting_records, group_by_user};
 use crate::config::{Config, DomainRoute};
-use crate::identity_domain::user_attributes;
+use crate::identity_domain::{list_attributes, user_attributes};
 use crate::names::{DomainUrl, UserRef};
+use crate::policy::{Candidate, Decision, Fact, Policy};
+use crate::profile::Profile;
+use crate::reconcile::{domain_values, DEFAULT_FILTER};
 
-/// The plan as JSON: one entry per record, with the exact requests a selected record leads to. The PUT
-/// body shows managed capabilities as booleans and unmanaged ones as a placeholder, since their values are
-/// copied from the user at run time.
-pub fn plan(body: &[u8], config: &Config) -> Result<Value, String> {
+/// What `plan` prints: a batch's plan, or a reconcile request's.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Plan {
+    Records(RecordsPlan),
+    Reconcile(ReconcilePlan),
+}
+
+/// The policy in force, as `plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySummary {
+    /// The profile every user starts from.
+    pub default: String,
+    /// Rule names in file order.
+    pub rules: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag_namespace: Option<String>,
+    /// The attributes a user read asks for (`attributes=`).
+    pub read_attributes: String,
+}
+
+impl PolicySummary {
+    fn of(policy: &Policy) -> Self {
+        Self {
+            default: policy.default.describe(),
+            rules: policy.rules.iter().map(|r| r.name.clone()).collect(),
+            tag_namespace: policy.tag_namespace.as_ref().map(|t| t.to_string()),
+            read_attributes: user_attributes(&policy.needs().attributes()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordsPlan {
+    pub policy: PolicySummary,
+    pub dry_run: bool,
+    pub received: usize,
+    pub enforce: usize,
+    pub duplicate: usize,
+    pub ignore: usize,
+    pub reject: usize,
+    pub results: Vec<PlannedRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlannedAction {
+    Enforce,
+    Duplicate,
+    Ignore,
+    Reject,
+}
+
+/// One record's plan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedRecord {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    pub action: PlannedAction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyOutlook>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+}
+
+/// What the policy can say about one record before the user is read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyOutlook {
+    /// Rules that could apply, in file order, each with the facts still needed to know.
+    pub could_apply: Vec<Candidate>,
+    /// Facts the read must bring before the policy can decide; empty when the record settles it.
+    pub reads: Vec<Fact>,
+    /// The decided profile, when nothing is left to read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// What decided it, when nothing is left to read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<Vec<String>>,
+    /// Set when the record alone exempts the user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exempt: Option<String>,
+    /// While facts are pending: `default` with the rules already certain to apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_so_far: Option<String>,
+}
+
+/// One request the record leads to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub method: &'static str,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub then: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcilePlan {
+    pub reconcile: ReconcileTarget,
+    pub policy: PolicySummary,
+    pub note: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileTarget {
+    pub domain: String,
+    /// The URL, or `{GetDomain url of <ocid>}` for a domain OCID resolved at run time.
+    pub domain_url: String,
+    /// What a rule's `domains` may name to match these users.
+    pub domain_values: Vec<String>,
+    pub filter: String,
+    pub start_index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<u64>,
+    /// The attributes each listed page asks for.
+    pub list_attributes: String,
+}
+
+/// The plan for a payload. The PUT body shows managed capabilities as booleans and unmanaged ones as a
+/// placeholder, since their values are copied from the user at run time.
+pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
+    let policy = &config.policy;
     let records = match parse_invocation(body).map_err(|e| e.to_string())? {
         Invocation::Records(records) => records,
         Invocation::Reconcile(request) => {
             let route = config.domains.resolve_for_reconcile(&request.domain)?;
-            return Ok(json!({
-                "reconcile": {
-                    "domain": request.domain,
-                    "domainUrl": route_base(&route),
-                    "filter": request.filter.unwrap_or_else(|| crate::reconcile::DEFAULT_FILTER.to_string()),
-                    "startIndex": request.start_index.unwrap_or(1),
-                    "maxUsers": request.max_users,
+            return Ok(Plan::Reconcile(ReconcilePlan {
+                reconcile: ReconcileTarget {
+                    domain_values: match &route {
+                        DomainRoute::Url(url) => domain_values(&request.domain, url),
+                        DomainRoute::Ocid(_) => vec![request.domain.clone()],
+                    },
+                    domain: request.domain,
+                    domain_url: route_base(&route),
+                    filter: request.filter.unwrap_or_else(|| DEFAULT_FILTER.to_owned()),
+                    start_index: request.start_index.unwrap_or(1),
+                    max_users: request.max_users,
+                    list_attributes: list_attributes(&policy.needs().attributes()),
                 },
-                "profile": config.profile.describe(),
-                "note": "reconcile pages through the domain's users and writes only where a user differs from the profile",
+                policy: PolicySummary::of(policy),
+                note:
+                    "reconcile pages through the domain's users, decides each user's profile with \
+                       the policy from the listing, and writes only where a user differs from it",
             }));
         }
     };
-    let put_body = config.profile.plan_body();
-    let mut first_for_user: HashMap<(String, String), usize> = HashMap::new();
-    let mut counts: HashMap<&'static str, usize> = HashMap::new();
-    let mut results = Vec::with_capacity(records.len());
-    for (index, triaged) in records
-        .triage(&config.event_types, &config.domains)
-        .enumerate()
-    {
-        let entry = match triaged {
-            Triage::Act(target) => {
-                let key = (
-                    route_base(&target.route),
-                    target.user_id.as_str().to_string(),
-                );
-                let base = json!({
-                    "index": index,
-                    "eventId": target.event_id,
-                    "domain": target.domain,
-                    "domainUrl": route_base(&target.route),
-                    "userId": target.user_id.as_str(),
-                    "userName": target.user_name,
-                });
-                match first_for_user.get(&key) {
-                    Some(first) => with(
-                        base,
-                        json!({ "action": "duplicate", "reason": format!("duplicate of record {first}: the user is processed once") }),
-                    ),
-                    None => {
-                        first_for_user.insert(key, index);
-                        let mut attributes = user_attributes();
-                        if matches!(target.user_id, UserRef::Ocid(_)) {
-                            attributes.push_str(",ocid");
-                        }
-                        let get_url = route_endpoint(
-                            &target.route,
-                            &["admin", "v1", "Users", target.user_id.as_str()],
-                            &[("attributes", &attributes)],
-                        );
-                        let put_id = match &target.user_id {
-                            UserRef::Id(id) => id.as_str(),
-                            // Known only once the read has answered.
-                            UserRef::Ocid(_) => "ID_FROM_THE_READ",
-                        };
-                        let put_url = route_endpoint(
-                            &target.route,
-                            &["admin", "v1", "UserCapabilitiesChanger", put_id],
-                            &[],
-                        );
-                        let check = target.user_name.as_ref().map(|n| format!("the user's userName must equal {n:?} (case-insensitive), else the record is rejected"));
-                        with(
-                            base,
-                            json!({
-                                "action": "enforce",
-                                "steps": [
-                                    { "method": "GET", "url": get_url, "then": check },
-                                    {
-                                        "method": "PUT",
-                                        "url": put_url,
-                                        "when": if config.dry_run { "never (DRY_RUN)" } else { "only if a managed capability differs from the profile" },
-                                        "body": put_body,
-                                    }
-                                ],
-                            }),
-                        )
-                    }
+    let mut results: Vec<PlannedRecord> = Vec::with_capacity(records.len());
+    let to_act = acting_records(
+        &records,
+        &config.event_types,
+        &config.domains,
+        |index, triaged| results.push(settled(index, triaged)),
+    );
+    // Offline nothing is resolved: a user is its domain route and the id or OCID it is named by.
+    let users = group_by_user(to_act.into_iter().map(|(index, target)| {
+        let user = (
+            route_base(&target.route),
+            target.user_id.as_str().to_owned(),
+        );
+        (user, index, target)
+    }));
+    for user in users {
+        let domains = user.domain_values();
+        let mut first: Option<usize> = None;
+        for (index, target) in &user.records {
+            let entry = match first {
+                Some(first) => PlannedRecord {
+                    action: PlannedAction::Duplicate,
+                    reason: Some(format!(
+                        "duplicate of record {first}: the user is processed once"
+                    )),
+                    ..acting(*index, target)
+                },
+                None => {
+                    first = Some(*index);
+                    enforce(*index, target, &domains, config)
                 }
-            }
-            Triage::Ignored {
-                event_id,
-                domain,
-                reason,
-            } => {
-                json!({ "index": index, "eventId": event_id, "domain": domain, "action": "ignore", "reason": reason })
-            }
-            Triage::Rejected {
-                event_id,
-                domain,
-                user_id,
-                user_name,
-                reason,
-            } => json!({
-                "index": index, "eventId": event_id, "domain": domain, "userId": user_id, "userName": user_name,
-                "action": "reject", "reason": reason,
-            }),
-        };
-        let action = match entry["action"].as_str() {
-            Some("enforce") => "enforce",
-            Some("duplicate") => "duplicate",
-            Some("ignore") => "ignore",
-            _ => "reject",
-        };
-        *counts.entry(action).or_insert(0) += 1;
-        results.push(strip_nulls(entry));
+            };
+            results.push(entry);
+        }
     }
-    let count = |k: &str| counts.get(k).copied().unwrap_or(0);
-    Ok(json!({
-        "profile": config.profile.describe(),
-        "dryRun": config.dry_run,
-        "received": records.len(),
-        "enforce": count("enforce"),
-        "duplicate": count("duplicate"),
-        "ignore": count("ignore"),
-        "reject": count("reject"),
-        "results": results,
+    results.sort_by_key(|r| r.index);
+    let count = |a: PlannedAction| results.iter().filter(|r| r.action == a).count();
+    Ok(Plan::Records(RecordsPlan {
+        policy: PolicySummary::of(policy),
+        dry_run: config.dry_run,
+        received: records.len(),
+        enforce: count(PlannedAction::Enforce),
+        duplicate: count(PlannedAction::Duplicate),
+        ignore: count(PlannedAction::Ignore),
+        reject: count(PlannedAction::Reject),
+        results,
     }))
+}
+
+fn acting(index: usize, target: &Target) -> PlannedRecord {
+    PlannedRecord {
+        index,
+        event_id: target.event_id.clone(),
+        domain: Some(target.domain.clone()),
+        domain_url: Some(route_base(&target.route)),
+        user_id: Some(target.user_id.as_str().to_owned()),
+        user_name: target.user_name.clone(),
+        action: PlannedAction::Enforce,
+        reason: None,
+        policy: None,
+        steps: Vec::new(),
+    }
+}
+
+/// The first record for a user: the read, the policy's outlook and the write it may lead to.
+fn enforce(index: usize, target: &Target, domains: &[String], config: &Config) -> PlannedRecord {
+    let policy = &config.policy;
+    let outlook = policy.outlook(target.user_name.as_deref(), domains);
+    let mut attributes = user_attributes(&policy.needs().attributes());
+    if matches!(target.user_id, UserRef::Ocid(_)) {
+        attributes.push_str(",ocid");
+    }
+    let get_url = route_endpoint(
+        &target.route,
+        &["admin", "v1", "Users", target.user_id.as_str()],
+        &[("attributes", &attributes)],
+    );
+    let put_id = match &target.user_id {
+        UserRef::Id(id) => id.as_str(),
+        // Known only once the read has answered.
+        UserRef::Ocid(_) => "ID_FROM_THE_READ",
+    };
+    let put_url = route_endpoint(
+        &target.route,
+        &["admin", "v1", "UserCapabilitiesChanger", put_id],
+        &[],
+    );
+    let check = target.user_name.as_ref().map(|n| {
+        format!(
+            "the user's userName must equal {n:?} (case-insensitive), else the record is rejected"
+        )
+    });
+    let mut view = PolicyOutlook {
+        could_apply: outlook.could_apply,
+        reads: outlook.reads,
+        profile: None,
+        decided_by: None,
+        exempt: None,
+        profile_so_far: None,
+    };
+    let (profile, when): (Option<Profile>, String) = match outlook.decided {
+        Some(Decision::Exempt { policy, reason }) => {
+            view.decided_by = Some(policy);
+            let when = format!("never: {reason}");
+            view.exempt = Some(reason);
+            (None, when)
+        }
+        Some(Decision::Enforce {
+            profile, policy, ..
+        }) => {
+            view.profile = Some(profile.describe());
+            view.decided_by = Some(policy);
+            (Some(profile), write_condition(config, "the profile"))
+        }
+        None => {
+            view.profile_so_far = Some(outlook.known_profile.describe());
+            (
+                Some(outlook.known_profile),
+                write_condition(
+                    config,
+                    "the profile the policy decides after the read (the body shows the rules \
+                     already certain to apply)",
+                ),
+            )
+        }
+    };
+    PlannedRecord {
+        policy: Some(view),
+        steps: vec![
+            Step {
+                method: "GET",
+                url: get_url,
+                then: check,
+                when: None,
+                body: None,
+            },
+            Step {
+                method: "PUT",
+                url: put_url,
+                then: None,
+                when: Some(when),
+                body: profile.map(|p| p.plan_body()),
+            },
+        ],
+        ..acting(index, target)
+    }
 }
 
 /// Stands in for a URL the control plane gives only at run time.
@@ -162,16 +356,144 @@ fn route_endpoint(route: &DomainRoute, segments: &[&str], query: &[(&str, &str)]
     }
 }
 
-fn with(mut base: Value, extra: Value) -> Value {
-    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-        b.extend(e);
+fn write_condition(config: &Config, profile: &str) -> String {
+    if config.dry_run {
+        "never (DRY_RUN)".to_owned()
+    } else {
+        format!("only if a managed capability differs from {profile}")
     }
-    base
 }
 
-fn strip_nulls(mut v: Value) -> Value {
-    if let Some(map) = v.as_object_mut() {
-        map.retain(|_, value| !value.is_null());
+fn settled(index: usize, triaged: Triage) -> PlannedRecord {
+    let base = |action| PlannedRecord {
+        index,
+        event_id: None,
+        domain: None,
+        domain_url: None,
+        user_id: None,
+        user_name: None,
+        action,
+        reason: None,
+        policy: None,
+        steps: Vec::new(),
+    };
+    match triaged {
+        Triage::Ignored {
+            event_id,
+            domain,
+            reason,
+        } => PlannedRecord {
+            event_id,
+            domain,
+            reason: Some(reason.as_str().to_owned()),
+            ..base(PlannedAction::Ignore)
+        },
+        Triage::Rejected {
+            event_id,
+            domain,
+            user_id,
+            user_name,
+            reason,
+        } => PlannedRecord {
+            event_id,
+            domain,
+            user_id,
+            user_name,
+            reason: Some(reason),
+            ..base(PlannedAction::Reject)
+        },
+        Triage::Act(target) => acting(index, &target),
     }
-    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use serde_json::json;
+
+    const SAMPLE: &str = include_str!("../examples/payloads/sch-batch.json");
+
+    fn config_with(policy: &str) -> Config {
+        let mut config = Config::from_lookup(&|_| None).unwrap();
+        config.policy = Policy::parse(policy, None, None).unwrap();
+        config
+    }
+
+    fn records_plan(plan: Plan) -> Value {
+        match plan {
+            Plan::Records(p) => serde_json::to_value(p).unwrap(),
+            Plan::Reconcile(_) => panic!("a batch was planned as a reconcile"),
+        }
+    }
+
+    #[test]
+    fn the_sample_batch_by_domain_display_name_is_decided_offline() {
+        // The sample's records give domainDisplayName "Default": a domains rule decides without a read.
+        let config = config_with(
+            "default = \"api_keys=off\"\n[[rule]]\nname = \"default-domain\"\ndomains = [\"default\"]\ncapabilities = \"smtp_credentials=off\"\n",
+        );
+        let plan = records_plan(plan(SAMPLE.as_bytes(), &config).unwrap());
+        assert_eq!(
+            (
+                plan["received"].clone(),
+                plan["enforce"].clone(),
+                plan["duplicate"].clone()
+            ),
+            (json!(5), json!(2), json!(1)),
+            "{plan}"
+        );
+        let first = &plan["results"][0];
+        assert_eq!(first["action"], "enforce");
+        assert_eq!(
+            first["policy"]["decidedBy"],
+            json!(["default-domain"]),
+            "{plan}"
+        );
+        assert_eq!(
+            first["policy"]["profile"],
+            "api_keys=off,smtp_credentials=off"
+        );
+        assert_eq!(first["policy"]["reads"], json!([]));
+        assert_eq!(first["steps"][1]["body"]["canUseSmtpCredentials"], false);
+        assert_eq!(
+            first["steps"][1]["body"]["canUseAuthTokens"],
+            crate::profile::UNMANAGED_PLACEHOLDER
+        );
+        // Every record has a result, in batch order; only acting records carry a policy outlook.
+        let indexes: Vec<u64> = plan["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, [0, 1, 2, 3, 4]);
+        for r in plan["results"].as_array().unwrap() {
+            assert_eq!(r.get("policy").is_some(), r["action"] == "enforce", "{r}");
+        }
+    }
+
+    #[test]
+    fn pending_facts_leave_the_decision_to_the_read() {
+        let config = config_with(
+            "default = \"api_keys=off\"\n[[rule]]\nname = \"dev\"\ngroups = [\"Developers\"]\ncapabilities = \"api_keys=on\"\n",
+        );
+        let plan = records_plan(plan(SAMPLE.as_bytes(), &config).unwrap());
+        let first = &plan["results"][0]["policy"];
+        assert_eq!(first["reads"], json!(["groups"]), "{plan}");
+        assert_eq!(first["couldApply"][0]["rule"], "dev");
+        assert_eq!(first["couldApply"][0]["needs"], json!(["groups"]));
+        assert!(first.get("decidedBy").is_none(), "{plan}");
+        assert_eq!(first["profileSoFar"], "api_keys=off");
+        assert_eq!(
+            plan["policy"]["readAttributes"]
+                .as_str()
+                .unwrap()
+                .matches("groups")
+                .count(),
+            1
+        );
+        let get = plan["results"][0]["steps"][0]["url"].as_str().unwrap();
+        assert!(get.ends_with("%2Cgroups"), "{get}");
+    }
 }

@@ -198,6 +198,30 @@ impl Profile {
         self.values[c.index()]
     }
 
+    /// A profile that manages nothing: every capability is left as the user has it.
+    pub fn unmanaged() -> Self {
+        Self { values: [None; 8] }
+    }
+
+    /// Forces `c` to `on`.
+    pub fn set(&mut self, c: Capability, on: bool) {
+        self.values[c.index()] = Some(on);
+    }
+
+    /// This profile with every capability that `over` manages taken from `over` (a policy rule laid
+    /// over the default).
+    pub fn overlaid(mut self, over: &Profile) -> Self {
+        for (c, on) in over.managed() {
+            self.set(c, on);
+        }
+        self
+    }
+
+    /// True when this profile manages no capability.
+    pub fn is_unmanaged(&self) -> bool {
+        self.values.iter().all(Option::is_none)
+    }
+
     /// The managed capabilities with their target value, in [`Capability::ALL`] order.
     pub fn managed(&self) -> impl Iterator<Item = (Capability, bool)> + '_ {
         Capability::ALL

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use crate::apply::{Engine, Outcome, START_MARGIN};
 use crate::identity_domain::UserPage;
-use crate::names::{DomainUrl, UserId};
+use crate::names::{DomainName, DomainUrl, UserId};
+use crate::policy::UserFacts;
 use crate::profile::CurrentCapabilities;
 
 /// Users created by SAML JIT. `creationMechanism` is `returned: request`, so listing asks for it.
@@ -29,6 +30,9 @@ pub const LISTED_MAX: usize = 200;
 #[derive(Debug, Clone)]
 pub struct ReconcileJob {
     pub domain: DomainUrl,
+    /// The domain as the request named it (name, display name, OCID or URL), for the policy's
+    /// `domains` matcher; see [`domain_values`].
+    pub domain_values: Vec<String>,
     pub filter: String,
     pub start_index: u64,
     pub max_users: Option<u64>,
@@ -43,6 +47,8 @@ pub struct UserEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
     pub outcome: Outcome,
+    /// What decided the user's profile (see `RecordResult::policy`).
+    pub policy: Vec<String>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub changed: std::collections::BTreeMap<&'static str, [Option<bool>; 2]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,10 +98,19 @@ impl ReconcileReport {
     pub fn needs_retry(&self) -> bool {
         self.failed > 0 || self.error.is_some()
     }
+}
 
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+/// The values a reconcile request's domain is known by: as written, and the `idcs-…` name its URL
+/// carries (so a rule's `domains` may name either).
+pub fn domain_values(requested: &str, url: &DomainUrl) -> Vec<String> {
+    let mut values = vec![requested.to_owned()];
+    let label = url.host().split('.').next().unwrap_or_default();
+    if let Ok(name) = DomainName::parse(label) {
+        if name.as_str() != requested {
+            values.push(name.as_str().to_owned());
+        }
     }
+    values
 }
 
 pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -> ReconcileReport {
@@ -133,7 +148,14 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         let count = budget_left.map_or(page_size, |left| left.min(page_size));
         let page = match engine
             .client
-            .list_users(&job.domain, &job.filter, index, count, deadline)
+            .list_users(
+                &job.domain,
+                &job.filter,
+                index,
+                count,
+                &engine.policy.needs().attributes(),
+                deadline,
+            )
             .await
         {
             Ok(answer) => answer.value,
@@ -168,7 +190,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
                 Some(id) => seen.insert(id.to_string()),
                 None => true,
             })
-            .map(|(pos, user)| reconcile_user(engine, &job.domain, pos, user, deadline))
+            .map(|(pos, user)| reconcile_user(engine, job, pos, user, deadline))
             .collect();
         let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
             .buffer_unordered(engine.max_concurrency.max(1))
@@ -239,17 +261,17 @@ fn check_page(page: &UserPage, index: u64, asked: u64) -> Result<u64, String> {
 /// The user's position in its page, with `None` when the deadline left no time to start it.
 async fn reconcile_user(
     engine: &Engine,
-    domain: &DomainUrl,
+    job: &ReconcileJob,
     pos: usize,
     user: &serde_json::Value,
     deadline: Instant,
 ) -> (usize, Option<UserEntry>) {
-    (pos, reconcile_one(engine, domain, user, deadline).await)
+    (pos, reconcile_one(engine, job, user, deadline).await)
 }
 
 async fn reconcile_one(
     engine: &Engine,
-    domain: &DomainUrl,
+    job: &ReconcileJob,
     user: &serde_json::Value,
     deadline: Instant,
 ) -> Option<UserEntry> {
@@ -265,6 +287,7 @@ async fn reconcile_one(
         user_id: raw_id.map(str::to_string),
         user_name: user_name.clone(),
         outcome,
+        policy: Vec::new(),
         changed: Default::default(),
         reason,
         request_ids: Vec::new(),
@@ -280,8 +303,21 @@ async fn reconcile_one(
         }
     };
     let current = CurrentCapabilities::from_user(user);
-    let done = engine.enforce_user(domain, &id, &current, deadline).await;
+    // The listing asked for the policy's attributes, so the page holds every fact it needs.
+    let decision = match UserFacts::from_scim(user, job.domain_values.clone()) {
+        Ok(facts) => engine.policy.decide(&facts),
+        Err(e) => {
+            return Some(entry(
+                Outcome::Failed,
+                Some(format!("listed user: unexpected answer: {e}")),
+            ))
+        }
+    };
+    let done = engine
+        .apply_decision(&job.domain, &id, &decision, &current, deadline)
+        .await;
     Some(UserEntry {
+        policy: done.policy,
         changed: done.changed,
         request_ids: done.ecids,
         ..entry(done.outcome, done.reason)

@@ -7,6 +7,7 @@ mod fdk_platform;
 mod hardening;
 mod idd_server;
 mod platform_harness;
+mod policy;
 mod reconcile;
 mod reliability;
 mod support;

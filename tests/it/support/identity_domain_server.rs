@@ -39,6 +39,7 @@ pub const CAPABILITIES_URN: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:capabilities:User";
 pub const USER_EXTENSION_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User";
 pub const CHANGER_SCHEMA: &str = "urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger";
+pub const TAGS_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags";
 const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 
 /// The eight capability attributes, in the order tests index `[Option<bool>; 8]` arrays.
@@ -156,6 +157,11 @@ struct User {
     caps: [Option<bool>; 8],
     creation_mechanism: String,
     federated: bool,
+    service_user: bool,
+    /// `groups` entries as the service gives them (returned only when asked for).
+    groups: Vec<Value>,
+    /// OCITags `definedTags` entries (returned only when asked for).
+    defined_tags: Vec<Value>,
     created: u64,
 }
 
@@ -276,6 +282,35 @@ impl IdentityDomainServer {
         inner.pending.push((pages, user));
     }
 
+    /// Adds a group membership to the user: `(display name, group id, direct or indirect)`; the
+    /// group's OCID is `ocid1.group.oc1..<id>`.
+    pub fn add_group(&self, user_id: &str, display: &str, group_id: &str, indirect: bool) {
+        if let Some(user) = self.state.lock().users.get_mut(user_id) {
+            user.groups.push(json!({
+                "value": group_id,
+                "display": display,
+                "ocid": format!("ocid1.group.oc1..{group_id}"),
+                "type": if indirect { "indirect" } else { "direct" },
+                "$ref": format!("/admin/v1/Groups/{group_id}"),
+            }));
+        }
+    }
+
+    /// Adds a defined tag `namespace.key = value` to the user.
+    pub fn add_defined_tag(&self, user_id: &str, namespace: &str, key: &str, value: &str) {
+        if let Some(user) = self.state.lock().users.get_mut(user_id) {
+            user.defined_tags
+                .push(json!({"namespace": namespace, "key": key, "value": value}));
+        }
+    }
+
+    /// Marks the user as a service user (the user extension's `serviceUser`).
+    pub fn set_service_user(&self, user_id: &str, service_user: bool) {
+        if let Some(user) = self.state.lock().users.get_mut(user_id) {
+            user.service_user = service_user;
+        }
+    }
+
     /// Gives an existing user an OCID, so it can be read as `/admin/v1/Users/{ocid}`.
     pub fn set_user_ocid(&self, id: &str, ocid: &str) {
         if let Some(user) = self.state.lock().users.get_mut(id) {
@@ -394,6 +429,9 @@ fn new_user(
         caps,
         creation_mechanism: creation_mechanism.to_string(),
         federated,
+        service_user: false,
+        groups: Vec::new(),
+        defined_tags: Vec::new(),
         created: inner.next_created,
     }
 }
@@ -747,7 +785,8 @@ fn route(
 }
 
 /// The user resource, with the extensions the `attributes` parameter asks for (the service returns
-/// extension attributes only when requested).
+/// extension attributes only when requested; `attributes` replaces the default set, and `groups`
+/// is `returned: request`, so it too appears only when named).
 fn user_json(user: &User, attributes: &str) -> Value {
     let mut out = Map::new();
     out.insert("id".into(), json!(user.id));
@@ -778,8 +817,23 @@ fn user_json(user: &User, attributes: &str) -> Value {
     if whole || wanted.contains(&format!("{USER_EXTENSION_URN}:creationMechanism").as_str()) {
         ext.insert("creationMechanism".into(), json!(user.creation_mechanism));
     }
+    if whole || wanted.contains(&format!("{USER_EXTENSION_URN}:serviceUser").as_str()) {
+        ext.insert("serviceUser".into(), json!(user.service_user));
+    }
     if !ext.is_empty() {
         out.insert(USER_EXTENSION_URN.into(), Value::Object(ext));
+    }
+    // SCIM leaves out an empty multi-valued attribute.
+    if wanted.contains(&"groups") && !user.groups.is_empty() {
+        out.insert("groups".into(), Value::Array(user.groups.clone()));
+    }
+    let tags_asked =
+        wanted.contains(&TAGS_URN) || wanted.contains(&format!("{TAGS_URN}:definedTags").as_str());
+    if tags_asked && !user.defined_tags.is_empty() {
+        out.insert(
+            TAGS_URN.into(),
+            json!({"definedTags": user.defined_tags.clone()}),
+        );
     }
     Value::Object(out)
 }
