@@ -1,6 +1,7 @@
 # Two stages: a musl build (fully static binary, pure-Rust TLS and DNS through the libc-free resolver
 # path of musl), then an empty image holding only the binary and the CA bundle.
 FROM rust:1.95-alpine AS build
+# gcc builds AWS-LC (aws-lc-sys, no CMake needed); a `--features fips` build would also need `cmake go`.
 RUN apk add --no-cache musl-dev gcc ca-certificates
 WORKDIR /src
 COPY . .

@@ -112,6 +112,9 @@ struct Sample {
     batch_cpu_ms: f64,
     again_cpu_ms: f64,
     total_cpu_ms: f64,
+    /// The first batch's CPU time per enforced user (every user of that batch is enforced: a read
+    /// and a write, two signed requests for ours).
+    cpu_per_user_ms: f64,
     /// Requests the server saw for each batch: (GET, PUT).
     batch_requests: (usize, usize),
     again_requests: (usize, usize),
@@ -592,6 +595,7 @@ async fn run_one(
         if first_pass {
             sample.batch_ms = millis(took);
             sample.batch_cpu_ms = cpu;
+            sample.cpu_per_user_ms = cpu / args.users.max(1) as f64;
             sample.batch_requests = counts;
         } else {
             sample.again_ms = millis(took);
@@ -785,6 +789,14 @@ async fn main() -> ExitCode {
             lower_bound: None,
         },
         Figure {
+            key: "cpu_per_user_ms",
+            label: "  CPU per enforced user".into(),
+            unit: "ms",
+            pick: |s| s.cpu_per_user_ms,
+            target: default_batch.then_some(1.0),
+            lower_bound: None,
+        },
+        Figure {
             key: "again_cpu_ms",
             label: "  CPU time during the batch again".into(),
             unit: "ms",
@@ -896,6 +908,12 @@ async fn main() -> ExitCode {
         args.concurrency,
         n * latency
     );
+    let binary_bytes = std::fs::metadata(&args.binary).map_or(0, |m| m.len());
+    println!(
+        "our release binary: {} bytes ({:.2} MB)",
+        binary_bytes,
+        binary_bytes as f64 / 1e6
+    );
     println!("load average: {load_start} at start, {load_end} at end ({cores} cores)");
     if checks.failures.is_empty() {
         println!("correctness: all checks passed (every user has the profile after each batch; every request signed and verified)");
@@ -917,6 +935,7 @@ async fn main() -> ExitCode {
             "ready_poll_us": READY_POLL.as_micros() as u64,
             "cores": cores,
         },
+        "binary_bytes_ours": binary_bytes,
         "load_average": {"start": load_start, "end": load_end},
         "figures": figures_json,
         "requests": {"ours": requests(Subject::Ours), "reference": requests(Subject::Reference)},

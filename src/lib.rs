@@ -16,6 +16,7 @@ pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod profile;
+pub mod rate_limit;
 pub mod reconcile;
 pub mod retry;
 pub mod telemetry;

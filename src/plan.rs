@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::apply::Outcome;
 use crate::audit::{parse_invocation, Invocation, Target, Triage};
 use crate::batch::{acting_records, group_by_user};
 use crate::config::{Config, DomainRoute};
@@ -52,18 +53,27 @@ impl PolicySummary {
     }
 }
 
-/// A batch's plan: the counts by action and each record's plan, in record order.
+/// A batch's plan: the predicted counts and each record's plan, in record order.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordsPlan {
     policy: PolicySummary,
     dry_run: bool,
     received: usize,
-    enforce: usize,
-    duplicate: usize,
-    ignore: usize,
-    reject: usize,
+    /// How many records could end with each of the report's outcomes, predicted offline: a record
+    /// counts under every outcome it could end with (`applied` or `unchanged` depends on the user's
+    /// current values, which only the read shows). Any record may also end `failed` (network, 5xx).
+    predicted: PredictedCounts,
     results: Vec<PlannedRecord>,
+}
+
+/// Records that could end with each outcome of the function's report.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct PredictedCounts {
+    applied: usize,
+    unchanged: usize,
+    ignored: usize,
+    rejected: usize,
 }
 
 /// What the function would do with a record.
@@ -95,7 +105,13 @@ struct PlannedRecord {
     user_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_name: Option<String>,
+    /// What the function would do; shown through `predicted_outcome`.
+    #[serde(skip)]
     action: PlannedAction,
+    /// The report's outcome words this record could end with, predicted offline: `["applied",
+    /// "unchanged"]` for a user to enforce, `["unchanged"]` for a duplicate or an exempt user,
+    /// `["ignored"]`, `["rejected"]`.
+    predicted_outcome: Vec<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -229,17 +245,38 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
         }
     }
     results.sort_by_key(|r| r.index);
-    let count = |a: PlannedAction| results.iter().filter(|r| r.action == a).count();
+    let mut predicted = PredictedCounts::default();
+    for r in &mut results {
+        r.predicted_outcome = prediction(r);
+        for outcome in &r.predicted_outcome {
+            match outcome {
+                Outcome::Applied => predicted.applied += 1,
+                Outcome::Unchanged => predicted.unchanged += 1,
+                Outcome::Ignored => predicted.ignored += 1,
+                Outcome::Rejected => predicted.rejected += 1,
+                Outcome::Failed => {}
+            }
+        }
+    }
     Ok(Plan::Records(RecordsPlan {
         policy: PolicySummary::of(policy),
         dry_run: config.dry_run,
         received: records.len(),
-        enforce: count(PlannedAction::Enforce),
-        duplicate: count(PlannedAction::Duplicate),
-        ignore: count(PlannedAction::Ignore),
-        reject: count(PlannedAction::Reject),
+        predicted,
         results,
     }))
+}
+
+/// The outcomes the function's report could give a record, as far as the record alone tells.
+fn prediction(r: &PlannedRecord) -> Vec<Outcome> {
+    let exempt = r.policy.as_ref().is_some_and(|p| p.exempt.is_some());
+    match r.action {
+        PlannedAction::Enforce if exempt => vec![Outcome::Unchanged],
+        PlannedAction::Enforce => vec![Outcome::Applied, Outcome::Unchanged],
+        PlannedAction::Duplicate => vec![Outcome::Unchanged],
+        PlannedAction::Ignore => vec![Outcome::Ignored],
+        PlannedAction::Reject => vec![Outcome::Rejected],
+    }
 }
 
 fn acting(index: usize, target: &Target) -> PlannedRecord {
@@ -251,6 +288,7 @@ fn acting(index: usize, target: &Target) -> PlannedRecord {
         user_id: Some(target.user_id.as_str().to_owned()),
         user_name: target.user_name.clone(),
         action: PlannedAction::Enforce,
+        predicted_outcome: Vec::new(),
         reason: None,
         policy: None,
         steps: Vec::new(),
@@ -383,6 +421,7 @@ fn settled(index: usize, triaged: Triage) -> PlannedRecord {
         user_id: None,
         user_name: None,
         action,
+        predicted_outcome: Vec::new(),
         reason: None,
         policy: None,
         steps: Vec::new(),
@@ -445,16 +484,15 @@ mod tests {
         );
         let plan = records_plan(plan(SAMPLE.as_bytes(), &config).unwrap());
         assert_eq!(
+            (plan["received"].clone(), plan["predicted"].clone(),),
             (
-                plan["received"].clone(),
-                plan["enforce"].clone(),
-                plan["duplicate"].clone()
+                json!(5),
+                json!({"applied": 2, "unchanged": 3, "ignored": 1, "rejected": 1})
             ),
-            (json!(5), json!(2), json!(1)),
             "{plan}"
         );
         let first = &plan["results"][0];
-        assert_eq!(first["action"], "enforce");
+        assert_eq!(first["predictedOutcome"], json!(["applied", "unchanged"]));
         assert_eq!(
             first["policy"]["decidedBy"],
             json!(["default-domain"]),
@@ -479,7 +517,8 @@ mod tests {
             .collect();
         assert_eq!(indexes, [0, 1, 2, 3, 4]);
         for r in plan["results"].as_array().unwrap() {
-            assert_eq!(r.get("policy").is_some(), r["action"] == "enforce", "{r}");
+            let enforced = r["predictedOutcome"] == json!(["applied", "unchanged"]);
+            assert_eq!(r.get("policy").is_some(), enforced, "{r}");
         }
     }
 

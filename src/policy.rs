@@ -313,7 +313,7 @@ impl Needs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// The profile every user starts from (`CAPABILITIES`, else the file's `default`).
-    pub(crate) default: Profile,
+    pub default: Profile,
     /// The `[[rule]]`s in file order.
     pub rules: Vec<Rule>,
     /// `TAG_NAMESPACE`: whose defined tags override capabilities per user; `None` reads no tags.

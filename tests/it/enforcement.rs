@@ -241,8 +241,7 @@ async fn five_hundred_records_across_two_domains_with_duplicates() {
             "console of user {n} is unmanaged and kept"
         );
     }
-    // Signing runs on the blocking pool: after a busy batch the process still has main + 2 workers +
-    // at most 2 blocking threads.
+    // After a busy batch the process still has main + 2 workers + at most 2 blocking threads (DNS).
     let threads = f.thread_count();
     assert!(threads <= 5, "threads after a batch: {threads}");
     let dup = report["results"]

@@ -101,6 +101,20 @@ pub enum KeyError {
         /// Why, in words.
         reason: String,
     },
+    /// A PKCS#8 key of another algorithm (EC, Ed25519, ...): OCI request signing needs RSA.
+    #[error(
+        "private key: not an RSA key (PKCS#8 algorithm {algorithm}); OCI request signing needs RSA"
+    )]
+    NotRsa {
+        /// The algorithm's object identifier, dotted.
+        algorithm: String,
+    },
+    /// An RSA key outside the sizes accepted (2048 to 4096 bits).
+    #[error("private key: a {bits}-bit RSA key is not supported; use a key of 2048 to 4096 bits")]
+    UnsupportedSize {
+        /// The modulus size of the key that was given.
+        bits: usize,
+    },
 }
 
 /// Why credentials could not be loaded or refreshed.

@@ -6,6 +6,10 @@
 //! output can be checked against the vectors produced with Oracle's Python SDK. This module knows
 //! nothing about Fn or identity domains.
 //!
+//! RSA signing runs in AWS-LC (`aws-lc-rs`), constant-time; keys are decoded from PEM with the
+//! `pkcs1`/`pkcs8` crates. The `fips` feature switches to AWS-LC's FIPS 140-3 module (its build needs
+//! CMake and Go; see the README).
+//!
 //! ```no_run
 //! use std::time::SystemTime;
 //! use oci_signer::{sign_request, CredentialsProvider, ResourcePrincipal, SignableRequest};
@@ -44,7 +48,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use error::{CredentialError, KeyError, SignError};
-pub use key::{PrivateKey, RsaSha256Signer};
+pub use key::{PrivateKey, RsaSha256Signer, MAX_KEY_BITS, MIN_KEY_BITS};
 pub use oci_config::{default_oci_config_path, ApiKeyProvider};
 pub use resource_principal::ResourcePrincipal;
 pub use session::TokenClaims;

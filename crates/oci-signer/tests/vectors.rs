@@ -5,17 +5,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::signature::{
+    RsaPublicKeyComponents, UnparsedPublicKey, RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+    RSA_PKCS1_2048_8192_SHA256,
+};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use oci_signer::{
     sign_request, ApiKeyProvider, CredentialError, Credentials, CredentialsProvider, KeyError,
-    KeyId, PrivateKey, ResourcePrincipal, Secret, SignableRequest,
+    KeyId, PrivateKey, ResourcePrincipal, RsaSha256Signer, Secret, SignError, SignableRequest,
 };
+use pkcs8::der::{Decode, Document};
 use proptest::prelude::*;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::signature::Verifier;
 use serde_json::Value;
-use sha2::Sha256;
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
 
@@ -255,9 +257,7 @@ fn every_manifest_vector_has_a_test() {
 
 #[test]
 fn all_pem_encodings_load_the_same_key() {
-    let public: rsa::RsaPublicKey =
-        rsa::pkcs8::DecodePublicKey::from_public_key_pem(&vector_file("rp_session_key_public.pem"))
-            .unwrap();
+    let (_, public) = Document::from_pem(&vector_file("rp_session_key_public.pem")).unwrap();
     let passphrase = Secret::from(vector_file("rp_session_key_passphrase.txt"));
     for (file, pass) in [
         ("rp_session_key_pkcs1.pem", None),
@@ -265,8 +265,51 @@ fn all_pem_encodings_load_the_same_key() {
         ("rp_session_key_pkcs8_encrypted.pem", Some(&passphrase)),
     ] {
         let key = PrivateKey::from_pem(&vector_file(file), pass).unwrap();
-        assert_eq!(key.public_key(), public, "{file}");
+        assert_eq!(key.public_key_der().unwrap(), public.as_bytes(), "{file}");
         assert_eq!(format!("{key:?}"), "PrivateKey(<redacted>, 2048 bits)");
+    }
+}
+
+fn test_key_file(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/keys")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn keys_of_2048_to_4096_bits_load_and_others_are_refused_by_size() {
+    for (pem, bits) in [
+        (vector_file("rp_session_key_pkcs8.pem"), 2048),
+        (test_key_file("rsa3072_pkcs8.pem"), 3072),
+        (test_key_file("rsa4096_pkcs1.pem"), 4096),
+    ] {
+        let key = PrivateKey::from_pem(&pem, None).unwrap();
+        assert_eq!(key.bits(), bits);
+        let signature = key.sign_pkcs1v15_sha256(b"m").unwrap();
+        assert_eq!(signature.len(), bits / 8);
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key_der().unwrap())
+            .verify(b"m", &signature)
+            .unwrap();
+    }
+    for (pem, bits) in [
+        (ORACLE_DOC_KEY.to_owned(), 1024),
+        (test_key_file("rsa8192_pkcs8.pem"), 8192),
+    ] {
+        let err = PrivateKey::from_pem(&pem, None).unwrap_err();
+        assert!(
+            matches!(err, KeyError::UnsupportedSize { bits: b } if b == bits),
+            "{err:?}"
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains(&format!("{bits}-bit"))
+                && shown.contains("2048")
+                && shown.contains("4096"),
+            "{shown}"
+        );
     }
 }
 
@@ -290,10 +333,40 @@ G6aFKaqQfOXKCyWoUiVknQJAXrlgySFci/2ueKlIE1QqIiLSZ8V8OlpFLRnb1pzI
 const ORACLE_DOC_KEY_ID: &str = "ocid1.tenancy.oc1..aaaaaaaaba3pv6wkcr4jqae5f15p2b2m2yt2j6rx32uzr4h25vqstifsfdsq/ocid1.user.oc1..aaaaaaaat5nvwcna5j6aqzjcaty5eqbb6qt2jvpkanghtgdaqedqw3rynjq/20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34";
 const ORACLE_DOC_DATE: &str = "Thu, 05 Jan 2014 21:31:40 GMT";
 
+/// Oracle's doc key is 1024 bits, which the signer refuses to load (and AWS-LC to sign with). These
+/// two vectors therefore test everything but the RSA operation: the signer is handed the published
+/// signature, and only after checking, with the doc key's public half, that it is a valid
+/// signature of exactly the bytes the builder produced. So the signing string matches Oracle's byte
+/// for byte, and the Authorization header is assembled around it as Oracle's is.
+struct PublishedSignature {
+    signature: &'static str,
+}
+
+impl RsaSha256Signer for PublishedSignature {
+    fn sign_pkcs1v15_sha256(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        let (label, der) = pkcs8::der::SecretDocument::from_pem(ORACLE_DOC_KEY).unwrap();
+        assert_eq!(label, "RSA PRIVATE KEY");
+        let key = pkcs1::RsaPrivateKey::from_der(der.as_bytes()).unwrap();
+        let public = RsaPublicKeyComponents {
+            n: key.modulus.as_bytes(),
+            e: key.public_exponent.as_bytes(),
+        };
+        let signature = STANDARD.decode(self.signature).unwrap();
+        public
+            .verify(
+                &RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+                message,
+                &signature,
+            )
+            .expect("the published signature signs exactly the bytes the builder produced");
+        Ok(signature)
+    }
+}
+
 #[test]
 fn oracle_doc_vector_get() {
-    let key = PrivateKey::from_pem(ORACLE_DOC_KEY, None).unwrap();
-    assert_eq!(format!("{key:?}"), "PrivateKey(<redacted>, 1024 bits)");
+    let signature = "GBas7grhyrhSKHP6AVIj/h5/Vp8bd/peM79H9Wv8kjoaCivujVXlpbKLjMPeDUhxkFIWtTtLBj3sUzaFj34XE6YZAHc9r2DmE4pMwOAy/kiITcZxa1oHPOeRheC0jP2dqbTll8fmTZVwKZOKHYPtrLJIJQHJjNvxFWeHQjMaR7M=";
+    let key = PublishedSignature { signature };
     let url = "https://iaas.us-phoenix-1.oraclecloud.com/20160918/instances?availabilityDomain=Pjwf%3A%20PHX-AD-1&compartmentId=ocid1.compartment.oc1..aaaaaaaam3we6vgnherjq5q2idnccdflvjsnog7mlr6rtdb25gilchfeyjxa&displayName=TeamXInstances&volumeId=ocid1.volume.oc1.phx.abyhqljrgvttnlx73nmrwfaux7kcvzfs3s66izvxf2h4lgvyndsdsnoiwr5q";
     let signed = sign_request(
         &SignableRequest {
@@ -311,7 +384,6 @@ fn oracle_doc_vector_get() {
         signed.signing_string(),
         "date: Thu, 05 Jan 2014 21:31:40 GMT\n(request-target): get /20160918/instances?availabilityDomain=Pjwf%3A%20PHX-AD-1&compartmentId=ocid1.compartment.oc1..aaaaaaaam3we6vgnherjq5q2idnccdflvjsnog7mlr6rtdb25gilchfeyjxa&displayName=TeamXInstances&volumeId=ocid1.volume.oc1.phx.abyhqljrgvttnlx73nmrwfaux7kcvzfs3s66izvxf2h4lgvyndsdsnoiwr5q\nhost: iaas.us-phoenix-1.oraclecloud.com"
     );
-    let signature = "GBas7grhyrhSKHP6AVIj/h5/Vp8bd/peM79H9Wv8kjoaCivujVXlpbKLjMPeDUhxkFIWtTtLBj3sUzaFj34XE6YZAHc9r2DmE4pMwOAy/kiITcZxa1oHPOeRheC0jP2dqbTll8fmTZVwKZOKHYPtrLJIJQHJjNvxFWeHQjMaR7M=";
     assert_eq!(signature_of(signed.authorization()), signature);
     assert_eq!(
         signed.authorization(),
@@ -321,7 +393,9 @@ fn oracle_doc_vector_get() {
 
 #[test]
 fn oracle_doc_vector_post() {
-    let key = PrivateKey::from_pem(ORACLE_DOC_KEY, None).unwrap();
+    let key = PublishedSignature {
+        signature: "Mje8vIDPlwIHmD/cTDwRxE7HaAvBg16JnVcsuqaNRim23fFPgQfLoOOxae6WqKb1uPjYEl0qIdazWaBy/Ml8DRhqlocMwoSXv0fbukP8J5N80LCmzT/FFBvIvTB91XuXI3hYfP9Zt1l7S6ieVadHUfqBedWH0itrtPJBgKmrWso=",
+    };
     let body = "{\n    \"compartmentId\": \"ocid1.compartment.oc1..aaaaaaaam3we6vgnherjq5q2idnccdflvjsnog7mlr6rtdb25gilchfeyjxa\",\n    \"instanceId\": \"ocid1.instance.oc1.phx.abuw4ljrlsfiqw6vzzxb43vyypt4pkodawglp3wqxjqofakrwvou52gb6s5a\",\n    \"volumeId\": \"ocid1.volume.oc1.phx.abyhqljrgvttnlx73nmrwfaux7kcvzfs3s66izvxf2h4lgvyndsdsnoiwr5q\"\n}";
     assert_eq!(body.len(), 316);
     let signed = sign_request(
@@ -359,9 +433,8 @@ pub(crate) fn vector_key() -> &'static PrivateKey {
 }
 
 fn verifies(key: &PrivateKey, message: &str, authorization: &str) -> bool {
-    let bytes = STANDARD.decode(signature_of(authorization)).unwrap();
-    let signature = Signature::try_from(bytes.as_slice()).unwrap();
-    VerifyingKey::<Sha256>::new(key.public_key())
+    let signature = STANDARD.decode(signature_of(authorization)).unwrap();
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key_der().unwrap())
         .verify(message.as_bytes(), &signature)
         .is_ok()
 }
@@ -749,7 +822,7 @@ fn token_near_expiry_is_reread_with_its_key() {
 
     // The platform rotates token and key; far from exp the cache is used.
     std::fs::write(&fx.token_path, token_with_exp(T0 + 7200, "second")).unwrap();
-    std::fs::write(&fx.key_path, ORACLE_DOC_KEY).unwrap();
+    std::fs::write(&fx.key_path, test_key_file("rsa4096_pkcs1.pem")).unwrap();
     assert_eq!(
         tenant(&fx.provider.credentials(at(T0 + 3000)).unwrap()),
         "first"
@@ -760,7 +833,7 @@ fn token_near_expiry_is_reread_with_its_key() {
     assert_eq!(tenant(&creds), "second");
     assert_eq!(fx.provider.claims().exp, T0 + 7200);
     let sig = creds.key.sign_pkcs1v15_sha256(b"m").unwrap();
-    assert_eq!(sig.len(), 128, "the rotated 1024-bit key signs");
+    assert_eq!(sig.len(), 512, "the rotated 4096-bit key signs");
 
     // A new token whose exp is itself within 5 minutes is still picked up on the next call.
     std::fs::write(&fx.token_path, token_with_exp(T0 + 7300, "third")).unwrap();
@@ -939,9 +1012,9 @@ fn api_key_refresh_rereads_the_key_file() {
         "t/u/56:cb:42:a3:41:91:3f:ca:e7:78:43:4d:89:be:08:d8"
     );
     assert_eq!(creds.key.sign_pkcs1v15_sha256(b"m").unwrap().len(), 256);
-    std::fs::write(&key_path, ORACLE_DOC_KEY).unwrap();
+    std::fs::write(&key_path, test_key_file("rsa4096_pkcs1.pem")).unwrap();
     let creds = provider.refresh(at(T0)).unwrap();
-    assert_eq!(creds.key.sign_pkcs1v15_sha256(b"m").unwrap().len(), 128);
+    assert_eq!(creds.key.sign_pkcs1v15_sha256(b"m").unwrap().len(), 512);
     assert_eq!(
         provider
             .credentials(at(T0))
@@ -950,6 +1023,6 @@ fn api_key_refresh_rereads_the_key_file() {
             .sign_pkcs1v15_sha256(b"m")
             .unwrap()
             .len(),
-        128
+        512
     );
 }

@@ -24,14 +24,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::DecodePublicKey;
-use rsa::signature::Verifier;
-use rsa::RsaPublicKey;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -180,10 +177,36 @@ struct Inner {
     max_page: Option<usize>,
     /// Users that appear once this many list pages have been served.
     pending: Vec<(usize, User)>,
+    rate_limit: Option<TokenBucket>,
+}
+
+/// The service's request-rate limit, scaled down: `per_second` tokens a second, at most `burst` saved
+/// up; a request that finds no token is answered 429 (without `Retry-After`, as the client must cope
+/// without one).
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.updated).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 struct State {
-    key: VerifyingKey<Sha256>,
+    key: PublicKey,
     inner: Mutex<Inner>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -206,9 +229,9 @@ impl IdentityDomainServer {
     /// Starts on an ephemeral loopback port, verifying signatures against `public_key_pem` and
     /// accepting only the given key ids.
     pub async fn start(public_key_pem: &str, accepted_key_ids: Vec<String>) -> Self {
-        let public = RsaPublicKey::from_public_key_pem(public_key_pem).expect("public key PEM");
+        let public = public_key_from_pem(public_key_pem);
         let state = Arc::new(State {
-            key: VerifyingKey::<Sha256>::new(public),
+            key: public,
             inner: Mutex::new(Inner {
                 accepted_key_ids,
                 ..Inner::default()
@@ -354,6 +377,17 @@ impl IdentityDomainServer {
         self.state.lock().faults.clear();
     }
 
+    /// Limits signed requests to `per_second` on average with bursts of up to `burst` (a full bucket
+    /// to start); the rest get 429. `None` lifts the limit.
+    pub fn set_rate_limit(&self, limit: Option<(f64, u32)>) {
+        self.state.lock().rate_limit = limit.map(|(per_second, burst)| TokenBucket {
+            per_second,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            updated: Instant::now(),
+        });
+    }
+
     /// Lists at most `n` users per page, like a server whose page limit is below what is asked.
     pub fn set_max_page(&self, n: usize) {
         self.state.lock().max_page = Some(n);
@@ -476,7 +510,14 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
             &inner.accepted_key_ids,
             SystemTime::now(),
         );
-        let fault = if verdict.is_ok() {
+        let throttled = verdict.is_ok()
+            && inner
+                .rate_limit
+                .as_mut()
+                .is_some_and(|bucket| !bucket.take(arrived));
+        let fault = if throttled {
+            Some(Fault::TooManyRequests { retry_after: None })
+        } else if verdict.is_ok() {
             take_fault(&mut inner, parts.method.as_str(), &target)
         } else {
             None
@@ -664,13 +705,27 @@ fn authorization_param(headers: &HeaderMap, name: &str) -> Option<String> {
     authorization_params(headers).ok()?.remove(name)
 }
 
+/// An RSA public key (2048 to 8192 bits) that checks PKCS#1 v1.5 SHA-256 signatures.
+pub type PublicKey = UnparsedPublicKey<Vec<u8>>;
+
+/// A `PUBLIC KEY` PEM (SubjectPublicKeyInfo) as a verifying key.
+pub fn public_key_from_pem(pem: &str) -> PublicKey {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    let der = B64.decode(body).expect("public key PEM");
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der)
+}
+
 /// Checks the request's signature; `Ok(keyId)` when it is valid and the key id is accepted.
 pub fn verify(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
     body: &[u8],
-    key: &VerifyingKey<Sha256>,
+    key: &PublicKey,
     accepted_key_ids: &[String],
     now: SystemTime,
 ) -> Result<String, String> {
@@ -730,7 +785,6 @@ pub fn verify(
     let signature = B64
         .decode(get("signature")?)
         .map_err(|_| "signature is not base64")?;
-    let signature = Signature::try_from(signature.as_slice()).map_err(|_| "malformed signature")?;
     key.verify(lines.join("\n").as_bytes(), &signature)
         .map_err(|_| "signature does not verify")?;
     if !accepted_key_ids.iter().any(|k| k == key_id) {
