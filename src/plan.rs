@@ -1,7 +1,7 @@
 //! The offline `plan`: what the function would do with a payload, with no network and no credentials.
 //!
 //! Records are triaged and grouped by user exactly as the function does ([`group_by_user`]); for
-//! each acting record the plan shows the policy's outlook ([`Policy::outlook`]): the rules that
+//! each acting record the plan shows the policy's outlook (`Policy::outlook`): the rules that
 //! could apply, the facts the read would have to bring, and the decision when the record alone
 //! settles it.
 
