@@ -79,6 +79,12 @@ pub fn test_rpst() -> String {
         .to_string()
 }
 
+/// The throwaway private key (PKCS#1 PEM) the test token is bound to: what the function signs with.
+pub fn test_private_key_pem() -> String {
+    std::fs::read_to_string(vectors_dir().join("rp_session_key_pkcs1.pem"))
+        .expect("test private key")
+}
+
 /// A 32-hex-digit user id, distinct for every `n`.
 pub fn hex_id(n: u64) -> String {
     format!(
