@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::names::{DomainUrl, UserId, UserRef};
+use crate::names::{truncated_to, DomainUrl, UserId, UserRef};
 use crate::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
 use crate::rate_limit::RateLimiter;
 use crate::retry::{
@@ -821,11 +821,12 @@ pub fn scim_error(bytes: &[u8]) -> (Option<String>, Option<String>) {
     }
     match serde_json::from_slice::<Body>(bytes) {
         Ok(b) => {
-            let detail = b.detail.map(|d| d.chars().take(300).collect());
+            // What a server says is quoted in reports and logs: bounded, whatever it sent.
+            let detail = b.detail.map(|d| truncated_to(&d, 300));
             let message_id = b
                 .oracle
                 .and_then(|o| o.message_id)
-                .map(|m| m.chars().take(120).collect());
+                .map(|m| truncated_to(&m, 120));
             (detail, message_id)
         }
         Err(_) => (None, None),

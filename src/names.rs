@@ -42,7 +42,12 @@ const HEX_ID_LEN: usize = 32;
 /// A value from outside cut to [`SHOWN_CHARS`] characters ("…" marks the cut), so reports and
 /// logs stay bounded whatever the input held.
 pub(crate) fn truncated(value: &str) -> String {
-    match value.char_indices().nth(SHOWN_CHARS) {
+    truncated_to(value, SHOWN_CHARS)
+}
+
+/// A value from outside cut to `max` characters ("…" marks the cut).
+pub(crate) fn truncated_to(value: &str, max: usize) -> String {
+    match value.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &value[..cut]),
         None => value.to_owned(),
     }

@@ -486,8 +486,8 @@ mod tests {
         assert_eq!(
             (plan["received"].clone(), plan["predicted"].clone(),),
             (
-                json!(5),
-                json!({"applied": 2, "unchanged": 3, "ignored": 1, "rejected": 1})
+                json!(6),
+                json!({"applied": 3, "unchanged": 4, "ignored": 1, "rejected": 1})
             ),
             "{plan}"
         );
@@ -515,7 +515,7 @@ mod tests {
             .iter()
             .map(|r| r["index"].as_u64().unwrap())
             .collect();
-        assert_eq!(indexes, [0, 1, 2, 3, 4]);
+        assert_eq!(indexes, [0, 1, 2, 3, 4, 5]);
         for r in plan["results"].as_array().unwrap() {
             let enforced = r["predictedOutcome"] == json!(["applied", "unchanged"]);
             assert_eq!(r.get("policy").is_some(), enforced, "{r}");
