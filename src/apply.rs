@@ -30,17 +30,24 @@ pub const START_MARGIN: Duration = Duration::from_millis(1500);
 /// Above this many ignored records the report summarises them instead of listing each.
 pub const IGNORED_LISTED_MAX: usize = 100;
 
+/// How a record (or a reconciled user) ended; every one ends in exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
+    /// The profile was written (or, in dry run, would have been).
     Applied,
+    /// The user already matched the profile, or is exempt; nothing written.
     Unchanged,
+    /// Not for this function (event type not selected, domain outside `DOMAINS`).
     Ignored,
+    /// Cannot succeed as sent (bad record, unknown user, a refusal a retry cannot fix).
     Rejected,
+    /// Could succeed on a retry (429, 5xx, timeout, deadline); the invocation fails.
     Failed,
 }
 
 impl Outcome {
+    /// The outcome as reports and logs spell it (`applied`, `unchanged`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
@@ -56,15 +63,21 @@ impl Outcome {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordResult {
+    /// The record's 0-based position in the batch.
     pub index: usize,
+    /// The record's event id, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// The domain as the record named it; `None` when the record did not get that far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// The user id or OCID as the record named it; `None` when the record did not get that far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The user's name from the record, when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
+    /// How the record ended.
     pub outcome: Outcome,
     /// What decided the user's profile: rule names, `tag:<ns>.<key>`, or `default`; empty when the
     /// record ended before the policy was consulted (ignored, rejected or failed before the read).
@@ -72,6 +85,7 @@ pub struct RecordResult {
     /// Attribute → [before, after]; `before` is null when the domain did not report a value.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub changed: BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Why it ended so (e.g. "already compliant", the refusal); `None` for a plain write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Identity-domain request ids (`X-ORACLE-DMS-ECID`) for the calls made for this record.
@@ -115,13 +129,21 @@ impl RecordResult {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// Records in the batch (0 for an unusable body).
     pub received: usize,
+    /// Records that ended `applied`.
     pub applied: usize,
+    /// Records that ended `unchanged`.
     pub unchanged: usize,
+    /// Records that ended `ignored`.
     pub ignored: usize,
+    /// Records that ended `rejected`.
     pub rejected: usize,
+    /// Records that ended `failed`; any makes the invocation fail so the platform retries.
     pub failed: usize,
+    /// True when `DRY_RUN` is on: nothing was written.
     pub dry_run: bool,
+    /// One entry per record, in record order, less any that are summarised.
     pub results: Vec<RecordResult>,
     /// Set when ignored records were summarised rather than listed: reason → count.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +161,7 @@ pub struct Report {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NotListed {
+    /// How many records were left out of `results`.
     pub count: usize,
     /// `"<outcome>: <reason>"` → how many records.
     pub by_outcome_and_reason: BTreeMap<String, usize>,
@@ -170,7 +193,7 @@ impl Report {
         }
     }
 
-    pub fn from_results(mut results: Vec<RecordResult>, dry_run: bool) -> Self {
+    fn from_results(mut results: Vec<RecordResult>, dry_run: bool) -> Self {
         results.sort_by_key(|r| r.index);
         let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
         let mut report = Report {
@@ -552,7 +575,7 @@ impl Engine {
 
     /// Carries out the policy's decision for one user whose current capabilities are known: an
     /// exempt user is left alone, any other is brought to its profile.
-    pub async fn apply_decision(
+    pub(crate) async fn apply_decision(
         &self,
         domain: &DomainUrl,
         user: &UserId,
@@ -586,7 +609,7 @@ impl Engine {
 
     /// Brings one user whose current capabilities are known to the profile: no write when it already
     /// matches, none in dry-run.
-    pub async fn enforce_user(
+    async fn enforce_user(
         &self,
         domain: &DomainUrl,
         user: &UserId,
@@ -671,17 +694,17 @@ fn settled_outcome(failure: &Failure) -> Outcome {
 
 /// The result of enforcing the profile on one user.
 #[derive(Debug, Clone)]
-pub struct Enforced {
-    pub outcome: Outcome,
+pub(crate) struct Enforced {
+    pub(crate) outcome: Outcome,
     /// What decided the profile (see [`RecordResult::policy`]).
-    pub policy: Vec<String>,
-    pub changed: BTreeMap<&'static str, [Option<bool>; 2]>,
-    pub reason: Option<String>,
-    pub ecids: Vec<String>,
+    pub(crate) policy: Vec<String>,
+    pub(crate) changed: BTreeMap<&'static str, [Option<bool>; 2]>,
+    pub(crate) reason: Option<String>,
+    pub(crate) ecids: Vec<String>,
 }
 
 impl Enforced {
-    pub fn new(outcome: Outcome, reason: Option<String>) -> Self {
+    fn new(outcome: Outcome, reason: Option<String>) -> Self {
         Enforced {
             outcome,
             policy: Vec::new(),

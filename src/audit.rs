@@ -32,6 +32,7 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub enum Invocation {
     /// Audit records (a batch, or a single record/event as a batch of one), not yet triaged.
     Records(Records),
+    /// An operator's request to scan a domain's users and apply the profile to each.
     Reconcile(ReconcileRequest),
 }
 
@@ -42,10 +43,12 @@ pub enum Invocation {
 pub struct Records(Vec<Box<RawValue>>);
 
 impl Records {
+    /// How many records the batch holds, usable or not.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True for an empty batch (`[]`).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -81,11 +84,16 @@ impl PartialEq for Records {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReconcileRequest {
+    /// The domain to scan: its name, display name, OCID or URL, checked against `DOMAINS`.
     pub domain: String,
+    /// The SCIM filter that selects users; `None` means the default (JIT-created users).
     #[serde(default)]
     pub filter: Option<String>,
+    /// The 1-based SCIM `startIndex` to resume from (a previous run's `nextStartIndex`); `None`
+    /// starts at 1.
     #[serde(default)]
     pub start_index: Option<u64>,
+    /// Stop after this many users have been scanned; `None` scans to the end of the listing.
     #[serde(default)]
     pub max_users: Option<u64>,
 }
@@ -188,6 +196,7 @@ fn from_value_with_path<T: DeserializeOwned>(value: &Value, prefix: &str) -> Res
 /// The user a selected record acts on, with the way to the domain's URL already decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The record's event id (`id` or `eventID`), when it has one.
     pub event_id: Option<String>,
     /// The domain value as the record gave it (a domain name, display name or OCID).
     pub domain: String,
@@ -198,23 +207,35 @@ pub struct Target {
     pub route: DomainRoute,
     /// The user's SCIM id or OCID.
     pub user_id: UserRef,
+    /// The user's name as the record gave it, for the report only; `None` when absent.
     pub user_name: Option<String>,
 }
 
 /// What to do with one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Triage {
+    /// Selected and well formed: apply the profile to this user.
     Act(Target),
+    /// Not for this function (type not selected, domain outside `DOMAINS`): `ignored`.
     Ignored {
+        /// The record's event id, when it has one.
         event_id: Option<String>,
+        /// The domain as the record gave it, when it names one.
         domain: Option<String>,
+        /// Why the record does not act.
         reason: IgnoreReason,
     },
+    /// Cannot be acted on as written (not an object, a field missing or malformed): `rejected`.
     Rejected {
+        /// The record's event id, when it could be read.
         event_id: Option<String>,
+        /// The domain as the record gave it, when it could be read.
         domain: Option<String>,
+        /// The user id or OCID as the record gave it (truncated), when it could be read.
         user_id: Option<String>,
+        /// The user's name as the record gave it, when it could be read.
         user_name: Option<String>,
+        /// What is wrong with the record, naming the field.
         reason: String,
     },
 }
@@ -245,7 +266,9 @@ impl std::fmt::Display for IgnoreReason {
         f.write_str(self.as_str())
     }
 }
-pub const REASON_NOT_OBJECT: &str = "record is not a JSON object";
+
+/// The rejection reason for a record that is not a JSON object.
+const REASON_NOT_OBJECT: &str = "record is not a JSON object";
 
 // The fields that decide selection, read first and on their own: a record that is not selected
 // is ignored even when fields we would only read for a selected record are malformed.

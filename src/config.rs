@@ -19,27 +19,30 @@ use crate::names::{shown, DomainName, DomainOcid, DomainUrl};
 use crate::policy::{Policy, TagNamespace, BAKED_IN, MAX_POLICY_BYTES};
 use crate::profile::{parse_switch, split_list, ListError, Profile};
 
-pub const KEY_CAPABILITIES: &str = "CAPABILITIES";
-pub const KEY_EVENT_TYPES: &str = "EVENT_TYPES";
-pub const KEY_DOMAINS: &str = "DOMAINS";
-pub const KEY_TEMPLATE: &str = "IDENTITY_DOMAIN_URL_TEMPLATE";
-pub const KEY_DRY_RUN: &str = "DRY_RUN";
-pub const KEY_MAX_CONCURRENCY: &str = "MAX_CONCURRENCY";
-pub const KEY_MAX_RPS: &str = "MAX_REQUESTS_PER_SECOND";
-pub const KEY_LOG_FORMAT: &str = "LOG_FORMAT";
-pub const KEY_POLICY: &str = "POLICY";
-pub const KEY_TAG_NAMESPACE: &str = "TAG_NAMESPACE";
+// The keys of PRODUCT.md's configuration table (fn config keys, read as environment variables).
+const KEY_CAPABILITIES: &str = "CAPABILITIES";
+const KEY_EVENT_TYPES: &str = "EVENT_TYPES";
+const KEY_DOMAINS: &str = "DOMAINS";
+const KEY_TEMPLATE: &str = "IDENTITY_DOMAIN_URL_TEMPLATE";
+const KEY_DRY_RUN: &str = "DRY_RUN";
+const KEY_MAX_CONCURRENCY: &str = "MAX_CONCURRENCY";
+const KEY_MAX_RPS: &str = "MAX_REQUESTS_PER_SECOND";
+const KEY_LOG_FORMAT: &str = "LOG_FORMAT";
+const KEY_POLICY: &str = "POLICY";
+const KEY_TAG_NAMESPACE: &str = "TAG_NAMESPACE";
 /// How a policy file given on the command line is named in errors.
 pub const KEY_POLICY_FILE: &str = "--policy";
+/// The key that overrides the IAM control plane's endpoint (used to resolve domain OCIDs).
 pub const KEY_CONTROL_PLANE: &str = "IDENTITY_CONTROL_PLANE_URL";
 
 /// JIT sign-ins, and user creation as OCI Events (`…identitycontrolplane.createuser`) and its audit
 /// record name it.
 pub const DEFAULT_EVENT_TYPES: &str = "UserJit,createuser";
+/// `IDENTITY_DOMAIN_URL_TEMPLATE` when unset: the commercial realm's domain URLs.
 pub const DEFAULT_TEMPLATE: &str = "https://{domain}.identity.oraclecloud.com";
-pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
-pub const MAX_CONCURRENCY_LIMIT: usize = 64;
-pub const DEFAULT_MAX_REQUESTS_PER_SECOND: f64 = 20.0;
+const DEFAULT_MAX_CONCURRENCY: usize = 4;
+const MAX_CONCURRENCY_LIMIT: usize = 64;
+const DEFAULT_MAX_REQUESTS_PER_SECOND: f64 = 20.0;
 /// Far above any identity domain's published limit; a larger value is surely a typo.
 const MAX_REQUESTS_PER_SECOND_LIMIT: f64 = 10_000.0;
 /// Below this a cap is surely a mistake (one request every ten seconds), and tiny values would
@@ -54,7 +57,9 @@ const SAMPLE_DOMAIN: &str = "idcs-0123456789abcdef0123456789abcdef";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {reason}")]
 pub struct ConfigError {
+    /// The configuration key (or `--policy`) whose value was refused.
     pub key: &'static str,
+    /// Why, quoting the offending part of the value.
     pub reason: String,
 }
 
@@ -67,9 +72,12 @@ impl ConfigError {
     }
 }
 
+/// `LOG_FORMAT`: how log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// One JSON object per line, for the OCI Logging service (the default).
     Json,
+    /// Human-readable lines, for a terminal.
     Text,
 }
 
@@ -102,6 +110,7 @@ impl EventTypes {
         })
     }
 
+    /// The configured names, in the order given.
     pub fn names(&self) -> &[String] {
         &self.0
     }
@@ -207,7 +216,9 @@ impl Template {
 /// Where a domain's URL comes from: known already, or to be asked of the IAM control plane.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DomainRoute {
+    /// The domain's base URL, from `DOMAINS` or the URL template.
     Url(DomainUrl),
+    /// A domain OCID whose URL `GetDomain` gives.
     Ocid(DomainOcid),
 }
 
@@ -233,15 +244,21 @@ pub struct DomainPolicy {
 /// What [`DomainPolicy::resolve`] decided for a record's domain value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainDecision {
+    /// Allowed, with its URL known.
     Allowed {
+        /// The domain's base URL.
         url: DomainUrl,
     },
     /// Allowed; the URL is the control plane's answer for this OCID.
     Resolve {
+        /// The domain OCID to resolve.
         ocid: DomainOcid,
     },
+    /// `DOMAINS` is set and lists no such domain: the record is `ignored`.
     OutsideAllowList,
+    /// Not a usable domain value (only when `DOMAINS` is unset).
     Invalid {
+        /// What is wrong with the value.
         reason: String,
     },
 }
@@ -257,10 +274,10 @@ impl DomainDecision {
 
 /// The domain fields of a record (`data.additionalDetails`), empty strings already dropped.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct DomainFields<'a> {
-    pub name: Option<&'a str>,
-    pub id: Option<&'a str>,
-    pub display_name: Option<&'a str>,
+pub(crate) struct DomainFields<'a> {
+    pub(crate) name: Option<&'a str>,
+    pub(crate) id: Option<&'a str>,
+    pub(crate) display_name: Option<&'a str>,
 }
 
 impl<'a> DomainFields<'a> {
@@ -290,7 +307,7 @@ impl DomainPolicy {
     /// that equals an entry's name picks the entry. Without it, a valid `idcs-` name gives the
     /// template's URL, else a domain OCID in the id is resolved; anything else is invalid, and
     /// the reason is about the first value present.
-    pub fn route(&self, fields: DomainFields<'_>) -> (Option<String>, DomainDecision) {
+    pub(crate) fn route(&self, fields: DomainFields<'_>) -> (Option<String>, DomainDecision) {
         let first = fields.present().next().map(str::to_owned);
         match &self.allowed {
             Some(list) => fields
@@ -331,7 +348,7 @@ impl DomainPolicy {
     }
 
     /// Decides for one domain value (compared exactly, no trimming or case folding). Without
-    /// DOMAINS, only an `idcs-` name is accepted here; [`route`](Self::route) also resolves OCIDs.
+    /// DOMAINS, only an `idcs-` name is accepted here; a record's fields may also name an OCID.
     pub fn resolve(&self, domain_value: &str) -> DomainDecision {
         match &self.allowed {
             Some(list) => match list.iter().find(|(name, _)| name == domain_value) {
@@ -466,8 +483,10 @@ fn parse_domains(
 /// baked-in policy and `POLICY`.
 #[derive(Debug, Clone)]
 pub struct PolicyFile {
-    pub path: String,
-    pub text: String,
+    /// The path as given, for error messages.
+    path: String,
+    /// The file's contents.
+    text: String,
 }
 
 impl PolicyFile {
@@ -504,13 +523,17 @@ pub struct Config {
     /// Which profile each user gets: the baked-in file, `POLICY` or `--policy`, with `CAPABILITIES`
     /// as its default when set and `TAG_NAMESPACE` for per-user tags.
     pub policy: Policy,
+    /// `EVENT_TYPES`: which records act.
     pub event_types: EventTypes,
+    /// `DOMAINS` and `IDENTITY_DOMAIN_URL_TEMPLATE`: where the function may act, and the URLs.
     pub domains: DomainPolicy,
+    /// `DRY_RUN`: read and decide, but write nothing.
     pub dry_run: bool,
     /// 1..=64.
     pub max_concurrency: usize,
     /// `None` when disabled ("0" or "off").
     pub max_requests_per_second: Option<f64>,
+    /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// IDENTITY_CONTROL_PLANE_URL; unset means the region's default (see
     /// `control_plane::default_url`).

@@ -48,15 +48,12 @@ pub enum ResolveError {
     /// control plane configured): the record is `rejected`.
     Rejected(String),
     /// A retry may succeed (429, 5xx, timeout, network): the record is `failed`.
-    Failed { reason: String, ecids: Vec<String> },
-}
-
-impl ResolveError {
-    pub fn reason(&self) -> &str {
-        match self {
-            Self::Rejected(reason) | Self::Failed { reason, .. } => reason,
-        }
-    }
+    Failed {
+        /// What went wrong, for the record's `reason`.
+        reason: String,
+        /// The `X-ORACLE-DMS-ECID` of each answer, for Oracle support.
+        ecids: Vec<String>,
+    },
 }
 
 /// The control-plane endpoint for a region: `https://identity.{region}.oci.{realm domain}`
@@ -204,10 +201,6 @@ impl ControlPlane {
                 resolved: Mutex::new(HashMap::new()),
             }),
         }
-    }
-
-    pub fn base(&self) -> Result<&DomainUrl, &str> {
-        self.inner.base.as_ref().map_err(String::as_str)
     }
 
     /// The identity-domain URL of `ocid`: from the cache, or from one `GetDomain` shared by every

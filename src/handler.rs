@@ -20,7 +20,9 @@ pub const REPORT_MARGIN: Duration = Duration::from_millis(750);
 /// Everything a call needs, built once at start.
 #[derive(Debug, Clone)]
 pub struct Function {
+    /// The configuration, validated once at start.
     pub config: Arc<Config>,
+    /// Applies the profile to targets; shared by every call (client, credentials, caches).
     pub engine: Engine,
 }
 

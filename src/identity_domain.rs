@@ -1,7 +1,7 @@
 //! The identity-domain REST client: read a user, change its capabilities, list users.
 //!
 //! Each call is a value ([`Call`]: method, URL, body, purpose); [`IdentityDomainClient::send`] is the
-//! loop around one [`attempt`](IdentityDomainClient::attempt), and [`crate::retry::classify`] alone
+//! loop around one signed attempt, and [`crate::retry::classify`] alone
 //! decides what each answer means. Every attempt is signed afresh (new `date`, current credentials),
 //! so retries never replay a stale signature; retries honour `Retry-After` and never sleep past the
 //! caller's deadline; a 401 re-reads the credentials once and retries once. Answers are read only up
@@ -54,18 +54,23 @@ fn join_attributes(base: &[&str], extra: &[&str]) -> String {
     all.join(",")
 }
 
+/// How the client connects, times out, retries and paces; [`Default`] holds the product's values.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
+    /// Limit on establishing a connection to the service.
     pub connect_timeout: Duration,
     /// Upper bound for one attempt; the caller's deadline shortens it further.
     pub attempt_timeout: Duration,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
+    /// The backoff unit: attempt n waits a random delay below `base_backoff · 2^n` (full jitter).
     pub base_backoff: Duration,
+    /// Cap on a backoff delay; a server's `Retry-After` is used instead when it gives one.
     pub max_backoff: Duration,
     /// Ceiling of the adaptive rate limiter ([`RateLimiter`]) shared by all concurrent work; `None`
     /// turns it off.
     pub max_requests_per_second: Option<f64>,
+    /// The `User-Agent` header of every request.
     pub user_agent: String,
 }
 
@@ -88,38 +93,65 @@ impl Default for ClientSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum IdcsError {
     #[error("{} answered {status}{}{}{}", service_name(*purpose), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default(), message_id.as_ref().map(|m| format!(" ({m})")).unwrap_or_default(), hint.map(|h| format!("; {h}")).unwrap_or_default())]
+    /// The service answered with a status that is not success.
     Status {
+        /// What the call was for.
         purpose: Purpose,
+        /// The HTTP status answered.
         status: StatusCode,
+        /// The SCIM error's `detail`, when the body held one.
         detail: Option<String>,
+        /// Oracle's `messageId` from the SCIM error's Oracle extension, when present.
         message_id: Option<String>,
+        /// What the operator can check for this status and purpose, when there is a known cause.
         hint: Option<&'static str>,
     },
     #[error("{} rejected the credentials twice (401) signing as {credential}; {}{}", service_name(*purpose), unauthorized_hint(credential), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    /// A 401 again after the credentials were re-read: the credential is not accepted.
     NotAuthorized {
+        /// What the call was for.
         purpose: Purpose,
         /// The credential in use, as [`CredentialsProvider::describe`] names it.
         credential: String,
+        /// The SCIM error's `detail`, when the body held one.
         detail: Option<String>,
     },
     #[error("network error talking to {}", service_name(*purpose))]
+    /// No usable answer: connection refused or reset, TLS failure, a body cut short.
     Transport {
+        /// What the call was for.
         purpose: Purpose,
+        /// The HTTP client's error (its URL removed).
         #[source]
         source: reqwest::Error,
     },
     #[error("{} did not answer within {timeout:?}", service_name(*purpose))]
-    Timeout { purpose: Purpose, timeout: Duration },
+    /// One attempt got no answer in time.
+    Timeout {
+        /// What the call was for.
+        purpose: Purpose,
+        /// How long the attempt was given.
+        timeout: Duration,
+    },
+    /// The caller's deadline left no time for another attempt.
     #[error("stopped before the call deadline")]
     Deadline,
+    /// A successful answer over the purpose's size limit.
     #[error("the answer is larger than {limit} bytes; it was not read further")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A successful answer that is not the JSON expected; says what was wrong.
     #[error("unexpected answer: {0}")]
     InvalidResponse(String),
+    /// The credentials could not be obtained (key file, resource principal token).
     #[error("credentials")]
     Credentials(#[source] CredentialError),
+    /// The request could not be signed.
     #[error("request signing")]
     Sign(#[source] SignError),
+    /// The signed request could not be put together (e.g. a header the HTTP client refuses).
     #[error("cannot build the request: {0}")]
     Request(String),
 }
@@ -167,15 +199,20 @@ pub enum Settled {
 /// A successful answer with the request ids the service gave for it (one per attempt).
 #[derive(Debug, Clone)]
 pub struct Answer<T> {
+    /// The answer, parsed for the call.
     pub value: T,
+    /// The `X-ORACLE-DMS-ECID` of each attempt that carried one, in order.
     pub ecids: Vec<String>,
 }
 
 /// A request that did not succeed, how it ends, and the request ids seen on the way.
 #[derive(Debug)]
 pub struct Failure {
+    /// The last attempt's error.
     pub error: IdcsError,
+    /// Whether a retry of the batch could fix it.
     pub settled: Settled,
+    /// The `X-ORACLE-DMS-ECID` of each attempt that carried one, in order.
     pub ecids: Vec<String>,
 }
 
@@ -188,7 +225,7 @@ impl Failure {
         }
     }
 
-    pub fn is_rejected(&self) -> bool {
+    pub(crate) fn is_rejected(&self) -> bool {
         self.settled == Settled::Rejected
     }
 }
@@ -212,10 +249,13 @@ pub struct UserPage {
     /// Absent on a page from a misbehaving server: the scan cannot know where the end is.
     #[serde(rename = "totalResults", default)]
     pub total_results: Option<u64>,
+    /// `startIndex`: the 1-based index of the page's first user, as the server reports it.
     #[serde(rename = "startIndex", default)]
     pub start_index: Option<u64>,
+    /// `itemsPerPage`: how many users the server says the page holds.
     #[serde(rename = "itemsPerPage", default)]
     pub items_per_page: Option<u64>,
+    /// `Resources`: the users, as SCIM JSON objects (absent on an empty page).
     #[serde(rename = "Resources", default)]
     pub resources: Vec<serde_json::Value>,
 }
@@ -225,9 +265,13 @@ pub struct UserPage {
 /// and retries it as [`classify`] decides.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// The HTTP method.
     pub method: Method,
+    /// The full URL, built from validated names only.
     pub url: url::Url,
+    /// The JSON body of a write; `None` for a read.
     pub body: Option<Vec<u8>>,
+    /// What the call is for, which decides how its answers are judged.
     pub purpose: Purpose,
 }
 
@@ -296,15 +340,15 @@ impl Call {
 
 /// One attempt's result, with the request id the service gave it.
 #[derive(Debug)]
-pub struct Attempt {
-    pub result: AttemptResult,
+struct Attempt {
+    result: AttemptResult,
     /// `X-ORACLE-DMS-ECID`, when the service answered with one.
-    pub request_id: Option<String>,
+    request_id: Option<String>,
 }
 
 /// What one attempt came to, as [`classify`] judged it.
 #[derive(Debug)]
-pub enum AttemptResult {
+enum AttemptResult {
     Done(Vec<u8>),
     /// Worth another attempt (after the server's delay, when it gave one).
     Retry {
@@ -328,6 +372,9 @@ impl AttemptResult {
         }
     }
 }
+
+/// The signed HTTP client for identity domains and the IAM control plane; cheap to clone, and
+/// one is shared by all work so connections, credentials and the rate limit are shared too.
 #[derive(Debug, Clone)]
 pub struct IdentityDomainClient {
     inner: Arc<Inner>,
@@ -341,6 +388,7 @@ struct Inner {
     settings: ClientSettings,
 }
 
+/// The HTTP client could not be set up; Display says why.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
 pub struct BuildError(String);
@@ -373,6 +421,7 @@ impl IdentityDomainClient {
         })
     }
 
+    /// The credential in use, described for logs, e.g. "api key (profile DEFAULT)".
     pub fn credentials_label(&self) -> String {
         self.inner.credentials.describe()
     }
@@ -524,7 +573,7 @@ impl IdentityDomainClient {
     }
 
     /// One signed attempt, judged by [`classify`].
-    pub async fn attempt(&self, call: &Call, deadline: Instant) -> Attempt {
+    async fn attempt(&self, call: &Call, deadline: Instant) -> Attempt {
         let result = |result| Attempt {
             result,
             request_id: None,

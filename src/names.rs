@@ -64,16 +64,38 @@ pub(crate) fn shown(value: &str) -> String {
 /// Why a name was refused. Display says what was expected and repeats the value (truncated).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// Not `idcs-` and 32 lower-case hex digits.
     #[error("domain name: expected \"idcs-\" followed by 32 lower-case hex digits, got {}", shown(.value))]
-    DomainName { value: String },
+    DomainName {
+        /// The refused text, in full.
+        value: String,
+    },
+    /// Not 32 lower-case hex digits.
     #[error("user id: expected 32 lower-case hex digits, got {}", shown(.value))]
-    UserId { value: String },
+    UserId {
+        /// The refused text, in full.
+        value: String,
+    },
+    /// Not an https (or loopback http) URL of scheme, host and port only.
     #[error("domain URL: {reason}, got {}", shown(.value))]
-    DomainUrl { value: String, reason: String },
+    DomainUrl {
+        /// The refused text, in full.
+        value: String,
+        /// Which rule it broke, e.g. "must not have a query".
+        reason: String,
+    },
+    /// Neither a SCIM user id nor a user OCID.
     #[error("user id: expected 32 lower-case hex digits or a user OCID (ocid1.user.<realm>..<id>), got {}", shown(.value))]
-    UserRef { value: String },
+    UserRef {
+        /// The refused text, in full.
+        value: String,
+    },
+    /// Not a global `ocid1.domain.<realm>..<id>`.
     #[error("domain OCID: expected ocid1.domain.<realm>..<id> (lower-case letters and digits), got {}", shown(.value))]
-    DomainOcid { value: String },
+    DomainOcid {
+        /// The refused text, in full.
+        value: String,
+    },
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -86,6 +108,7 @@ fn is_lower_hex(s: &str) -> bool {
 pub struct DomainName(String);
 
 impl DomainName {
+    /// Accepts `s` only if it is an identity-domain name as described above; the error repeats it.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let valid = s.len() == DOMAIN_PREFIX.len() + HEX_ID_LEN
             && s.strip_prefix(DOMAIN_PREFIX).is_some_and(is_lower_hex);
@@ -98,6 +121,7 @@ impl DomainName {
         }
     }
 
+    /// The validated text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -108,6 +132,7 @@ impl DomainName {
 pub struct UserId(String);
 
 impl UserId {
+    /// Accepts `s` only if it is a SCIM user id as described above; the error repeats it.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if s.len() == HEX_ID_LEN && is_lower_hex(s) {
             Ok(Self(s.to_owned()))
@@ -118,6 +143,7 @@ impl UserId {
         }
     }
 
+    /// The validated text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -157,6 +183,7 @@ fn is_global_ocid(s: &str, kind: &str) -> bool {
 pub struct UserOcid(String);
 
 impl UserOcid {
+    /// Accepts `s` only if it is a user OCID as described above; the error repeats it.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if is_global_ocid(s, "user") {
             Ok(Self(s.to_owned()))
@@ -172,6 +199,7 @@ impl UserOcid {
         s.starts_with("ocid1.user.")
     }
 
+    /// The validated text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -183,6 +211,7 @@ impl UserOcid {
 pub struct DomainOcid(String);
 
 impl DomainOcid {
+    /// Accepts `s` only if it is a domain OCID as described above; the error repeats it.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if is_global_ocid(s, "domain") {
             Ok(Self(s.to_owned()))
@@ -193,6 +222,7 @@ impl DomainOcid {
         }
     }
 
+    /// The validated text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -202,7 +232,9 @@ impl DomainOcid {
 /// answer gives).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UserRef {
+    /// The SCIM id: usable in a write as it is.
     Id(UserId),
+    /// The OCID: the user is read first to learn its SCIM id.
     Ocid(UserOcid),
 }
 
@@ -215,6 +247,7 @@ impl UserRef {
         UserOcid::parse(s).map(Self::Ocid)
     }
 
+    /// The id or OCID as given.
     pub fn as_str(&self) -> &str {
         match self {
             Self::Id(id) => id.as_str(),
@@ -239,6 +272,8 @@ pub struct DomainUrl {
 }
 
 impl DomainUrl {
+    /// Accepts `https://host[:port]` (or `http://` to a loopback address) with nothing after the
+    /// port but an optional '/'; anything else is refused with the rule it broke.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let refuse = |reason: &str| NameError::DomainUrl {
             value: s.to_owned(),

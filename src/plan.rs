@@ -1,7 +1,7 @@
 //! The offline `plan`: what the function would do with a payload, with no network and no credentials.
 //!
 //! Records are triaged and grouped by user exactly as the function does ([`group_by_user`]); for
-//! each acting record the plan shows the policy's outlook ([`Policy::outlook`]): the rules that
+//! each acting record the plan shows the policy's outlook (`Policy::outlook`): the rules that
 //! could apply, the facts the read would have to bring, and the decision when the record alone
 //! settles it.
 
@@ -22,22 +22,24 @@ use crate::reconcile::{domain_values, DEFAULT_FILTER};
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Plan {
+    /// For a batch of records (or a single record): what each record would lead to.
     Records(RecordsPlan),
+    /// For a reconcile request: the listing it would page through.
     Reconcile(ReconcilePlan),
 }
 
 /// The policy in force, as `plan` shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicySummary {
+struct PolicySummary {
     /// The profile every user starts from.
-    pub default: String,
+    default: String,
     /// Rule names in file order.
-    pub rules: Vec<String>,
+    rules: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag_namespace: Option<String>,
+    tag_namespace: Option<String>,
     /// The attributes a user read asks for (`attributes=`).
-    pub read_attributes: String,
+    read_attributes: String,
 }
 
 impl PolicySummary {
@@ -51,124 +53,132 @@ impl PolicySummary {
     }
 }
 
+/// A batch's plan: the predicted counts and each record's plan, in record order.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordsPlan {
-    pub policy: PolicySummary,
-    pub dry_run: bool,
-    pub received: usize,
+    policy: PolicySummary,
+    dry_run: bool,
+    received: usize,
     /// How many records could end with each of the report's outcomes, predicted offline: a record
     /// counts under every outcome it could end with (`applied` or `unchanged` depends on the user's
     /// current values, which only the read shows). Any record may also end `failed` (network, 5xx).
-    pub predicted: PredictedCounts,
-    pub results: Vec<PlannedRecord>,
+    predicted: PredictedCounts,
+    results: Vec<PlannedRecord>,
 }
 
 /// Records that could end with each outcome of the function's report.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct PredictedCounts {
-    pub applied: usize,
-    pub unchanged: usize,
-    pub ignored: usize,
-    pub rejected: usize,
+struct PredictedCounts {
+    applied: usize,
+    unchanged: usize,
+    ignored: usize,
+    rejected: usize,
 }
 
+/// What the function would do with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PlannedAction {
+enum PlannedAction {
+    /// Read the user and write the profile where it differs.
     Enforce,
+    /// Nothing more: an earlier record names the same user, who is processed once.
     Duplicate,
+    /// Nothing: the record ends `ignored`.
     Ignore,
+    /// Nothing: the record ends `rejected`.
     Reject,
 }
 
 /// One record's plan.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PlannedRecord {
-    pub index: usize,
+struct PlannedRecord {
+    index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
+    event_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
+    domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain_url: Option<String>,
+    domain_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
+    user_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_name: Option<String>,
+    user_name: Option<String>,
     /// What the function would do; shown through `predicted_outcome`.
     #[serde(skip)]
-    pub action: PlannedAction,
+    action: PlannedAction,
     /// The report's outcome words this record could end with, predicted offline: `["applied",
     /// "unchanged"]` for a user to enforce, `["unchanged"]` for a duplicate or an exempt user,
     /// `["ignored"]`, `["rejected"]`.
-    pub predicted_outcome: Vec<Outcome>,
+    predicted_outcome: Vec<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyOutlook>,
+    policy: Option<PolicyOutlook>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<Step>,
+    steps: Vec<Step>,
 }
 
 /// What the policy can say about one record before the user is read.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyOutlook {
+struct PolicyOutlook {
     /// Rules that could apply, in file order, each with the facts still needed to know.
-    pub could_apply: Vec<Candidate>,
+    could_apply: Vec<Candidate>,
     /// Facts the read must bring before the policy can decide; empty when the record settles it.
-    pub reads: Vec<Fact>,
+    reads: Vec<Fact>,
     /// The decided profile, when nothing is left to read.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
+    profile: Option<String>,
     /// What decided it, when nothing is left to read.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub decided_by: Option<Vec<String>>,
+    decided_by: Option<Vec<String>>,
     /// Set when the record alone exempts the user.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exempt: Option<String>,
+    exempt: Option<String>,
     /// While facts are pending: `default` with the rules already certain to apply.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile_so_far: Option<String>,
+    profile_so_far: Option<String>,
 }
 
 /// One request the record leads to.
 #[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub method: &'static str,
-    pub url: String,
+struct Step {
+    method: &'static str,
+    url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub then: Option<String>,
+    then: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub when: Option<String>,
+    when: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Value>,
+    body: Option<Value>,
 }
 
+/// A reconcile request's plan: which domain and listing, under which policy.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconcilePlan {
-    pub reconcile: ReconcileTarget,
-    pub policy: PolicySummary,
-    pub note: &'static str,
+    reconcile: ReconcileTarget,
+    policy: PolicySummary,
+    note: &'static str,
 }
 
+/// The domain and the user listing a reconcile request would page through.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReconcileTarget {
-    pub domain: String,
+struct ReconcileTarget {
+    domain: String,
     /// The URL, or `{GetDomain url of <ocid>}` for a domain OCID resolved at run time.
-    pub domain_url: String,
+    domain_url: String,
     /// What a rule's `domains` may name to match these users.
-    pub domain_values: Vec<String>,
-    pub filter: String,
-    pub start_index: u64,
+    domain_values: Vec<String>,
+    filter: String,
+    start_index: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_users: Option<u64>,
+    max_users: Option<u64>,
     /// The attributes each listed page asks for.
-    pub list_attributes: String,
+    list_attributes: String,
 }
 
 /// The plan for a payload. The PUT body shows managed capabilities as booleans and unmanaged ones as a

@@ -45,13 +45,13 @@ pub const BAKED_IN_NAME: &str = "policies/capabilities.toml";
 
 /// `groups` is `returned: request`: it appears only when named.
 pub const GROUPS_ATTRIBUTE: &str = "groups";
-pub const FEDERATED_ATTRIBUTE: &str =
+const FEDERATED_ATTRIBUTE: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User:isFederatedUser";
-pub const SERVICE_USER_ATTRIBUTE: &str =
+const SERVICE_USER_ATTRIBUTE: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User:serviceUser";
 /// The user's tags extension (no `:User` suffix, unlike the other extensions).
 pub const TAGS_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags";
-pub const DEFINED_TAGS_ATTRIBUTE: &str =
+const DEFINED_TAGS_ATTRIBUTE: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags:definedTags";
 
 /// A policy larger than this is surely not hand-written.
@@ -71,6 +71,7 @@ pub struct PolicyError {
     pub rule: Option<String>,
     /// The field (or TOML path) at fault, when there is one.
     pub field: Option<String>,
+    /// Why it was refused, in words an operator can act on.
     pub reason: String,
 }
 
@@ -119,6 +120,7 @@ impl TagNamespace {
         }
     }
 
+    /// The namespace name as configured.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -132,7 +134,7 @@ impl fmt::Display for TagNamespace {
 
 /// What a matching rule does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+enum Action {
     /// Lays these capabilities over the profile so far.
     Capabilities(Profile),
     /// Leaves the user untouched.
@@ -183,19 +185,20 @@ impl Pattern {
 /// One `[[rule]]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    pub name: String,
+    /// The rule's `name`, unique ignoring case; reports name the rules that decided.
+    pub(crate) name: String,
     users: Vec<Pattern>,
     groups: Vec<String>,
     domains: Vec<String>,
     federated: Option<bool>,
     service_user: Option<bool>,
-    pub action: Action,
+    action: Action,
 }
 
 /// A fact about a user that only a read of the user can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Fact {
+pub(crate) enum Fact {
     UserName,
     Groups,
     IsFederatedUser,
@@ -205,7 +208,7 @@ pub enum Fact {
 
 /// Whether a rule applies to a user of whom only the record is known (for `plan`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Prospect {
+enum Prospect {
     Applies,
     CannotApply,
     /// Applies if these facts, read from the domain, say so.
@@ -228,7 +231,7 @@ impl Rule {
     }
 
     /// What can be said from a record alone: its user name (when it gives one) and domain values.
-    pub fn prospect(&self, user_name: Option<&str>, domains: &[String]) -> Prospect {
+    fn prospect(&self, user_name: Option<&str>, domains: &[String]) -> Prospect {
         let mut pending = Vec::new();
         if !self.users.is_empty() {
             match user_name {
@@ -284,16 +287,16 @@ impl Rule {
 
 /// Which optional facts the policy reads, so a read asks for exactly those attributes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Needs {
-    pub groups: bool,
-    pub federated: bool,
-    pub service_user: bool,
-    pub tags: bool,
+pub(crate) struct Needs {
+    groups: bool,
+    federated: bool,
+    service_user: bool,
+    tags: bool,
 }
 
 impl Needs {
     /// The SCIM attribute names to add to a read's `attributes` (which replaces the default set).
-    pub fn attributes(&self) -> Vec<&'static str> {
+    pub(crate) fn attributes(&self) -> Vec<&'static str> {
         [
             (self.groups, GROUPS_ATTRIBUTE),
             (self.federated, FEDERATED_ATTRIBUTE),
@@ -309,9 +312,12 @@ impl Needs {
 /// The whole policy, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// The profile every user starts from (`CAPABILITIES`, else the file's `default`).
     pub default: Profile,
+    /// The `[[rule]]`s in file order.
     pub rules: Vec<Rule>,
-    pub tag_namespace: Option<TagNamespace>,
+    /// `TAG_NAMESPACE`: whose defined tags override capabilities per user; `None` reads no tags.
+    pub(crate) tag_namespace: Option<TagNamespace>,
 }
 
 impl Default for Policy {
@@ -328,32 +334,33 @@ impl Default for Policy {
 
 /// A user's membership of one group, as the domain reports it in `groups`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupMembership {
-    pub id: Option<String>,
-    pub ocid: Option<String>,
-    pub display: Option<String>,
+struct GroupMembership {
+    /// `value`: the group's SCIM id.
+    id: Option<String>,
+    ocid: Option<String>,
+    display: Option<String>,
     /// `type`: `direct` or `indirect` (shown in reports; both count).
-    pub kind: Option<String>,
+    kind: Option<String>,
 }
 
 /// One entry of the OCITags extension's `definedTags`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefinedTag {
-    pub namespace: String,
-    pub key: String,
-    pub value: String,
+struct DefinedTag {
+    namespace: String,
+    key: String,
+    value: String,
 }
 
 /// What the policy may look at for one user. Attributes the read did not ask for are empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserFacts {
-    pub user_name: Option<String>,
+    user_name: Option<String>,
     /// The domain's name, display name or OCID as the record or reconcile request gave it.
-    pub domains: Vec<String>,
-    pub groups: Vec<GroupMembership>,
-    pub federated: Option<bool>,
-    pub service_user: Option<bool>,
-    pub defined_tags: Vec<DefinedTag>,
+    domains: Vec<String>,
+    groups: Vec<GroupMembership>,
+    federated: Option<bool>,
+    service_user: Option<bool>,
+    defined_tags: Vec<DefinedTag>,
 }
 
 impl UserFacts {
@@ -436,12 +443,20 @@ pub enum Decision {
     /// Bring the user to `profile`. `policy` names what decided it (rule names, `tag:<ns>.<key>`,
     /// or `default`); `notes` explain tags that were not used.
     Enforce {
+        /// The capabilities to force (default, rules, then tags).
         profile: Profile,
+        /// What decided it, in the order it was applied.
         policy: Vec<String>,
+        /// Why a tag of the namespace was not used (bad value, a disagreeing tag); may be empty.
         notes: Vec<String>,
     },
     /// Leave the user untouched.
-    Exempt { policy: Vec<String>, reason: String },
+    Exempt {
+        /// The rule name or `tag:<ns>.<key>` that exempted the user.
+        policy: Vec<String>,
+        /// The same, said for the report, e.g. "exempt by rule break-glass".
+        reason: String,
+    },
 }
 
 impl Decision {
@@ -579,7 +594,7 @@ impl Policy {
     }
 
     /// The optional facts this policy reads.
-    pub fn needs(&self) -> Needs {
+    pub(crate) fn needs(&self) -> Needs {
         let any = |f: fn(&Rule) -> bool| self.rules.iter().any(f);
         Needs {
             groups: any(|r| !r.groups.is_empty()),
@@ -635,7 +650,7 @@ impl Policy {
 
     /// What `plan` can say for a record before any read: the rules that could apply, the facts
     /// that would decide, and the decision itself when nothing is left to read.
-    pub fn outlook(&self, user_name: Option<&str>, domains: &[String]) -> Outlook {
+    pub(crate) fn outlook(&self, user_name: Option<&str>, domains: &[String]) -> Outlook {
         let mut could_apply = Vec::new();
         let mut reads: Vec<Fact> = Vec::new();
         // `default` with the rules already certain to apply, for the PUT body `plan` shows.
@@ -687,26 +702,31 @@ impl Policy {
 
 /// [`Policy::outlook`]'s answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outlook {
-    pub could_apply: Vec<Candidate>,
+pub(crate) struct Outlook {
+    /// The rules that could apply, in file order.
+    pub(crate) could_apply: Vec<Candidate>,
     /// The facts a read must bring before the policy can decide (empty when it has decided).
-    pub reads: Vec<Fact>,
-    pub decided: Option<Decision>,
+    pub(crate) reads: Vec<Fact>,
+    /// The decision, when the record alone settles it; `None` while facts are pending.
+    pub(crate) decided: Option<Decision>,
     /// `default` with every rule certain to apply laid over it (tags and pending rules left out).
-    pub known_profile: Profile,
+    pub(crate) known_profile: Profile,
 }
 
 /// A rule that could apply to a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Candidate {
-    pub rule: String,
+pub(crate) struct Candidate {
+    /// The rule's name.
+    rule: String,
     /// Facts still to read before it is known to apply (empty: it applies).
-    pub needs: Vec<Fact>,
+    needs: Vec<Fact>,
+    /// The capabilities it lays over the profile; `None` for an exempt rule.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<String>,
+    capabilities: Option<String>,
+    /// True when the rule exempts the user.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub exempt: bool,
+    exempt: bool,
 }
 
 // The TOML as written. Rules are read as tables first so each error can name its rule.

@@ -31,9 +31,13 @@ use serde_json::{Map, Value};
 
 use crate::names::shown;
 
+/// The SCIM schema extension of a user resource that holds the eight `canUse…` booleans.
 pub const CAPABILITIES_URN: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:capabilities:User";
-pub const USER_EXTENSION_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User";
+/// The Oracle user extension (federation flag, creation mechanism, per-user tags).
+pub(crate) const USER_EXTENSION_URN: &str =
+    "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User";
+/// The schema of the `PUT /admin/v1/UserCapabilitiesChanger/{id}` body.
 pub const CHANGER_SCHEMA: &str = "urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger";
 
 /// What `plan` shows for a capability the profile leaves alone.
@@ -42,13 +46,21 @@ pub const UNMANAGED_PLACEHOLDER: &str = "<unchanged: depends on the user's curre
 /// One of the eight capabilities. The discriminant is the index into [`Capability::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Capability {
+    /// API signing keys (`canUseApiKeys`).
     ApiKeys,
+    /// Auth tokens (`canUseAuthTokens`).
     AuthTokens,
+    /// A local console password (`canUseConsolePassword`).
     ConsolePassword,
+    /// Customer secret keys for the S3-compatible API (`canUseCustomerSecretKeys`).
     CustomerSecretKeys,
+    /// Database credentials (`canUseDbCredentials`).
     DbCredentials,
+    /// OAuth 2.0 client credentials (`canUseOAuth2ClientCredentials`).
     OAuth2ClientCredentials,
+    /// SMTP credentials for Email Delivery (`canUseSmtpCredentials`).
     SmtpCredentials,
+    /// Access to the Console (`canUseConsole`).
     Console,
 }
 
@@ -118,18 +130,45 @@ impl Serialize for Capability {
 /// Why a `CAPABILITIES` value was refused; each variant names the entry and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
+    /// Nothing but white space.
     #[error("lists no capabilities; expected NAME=on|off entries separated by commas")]
     Empty,
+    /// An empty entry between commas.
     #[error("entry {position} is empty (stray comma?)")]
-    EmptyEntry { position: usize },
+    EmptyEntry {
+        /// The entry's 1-based position.
+        position: usize,
+    },
+    /// An entry without `=`.
     #[error("entry {}: expected NAME=on or NAME=off", shown(.entry))]
-    MissingValue { entry: String },
+    MissingValue {
+        /// The entry as written (trimmed).
+        entry: String,
+    },
+    /// A name that is not one of the eight capabilities.
     #[error("entry {}: unknown capability {} (known: {})", shown(.entry), shown(.name), known_names())]
-    UnknownName { entry: String, name: String },
+    UnknownName {
+        /// The entry as written (trimmed).
+        entry: String,
+        /// The unknown name.
+        name: String,
+    },
+    /// A value that is not a switch (see [`parse_switch`]).
     #[error("entry {}: value {} is not on or off (nor true/false, yes/no, 1/0)", shown(.entry), shown(.value))]
-    BadValue { entry: String, value: String },
+    BadValue {
+        /// The entry as written (trimmed).
+        entry: String,
+        /// The refused value.
+        value: String,
+    },
+    /// A capability set twice.
     #[error("entry {}: capability {name} is listed more than once", shown(.entry))]
-    Duplicate { entry: String, name: &'static str },
+    Duplicate {
+        /// The second entry naming it, as written (trimmed).
+        entry: String,
+        /// The capability's configuration name.
+        name: &'static str,
+    },
 }
 
 fn known_names() -> String {
@@ -194,6 +233,7 @@ impl Profile {
         Ok(Self { values })
     }
 
+    /// The value `c` is forced to; `None` when the profile leaves it alone.
     pub fn get(&self, c: Capability) -> Option<bool> {
         self.values[c.index()]
     }
@@ -355,6 +395,7 @@ impl CurrentCapabilities {
         Self { values }
     }
 
+    /// The user's value of `c`; `None` when the user resource did not say.
     pub fn get(&self, c: Capability) -> Option<bool> {
         self.values[c.index()]
     }
@@ -369,8 +410,11 @@ impl CurrentCapabilities {
 /// One managed capability that a PUT would change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
+    /// The capability that changes.
     pub capability: Capability,
+    /// The user's current value; `None` when it could not be read.
     pub from: Option<bool>,
+    /// The value the profile forces.
     pub to: bool,
 }
 

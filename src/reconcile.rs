@@ -27,52 +27,77 @@ pub const MAX_PAGE_SIZE: u64 = 1000;
 /// How many per-user entries a report lists (failures always, changes up to this many).
 pub const LISTED_MAX: usize = 200;
 
+/// One reconcile run: which domain's users to page through, and how far.
 #[derive(Debug, Clone)]
 pub struct ReconcileJob {
+    /// The identity domain's base URL (already resolved from a name or OCID).
     pub domain: DomainUrl,
     /// The domain as the request named it (name, display name, OCID or URL), for the policy's
     /// `domains` matcher; see [`domain_values`].
     pub domain_values: Vec<String>,
+    /// The SCIM filter that selects users ([`DEFAULT_FILTER`] unless the request gave one).
     pub filter: String,
+    /// The 1-based SCIM `startIndex` of the first page (0 is read as 1).
     pub start_index: u64,
+    /// Stop after scanning this many users; `None` scans to the end.
     pub max_users: Option<u64>,
+    /// Users asked for per page, clamped to 1..=[`MAX_PAGE_SIZE`].
     pub page_size: u64,
 }
 
+/// One listed user's result, as the reconcile report shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserEntry {
+    /// The user's SCIM id; `None` when the listing gave none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The user's `userName`, when listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
+    /// How the user ended.
     pub outcome: Outcome,
     /// What decided the user's profile (see `RecordResult::policy`).
     pub policy: Vec<String>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    /// Attribute → [before, after] for each capability written (or that a dry run would write).
     pub changed: std::collections::BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Why it ended so, when there is more to say than the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Identity-domain request ids (`X-ORACLE-DMS-ECID`) of the calls made for this user.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_ids: Vec<String>,
 }
 
+/// A reconcile run's answer.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconcileReport {
+    /// The domain's base URL.
     pub domain: String,
+    /// The SCIM filter the listing used.
     pub filter: String,
+    /// The 1-based index the run started from.
     pub start_index: u64,
+    /// Distinct users processed (a user listed twice counts once).
     pub scanned: u64,
+    /// Users written (or that a dry run would write).
     pub applied: u64,
+    /// Users already compliant or exempt.
     pub unchanged: u64,
+    /// Users that cannot be fixed by a retry (no id, a refused write).
     pub rejected: u64,
+    /// Users a retry may fix; any makes the invocation fail.
     pub failed: u64,
+    /// True when `DRY_RUN` is on: nothing was written.
     pub dry_run: bool,
+    /// `totalResults` of the last page read; `None` when no page was read.
     pub total_results: Option<u64>,
     /// Where to continue; absent when the domain was scanned to the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_start_index: Option<u64>,
+    /// Why the run stopped early; `None` when it reached the end or ended on an error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_because: Option<StopReason>,
     /// A page that could not be read (after retries): the run ended there.
@@ -113,6 +138,8 @@ pub fn domain_values(requested: &str, url: &DomainUrl) -> Vec<String> {
     values
 }
 
+/// Pages through `job`'s listing and brings each user to the profile the policy decides, until the
+/// end, `max_users`, the deadline or a page that cannot be trusted.
 pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -> ReconcileReport {
     let mut report = ReconcileReport {
         domain: job.domain.as_str().to_string(),

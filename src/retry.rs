@@ -58,7 +58,9 @@ impl Purpose {
 pub enum Observed {
     /// The server answered with this status (`retry_after` from its `Retry-After`, when given).
     Status {
+        /// The HTTP status of the answer.
         status: StatusCode,
+        /// The wait the server asked for; `None` when absent or unreadable.
         retry_after: Option<Duration>,
     },
     /// No answer within the attempt's time.

@@ -76,7 +76,7 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// `Fn-Fdk-Version` and `Fn-Fdk-Runtime` values as PRODUCT.md names them.
+/// The `Fn-Fdk-Version` value as PRODUCT.md names it: this function and its version.
 pub fn fdk_version() -> String {
     format!(
         "fdk-rust-oci-user-capabilities/{}",
@@ -84,6 +84,7 @@ pub fn fdk_version() -> String {
     )
 }
 
+/// The `Fn-Fdk-Runtime` value as PRODUCT.md names it: the Rust compiler version it was built with.
 pub fn fdk_runtime() -> String {
     format!("rust/{}", env!("OUC_RUSTC_VERSION"))
 }

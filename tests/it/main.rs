@@ -1,3 +1,6 @@
+//! The integration tests, one binary: the function behind a real Fn socket and its command line,
+//! run against a loopback identity-domain server (`support/`) that checks every request's signature.
+
 // `pub` here marks what the test modules share with each other, not an API.
 #![allow(unreachable_pub)]
 mod cli;
