@@ -19,9 +19,6 @@ use crate::profile::CurrentCapabilities;
 /// Users created by SAML JIT. `creationMechanism` is `returned: request`, so listing asks for it.
 pub const DEFAULT_FILTER: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User:creationMechanism eq \"samljit\"";
-/// If a domain's JIT users do not carry `samljit`, federated users are the next best selection.
-pub const FEDERATED_FILTER: &str =
-    "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User:isFederatedUser eq true";
 /// The service's largest page.
 pub const MAX_PAGE_SIZE: u64 = 1000;
 /// How many per-user entries a report lists (failures always, changes up to this many).
