@@ -361,7 +361,7 @@ mod tests {
         std::fs::write(&token, jwt(&format!(r#"{{"exp":{exp}}}"#))).unwrap();
         let pem = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors/rp_session_key_pkcs1.pem"
+            "/tests/vectors/rp_session_key_pkcs1.pem"
         ))
         .unwrap();
         let cache = SessionCache::load(SessionSpec {

@@ -1,5 +1,5 @@
 //! Building the signing string and the Authorization header, byte for byte as the OCI Python
-//! SDK does (see `shared/spec/oci-signing.md` §1).
+//! SDK does (the rules are in the crate README, "What is signed"; the vectors in `tests/vectors` pin them).
 
 use std::borrow::Cow;
 use std::fmt;
