@@ -22,8 +22,8 @@ use crate::retry::{
     backoff, classify, hint, parse_retry_after, Observed, Purpose, Verdict, ERROR_ANSWER_LIMIT,
 };
 use crate::signer::{
-    sign_request, CredentialError, Credentials, CredentialsProvider, SignError, SignableRequest,
-    SignedRequest,
+    sign_request, CredentialError, CredentialKind, Credentials, CredentialsProvider, SignError,
+    SignableRequest, SignedRequest,
 };
 
 /// Attributes read for one user: enough to cross-check the name and compare capabilities, plus
@@ -106,13 +106,15 @@ pub enum IdcsError {
         /// What the operator can check for this status and purpose, when there is a known cause.
         hint: Option<&'static str>,
     },
-    #[error("{} rejected the credentials twice (401) signing as {credential}; {}{}", service_name(*purpose), unauthorized_hint(credential), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error("{} rejected the credentials twice (401) signing as {credential}; {}{}", service_name(*purpose), unauthorized_hint(*kind), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
     /// A 401 again after the credentials were re-read: the credential is not accepted.
     NotAuthorized {
         /// What the call was for.
         purpose: Purpose,
         /// The credential in use, as [`CredentialsProvider::describe`] names it.
         credential: String,
+        /// Its kind, which decides the hint.
+        kind: CredentialKind,
         /// The SCIM error's `detail`, when the body held one.
         detail: Option<String>,
     },
@@ -166,13 +168,11 @@ fn service_name(purpose: Purpose) -> &'static str {
 }
 
 /// What most likely makes a domain refuse a credential that signs correctly, by kind of credential.
-fn unauthorized_hint(credential: &str) -> &'static str {
-    if credential.starts_with("resource principal") {
-        "check that the function's dynamic group matches this function and holds the User Administrator role in this domain"
-    } else if credential.starts_with("session token") {
-        "the session may have expired (run `oci session refresh` or `oci session authenticate`), or its user lacks the User Administrator role in this domain"
-    } else {
-        "check that the key's fingerprint and user match an API key uploaded for that user, and that the user holds the User Administrator role in this domain"
+fn unauthorized_hint(kind: CredentialKind) -> &'static str {
+    match kind {
+        CredentialKind::ResourcePrincipal => "check that the function's dynamic group matches this function and holds the User Administrator role in this domain",
+        CredentialKind::SessionToken => "the session may have expired (run `oci session refresh` or `oci session authenticate`), or its user lacks the User Administrator role in this domain",
+        _ => "check that the key's fingerprint and user match an API key uploaded for that user, and that the user holds the User Administrator role in this domain",
     }
 }
 
@@ -542,6 +542,7 @@ impl IdentityDomainClient {
                         let error = IdcsError::NotAuthorized {
                             purpose: call.purpose,
                             credential: self.credentials_label(),
+                            kind: self.inner.credentials.kind(),
                             detail,
                         };
                         return Err(Failure::failed(error, ecids));

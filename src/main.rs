@@ -22,7 +22,7 @@ use oci_user_capabilities::reconcile::{
     domain_values, reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
 };
 use oci_user_capabilities::signer::{
-    default_oci_config_path, ApiKeyProvider, CredentialError, CredentialsProvider,
+    default_oci_config_path, ApiKeyProvider, CredentialError, CredentialKind, CredentialsProvider,
     ResourcePrincipal,
 };
 use oci_user_capabilities::telemetry;
@@ -429,7 +429,7 @@ fn credentials(
                 })?,
             };
             let provider = ApiKeyProvider::from_oci_config(&path, &run.profile, home.as_deref())?;
-            if kind == AuthKind::SecurityToken && !provider.uses_session_token() {
+            if kind == AuthKind::SecurityToken && provider.kind() != CredentialKind::SessionToken {
                 return Err(CliError::usage(format_args!(
                     "--auth security-token: profile [{}] in {} has no security_token_file (run `oci session authenticate`, or use --auth api-key)",
                     run.profile,

@@ -165,6 +165,19 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// What kind of principal a [`CredentialsProvider`] signs as; callers use it to say what to check
+/// when a service refuses the credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// The function's resource principal (a dynamic group's member).
+    ResourcePrincipal,
+    /// A user's API key from an OCI config profile.
+    ApiKey,
+    /// A session token from an OCI config profile (`oci session authenticate`).
+    SessionToken,
+}
+
 /// Where signing credentials come from.
 pub trait CredentialsProvider: Send + Sync + fmt::Debug {
     /// Current credentials; re-reads token+key together (files mode) when the token is within
@@ -174,6 +187,8 @@ pub trait CredentialsProvider: Send + Sync + fmt::Debug {
     fn refresh(&self, now: SystemTime) -> Result<Arc<Credentials>, CredentialError>;
     /// Short label for logs, e.g. "resource principal", "api key (profile DEFAULT)".
     fn describe(&self) -> String;
+    /// The kind of principal these credentials sign as.
+    fn kind(&self) -> CredentialKind;
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use super::session::{SessionCache, SessionSpec, Source};
-use super::{CredentialError, Credentials, CredentialsProvider, KeyId, PrivateKey, Secret};
+use super::{
+    CredentialError, CredentialKind, Credentials, CredentialsProvider, KeyId, PrivateKey, Secret,
+};
 
 const DEFAULT_PROFILE: &str = "DEFAULT";
 
@@ -138,14 +140,6 @@ fn load_key_file(
     Ok(Arc::new(key))
 }
 
-impl ApiKeyProvider {
-    /// Whether the profile signs with a session token (`security_token_file`, from `oci session
-    /// authenticate`) rather than an API key.
-    pub fn uses_session_token(&self) -> bool {
-        matches!(self.mode, Mode::SessionToken(_))
-    }
-}
-
 /// An API key fingerprint: the MD5 of the public key as 16 colon-separated pairs of hex digits.
 fn is_fingerprint(value: &str) -> bool {
     let pairs: Vec<&str> = value.split(':').collect();
@@ -194,6 +188,13 @@ impl CredentialsProvider for ApiKeyProvider {
         match &self.mode {
             Mode::ApiKey { .. } => format!("api key (profile {})", self.profile),
             Mode::SessionToken(_) => format!("session token (profile {})", self.profile),
+        }
+    }
+
+    fn kind(&self) -> CredentialKind {
+        match &self.mode {
+            Mode::ApiKey { .. } => CredentialKind::ApiKey,
+            Mode::SessionToken(_) => CredentialKind::SessionToken,
         }
     }
 }

@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use super::error::clipped;
 use super::session::{SessionCache, SessionSpec, Source};
-use super::{CredentialError, Credentials, CredentialsProvider, Secret, TokenClaims};
+use super::{
+    CredentialError, CredentialKind, Credentials, CredentialsProvider, Secret, TokenClaims,
+};
 
 const VERSION: &str = "OCI_RESOURCE_PRINCIPAL_VERSION";
 const RPST: &str = "OCI_RESOURCE_PRINCIPAL_RPST";
@@ -118,6 +120,10 @@ impl CredentialsProvider for ResourcePrincipal {
 
     fn describe(&self) -> String {
         "resource principal".to_owned()
+    }
+
+    fn kind(&self) -> CredentialKind {
+        CredentialKind::ResourcePrincipal
     }
 }
 
