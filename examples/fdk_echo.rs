@@ -51,7 +51,7 @@ async fn handle(ctx: CallContext, payload: Payload) -> Result<FnResponse, Handle
 }
 
 fn main() -> ExitCode {
-    oci_user_capabilities::telemetry::init(oci_user_capabilities::config::LogFormat::Json);
+    oci_user_capabilities::report::telemetry::init(oci_user_capabilities::config::LogFormat::Json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

@@ -15,9 +15,9 @@
 //! assert_eq!(config.domains.resolve("Other"), DomainDecision::OutsideAllowList);
 //! ```
 
-use crate::names::{shown, DomainName, DomainOcid, DomainUrl};
-use crate::policy::{Policy, TagNamespace, BAKED_IN, MAX_POLICY_BYTES};
-use crate::profile::{parse_switch, split_list, ListError, Profile};
+use crate::decision::policy::{Policy, TagNamespace, BAKED_IN, MAX_POLICY_BYTES};
+use crate::decision::profile::{parse_switch, split_list, ListError, Profile};
+use crate::intake::names::{shown, DomainName, DomainOcid, DomainUrl};
 
 // The keys of PRODUCT.md's configuration table (fn config keys, read as environment variables).
 const KEY_CAPABILITIES: &str = "CAPABILITIES";

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::apply::{log_report, to_json, Engine, Report};
-use crate::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTES};
+use crate::action::apply::{log_report, to_json, Engine, Report};
+use crate::action::reconcile::{
+    domain_values, reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE,
+};
+use crate::clients::control_plane::ResolveError;
 use crate::config::Config;
-use crate::control_plane::ResolveError;
 use crate::fdk::{CallContext, FnResponse, HandlerError, Payload};
-use crate::reconcile::{domain_values, reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE};
+use crate::intake::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTES};
 use tokio::time::Instant;
 
 /// The engine stops this long before the FDK's own cutoff, so a slow batch ends with its report (502

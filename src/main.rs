@@ -8,24 +8,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use oci_user_capabilities::apply::{log_report, to_json, Engine, Report};
-use oci_user_capabilities::audit::{parse_invocation, Invocation};
+use oci_user_capabilities::action::apply::{log_report, to_json, Engine, Report};
+use oci_user_capabilities::action::reconcile::{
+    domain_values, reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
+};
+use oci_user_capabilities::clients::control_plane::{self, ResolveError};
+use oci_user_capabilities::clients::identity_domain::{
+    BuildError, ClientSettings, IdentityDomainClient,
+};
 use oci_user_capabilities::config::{
     Config, ConfigError, DomainRoute, LogFormat, PolicyFile, KEY_CONTROL_PLANE,
 };
-use oci_user_capabilities::control_plane::{self, ResolveError};
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
-use oci_user_capabilities::identity_domain::{BuildError, ClientSettings, IdentityDomainClient};
-use oci_user_capabilities::names::DomainUrl;
-use oci_user_capabilities::reconcile::{
-    domain_values, reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
-};
+use oci_user_capabilities::intake::audit::{parse_invocation, Invocation};
+use oci_user_capabilities::intake::names::DomainUrl;
+use oci_user_capabilities::report::telemetry;
 use oci_user_capabilities::signer::{
     default_oci_config_path, ApiKeyProvider, CredentialError, CredentialKind, CredentialsProvider,
     ResourcePrincipal,
 };
-use oci_user_capabilities::telemetry;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -347,7 +349,7 @@ fn load_config(policy: Option<&std::path::Path>) -> Result<Config, ConfigError> 
 fn plan(file: Option<PathBuf>, policy: Option<PathBuf>) -> Result<ExitCode, CliError> {
     let config = load_config(policy.as_deref())?;
     let body = read_payload(file)?;
-    match oci_user_capabilities::plan::plan(&body, &config) {
+    match oci_user_capabilities::report::plan::plan(&body, &config) {
         Ok(plan) => {
             let text = serde_json::to_string_pretty(&plan).unwrap_or_default();
             let mut out = std::io::stdout().lock();

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oci_user_capabilities::profile::{Capability, CurrentCapabilities, Profile, CHANGER_SCHEMA};
+use oci_user_capabilities::decision::profile::{Capability, CurrentCapabilities, Profile, CHANGER_SCHEMA};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oci_user_capabilities::audit::{parse_invocation, triage, Invocation, Triage};
+use oci_user_capabilities::intake::audit::{parse_invocation, triage, Invocation, Triage};
 use oci_user_capabilities::config::{DomainPolicy, DomainRoute, EventTypes, DEFAULT_TEMPLATE};
-use oci_user_capabilities::names::{DomainName, DomainOcid, UserRef};
+use oci_user_capabilities::intake::names::{DomainName, DomainOcid, UserRef};
 use std::sync::OnceLock;
 
 struct Setup {

@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oci_user_capabilities::control_plane::identity_domain_url;
-use oci_user_capabilities::names::{DomainName, DomainOcid, DomainUrl, UserId, UserOcid, UserRef};
+use oci_user_capabilities::clients::control_plane::identity_domain_url;
+use oci_user_capabilities::intake::names::{DomainName, DomainOcid, DomainUrl, UserId, UserOcid, UserRef};
 
 fn lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

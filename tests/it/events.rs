@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use oci_user_capabilities::control_plane::{ControlPlane, ResolveError};
-use oci_user_capabilities::identity_domain::{ClientSettings, IdentityDomainClient};
-use oci_user_capabilities::names::{DomainOcid, DomainUrl};
+use oci_user_capabilities::clients::control_plane::{ControlPlane, ResolveError};
+use oci_user_capabilities::clients::identity_domain::{ClientSettings, IdentityDomainClient};
+use oci_user_capabilities::intake::names::{DomainOcid, DomainUrl};
 use oci_user_capabilities::signer::ResourcePrincipal;
 use serde_json::{json, Value};
 

@@ -2,7 +2,7 @@
 //! `UserCapabilitiesChanger` body that applies it.
 //!
 //! ```
-//! use oci_user_capabilities::profile::{Capability, CurrentCapabilities, Profile};
+//! use oci_user_capabilities::decision::profile::{Capability, CurrentCapabilities, Profile};
 //!
 //! let profile = Profile::parse("api_keys=on,smtp_credentials=off").unwrap();
 //! let current = Capability::ALL
@@ -29,7 +29,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::names::shown;
+use crate::intake::names::shown;
 
 /// The SCIM schema extension of a user resource that holds the eight `canUse…` booleans.
 pub const CAPABILITIES_URN: &str =

@@ -10,11 +10,11 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::apply::{Engine, Outcome, START_MARGIN};
-use crate::identity_domain::UserPage;
-use crate::names::{DomainName, DomainUrl, UserId};
-use crate::policy::UserFacts;
-use crate::profile::CurrentCapabilities;
+use crate::action::apply::{Engine, Outcome, START_MARGIN};
+use crate::clients::identity_domain::UserPage;
+use crate::decision::policy::UserFacts;
+use crate::decision::profile::CurrentCapabilities;
+use crate::intake::names::{DomainName, DomainUrl, UserId};
 
 /// Users created by SAML JIT. `creationMechanism` is `returned: request`, so listing asks for it.
 pub const DEFAULT_FILTER: &str =

@@ -4,7 +4,7 @@
 //! again whether a string is safe to put in a URL.
 //!
 //! ```
-//! use oci_user_capabilities::names::{DomainName, DomainUrl, UserId};
+//! use oci_user_capabilities::intake::names::{DomainName, DomainUrl, UserId};
 //!
 //! let domain = DomainName::parse("idcs-0123456789abcdef0123456789abcdef").unwrap();
 //! let user = UserId::parse("8f2e4c6a1b3d5f7091a2b3c4d5e6f708").unwrap();

@@ -1,7 +1,7 @@
 //! Payload intake: what an invocation body asks for, and which audit records act on whom.
 //!
 //! ```
-//! use oci_user_capabilities::audit::{parse_invocation, triage, Invocation, Triage};
+//! use oci_user_capabilities::intake::audit::{parse_invocation, triage, Invocation, Triage};
 //! use oci_user_capabilities::config::{DomainPolicy, EventTypes};
 //!
 //! let body = br#"[{"id": "e1", "type": "com.example.UserJit", "data": {"additionalDetails": {
@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::{DomainDecision, DomainFields, DomainPolicy, DomainRoute, EventTypes};
-use crate::names::{truncated, UserOcid, UserRef};
+use crate::intake::names::{truncated, UserOcid, UserRef};
 
 /// The Functions invoke body limit.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -1014,7 +1014,7 @@ mod tests {
         assert_eq!(t.domain, DOMAIN_OCID);
         assert_eq!(
             t.route,
-            DomainRoute::Ocid(crate::names::DomainOcid::parse(DOMAIN_OCID).unwrap())
+            DomainRoute::Ocid(crate::intake::names::DomainOcid::parse(DOMAIN_OCID).unwrap())
         );
         assert_eq!(
             t.event_id.as_deref(),

@@ -1,7 +1,7 @@
 //! The identity-domain REST client: read a user, change its capabilities, list users.
 //!
 //! Each call is a value ([`Call`]: method, URL, body, purpose); [`IdentityDomainClient::send`] is the
-//! loop around one signed attempt, and [`crate::retry::classify`] alone
+//! loop around one signed attempt, and [`crate::transport::retry::classify`] alone
 //! decides what each answer means. Every attempt is signed afresh (new `date`, current credentials),
 //! so retries never replay a stale signature; retries honour `Retry-After` and never sleep past the
 //! caller's deadline; a 401 re-reads the credentials once and retries once. Answers are read only up
@@ -15,15 +15,15 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::names::{truncated_to, DomainUrl, UserId, UserRef};
-use crate::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
-use crate::rate_limit::RateLimiter;
-use crate::retry::{
-    backoff, classify, hint, parse_retry_after, Observed, Purpose, Verdict, ERROR_ANSWER_LIMIT,
-};
+use crate::decision::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
+use crate::intake::names::{truncated_to, DomainUrl, UserId, UserRef};
 use crate::signer::{
     sign_request, CredentialError, CredentialKind, Credentials, CredentialsProvider, SignError,
     SignableRequest, SignedRequest,
+};
+use crate::transport::rate_limit::RateLimiter;
+use crate::transport::retry::{
+    backoff, classify, hint, parse_retry_after, Observed, Purpose, Verdict, ERROR_ANSWER_LIMIT,
 };
 
 /// Attributes read for one user: enough to cross-check the name and compare capabilities, plus
@@ -784,7 +784,7 @@ pub fn answered_user_id(requested: &UserRef, user: &serde_json::Value) -> Result
             Some(id) if id == wanted.as_str() => Ok(wanted.clone()),
             other => Err(format!(
                 "the identity domain answered for id {} when asked for {wanted}",
-                crate::names::shown(other.unwrap_or("<none>"))
+                crate::intake::names::shown(other.unwrap_or("<none>"))
             )),
         },
         UserRef::Ocid(wanted) => match field("ocid") {
@@ -792,7 +792,7 @@ pub fn answered_user_id(requested: &UserRef, user: &serde_json::Value) -> Result
                 .map_err(|e| format!("the user asked for by OCID has an unusable {e}")),
             other => Err(format!(
                 "the identity domain answered for OCID {} when asked for {wanted}",
-                crate::names::shown(other.unwrap_or("<none>"))
+                crate::intake::names::shown(other.unwrap_or("<none>"))
             )),
         },
     }

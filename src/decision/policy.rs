@@ -6,7 +6,7 @@
 //! the same profile whichever way it is reached.
 //!
 //! ```
-//! use oci_user_capabilities::policy::{Decision, Policy, UserFacts};
+//! use oci_user_capabilities::decision::policy::{Decision, Policy, UserFacts};
 //!
 //! let policy = Policy::parse(
 //!     r#"
@@ -35,11 +35,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::names::shown;
-use crate::profile::{parse_switch, Capability, Profile};
+use crate::decision::profile::{parse_switch, Capability, Profile};
+use crate::intake::names::shown;
 
 /// The shipped policy, compiled in.
-pub const BAKED_IN: &str = include_str!("../policies/capabilities.toml");
+pub const BAKED_IN: &str = include_str!("../../policies/capabilities.toml");
 /// Where [`BAKED_IN`] comes from, for messages.
 pub const BAKED_IN_NAME: &str = "policies/capabilities.toml";
 
@@ -380,7 +380,7 @@ impl UserFacts {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err("the user's groups is not a list".into()),
         };
-        let extension = match user.get(crate::profile::USER_EXTENSION_URN) {
+        let extension = match user.get(crate::decision::profile::USER_EXTENSION_URN) {
             None | Some(Value::Null) => None,
             Some(Value::Object(ext)) => Some(ext),
             Some(_) => return Err("the user extension is not an object".into()),
@@ -945,7 +945,7 @@ mod tests {
 
     #[test]
     fn attribute_names_are_the_extension_urns() {
-        use crate::profile::USER_EXTENSION_URN;
+        use crate::decision::profile::USER_EXTENSION_URN;
         assert_eq!(
             FEDERATED_ATTRIBUTE,
             format!("{USER_EXTENSION_URN}:isFederatedUser")

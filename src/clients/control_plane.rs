@@ -12,7 +12,7 @@
 //! when the control plane itself is a loopback test server.
 //!
 //! ```
-//! use oci_user_capabilities::control_plane::{default_url, identity_domain_url};
+//! use oci_user_capabilities::clients::control_plane::{default_url, identity_domain_url};
 //!
 //! let plane = default_url("eu-frankfurt-1", None).unwrap();
 //! assert_eq!(plane.as_str(), "https://identity.eu-frankfurt-1.oci.oraclecloud.com");
@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::identity_domain::IdentityDomainClient;
-use crate::names::{shown, DomainOcid, DomainUrl};
+use crate::clients::identity_domain::IdentityDomainClient;
+use crate::intake::names::{shown, DomainOcid, DomainUrl};
 use reqwest::StatusCode;
 
 /// The IAM API version in the control plane's paths.

@@ -8,15 +8,15 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::apply::Outcome;
-use crate::audit::{parse_invocation, Invocation, Target, Triage};
-use crate::batch::{acting_records, group_by_user};
+use crate::action::apply::Outcome;
+use crate::action::reconcile::{domain_values, DEFAULT_FILTER};
+use crate::clients::identity_domain::{list_attributes, user_attributes};
 use crate::config::{Config, DomainRoute};
-use crate::identity_domain::{list_attributes, user_attributes};
-use crate::names::{DomainUrl, UserRef};
-use crate::policy::{Candidate, Decision, Fact, Policy};
-use crate::profile::Profile;
-use crate::reconcile::{domain_values, DEFAULT_FILTER};
+use crate::decision::policy::{Candidate, Decision, Fact, Policy};
+use crate::decision::profile::Profile;
+use crate::intake::audit::{parse_invocation, Invocation, Target, Triage};
+use crate::intake::batch::{acting_records, group_by_user};
+use crate::intake::names::{DomainUrl, UserRef};
 
 /// What `plan` prints: a batch's plan, or a reconcile request's.
 #[derive(Debug, Clone, Serialize)]
@@ -458,10 +458,10 @@ fn settled(index: usize, triaged: Triage) -> PlannedRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Policy;
+    use crate::decision::policy::Policy;
     use serde_json::json;
 
-    const SAMPLE: &str = include_str!("../examples/payloads/sch-batch.json");
+    const SAMPLE: &str = include_str!("../../examples/payloads/sch-batch.json");
 
     fn config_with(policy: &str) -> Config {
         let mut config = Config::from_lookup(&|_| None).unwrap();
@@ -506,7 +506,7 @@ mod tests {
         assert_eq!(first["steps"][1]["body"]["canUseSmtpCredentials"], false);
         assert_eq!(
             first["steps"][1]["body"]["canUseAuthTokens"],
-            crate::profile::UNMANAGED_PLACEHOLDER
+            crate::decision::profile::UNMANAGED_PLACEHOLDER
         );
         // Every record has a result, in batch order; only acting records carry a policy outlook.
         let indexes: Vec<u64> = plan["results"]

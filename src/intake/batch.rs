@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::audit::{Records, Target, Triage};
 use crate::config::{DomainPolicy, EventTypes};
+use crate::intake::audit::{Records, Target, Triage};
 
 /// All records that name one user, in batch order.
 #[derive(Debug, Clone)]

@@ -13,14 +13,14 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::audit::{Records, Target, Triage};
-use crate::batch::{acting_records, group_by_user, UserRecords};
+use crate::clients::control_plane::{ControlPlane, ResolveError};
+use crate::clients::identity_domain::{answered_user_id, Failure, IdentityDomainClient, Settled};
 use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
-use crate::control_plane::{ControlPlane, ResolveError};
-use crate::identity_domain::{answered_user_id, Failure, IdentityDomainClient, Settled};
-use crate::names::{DomainOcid, DomainUrl, UserId, UserRef};
-use crate::policy::{Decision, Policy, UserFacts};
-use crate::profile::{Change, CurrentCapabilities, Profile};
+use crate::decision::policy::{Decision, Policy, UserFacts};
+use crate::decision::profile::{Change, CurrentCapabilities, Profile};
+use crate::intake::audit::{Records, Target, Triage};
+use crate::intake::batch::{acting_records, group_by_user, UserRecords};
+use crate::intake::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use reqwest::StatusCode;
 
 /// Work is not started on a user with less than this left before the deadline: one read and one write

@@ -1,0 +1,3 @@
+//! Report: what the function tells people. The offline [`plan`] and the logs ([`telemetry`]).
+pub mod plan;
+pub mod telemetry;
