@@ -191,3 +191,99 @@ async fn any_other_missing_flag_still_fails_the_record_and_writes_nothing() {
     assert_eq!(idd.count("PUT", &hex_id(3)), 0, "nothing written");
     assert_eq!(idd.user_caps(&hex_id(3)), Some(caps));
 }
+
+/// A record selected as `createuser` with an actor (an administrator who exists in the domain) and
+/// no user OCID: `type_` is its CloudEvents type, `resource_id` its `data.resourceId`.
+fn createuser_by_admin(type_: &str, resource_id: Value, admin: &str) -> Value {
+    json!({
+        "id": format!("cu-{type_}"),
+        "type": type_,
+        "data": {
+            "resourceId": resource_id,
+            "resourceName": "new.user@example.com",
+            "additionalDetails": {
+                "actorId": admin, "actorName": "admin@example.com", "actorType": "User",
+                "domainName": DOMAIN_A
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_createuser_record_never_acts_on_its_actor() {
+    let idd = server().await;
+    let admin = hex_id(900);
+    idd.add_user(
+        &admin,
+        "admin@example.com",
+        crate::support::fixtures::ALL_ON,
+        "idcsui",
+        false,
+    );
+    let batch = json!([
+        // Identity's own event with the user OCID missing.
+        createuser_by_admin(
+            "com.oraclecloud.identitycontrolplane.createuser",
+            Value::Null,
+            &admin
+        ),
+        // Another service's event type that merely ends in `.createuser`, its resource not a user.
+        createuser_by_admin(
+            "com.oraclecloud.databaseservice.autonomousdatabase.createuser",
+            json!("ocid1.autonomousdatabase.oc1..aaaaexample"),
+            &admin
+        ),
+        // Selected by eventName alone.
+        {
+            "id": "cu-name",
+            "data": {"eventName": "CreateUser", "additionalDetails": {
+                "actorId": admin, "actorName": "admin@example.com", "domainName": DOMAIN_A}}
+        },
+    ]);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &batch).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["rejected"], 3, "{report}");
+    for result in report["results"].as_array().expect("results") {
+        let reason = result["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("createuser record names no user"),
+            "{result}"
+        );
+        assert!(
+            result.get("userId").is_none(),
+            "the actor is not the user: {result}"
+        );
+    }
+    assert!(idd.requests().is_empty(), "nothing was sent");
+    assert_eq!(
+        idd.user_caps(&admin),
+        Some(crate::support::fixtures::ALL_ON)
+    );
+}
+
+#[test]
+fn plan_rejects_a_createuser_record_without_a_user() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("createuser.json");
+    let record = createuser_by_admin(
+        "com.oraclecloud.identitycontrolplane.createuser",
+        Value::Null,
+        &hex_id(900),
+    );
+    std::fs::write(&path, record.to_string()).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oci-user-capabilities"))
+        .arg("plan")
+        .arg(&path)
+        .output()
+        .expect("plan runs");
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let result = &plan["results"][0];
+    assert_eq!(result["predictedOutcome"], json!(["rejected"]), "{plan}");
+    assert!(
+        result["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("createuser record names no user")),
+        "{plan}"
+    );
+}
