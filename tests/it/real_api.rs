@@ -133,7 +133,7 @@ fn put_bodies(idd: &IdentityDomainServer, n: u64) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_can_use_console_is_written_without_it_when_console_is_unmanaged() {
     let idd = server().await;
-    let records = vec![
+    let records = [
         seven_flag_user(&idd, 1, SEVEN_ON),
         // The same shape under a profile that manages console: the profile gives the value.
         seven_flag_user(&idd, 2, SEVEN_ON),
