@@ -52,9 +52,9 @@ pub fn render(report: &PostureReport) -> String {
 }
 
 fn header(page: &mut String, r: &PostureReport) {
-    let _ = write!(
+    let _ = writeln!(
         page,
-        "<h1>Capability posture</h1><p class=\"meta\">Domain <code>{}</code> · read {} · {} · read only: nothing was changed</p>\n",
+        "<h1>Capability posture</h1><p class=\"meta\">Domain <code>{}</code> · read {} · {} · read only: nothing was changed</p>",
         esc(&r.domain),
         esc(&r.generated_at),
         match &r.filter {
@@ -63,9 +63,9 @@ fn header(page: &mut String, r: &PostureReport) {
         }
     );
     if let Some(e) = &r.error {
-        let _ = write!(
+        let _ = writeln!(
             page,
-            "<p class=\"warn\" id=\"incomplete\"><strong>Incomplete:</strong> {}. The counts cover the users read before it.</p>\n",
+            "<p class=\"warn\" id=\"incomplete\"><strong>Incomplete:</strong> {}. The counts cover the users read before it.</p>",
             esc(e)
         );
     }
