@@ -211,6 +211,15 @@ impl IdentityDomainClient {
         self.transport.credentials_label()
     }
 
+    /// Sends any identity-domain call (see [`calls`]) through the transport.
+    pub async fn send(
+        &self,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<crate::transport::Answer, Failure> {
+        self.transport.send(call, deadline).await
+    }
+
     /// `GET /admin/v1/Users/{id or OCID}` with the capability and user extensions (and `ocid`
     /// when asked by OCID, so [`answered_user_id`] can check the answer is the user asked for).
     pub async fn get_user(
