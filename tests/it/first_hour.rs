@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::enforcement::{function_for, invoke, jit_user, server, DOMAIN_A};
-use crate::platform_harness::{FnProcess, Launch, FN_BINARY};
+use crate::platform_harness::{Call, FnProcess, Launch, FN_BINARY};
 
 /// The log lines (JSON) of a started function, once its `ready` line is out.
 fn start_log(f: &FnProcess) -> Vec<Value> {
@@ -105,15 +105,72 @@ fn plan_warns_of_near_misses_on_stderr_and_lists_unmanaged_capabilities() {
     );
 }
 
-/// Keeps the imports honest while later items add their tests.
-#[allow(dead_code)]
-async fn one_user_applied(extra: &[(&str, &str)]) -> Value {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_with_a_byte_order_mark_is_read_as_if_it_had_none() {
     let idd = server().await;
     let record = jit_user(&idd, 1);
-    let f = function_for(&[(DOMAIN_A, &idd)], extra);
-    let (status, report) = invoke(&f, &json!([record])).await;
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let mut body = "\u{feff}".as_bytes().to_vec();
+    body.extend(json!([record]).to_string().into_bytes());
+    let reply = f.call(Call::new(body)).await;
+    assert_eq!(reply.status, 200);
+    let report = reply.json();
+    assert_eq!(
+        (report["received"].as_u64(), report["applied"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+}
+
+#[test]
+fn plan_reads_a_file_with_a_byte_order_mark() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("batch.json");
+    let sample = include_str!("../../examples/payloads/sch-batch.json");
+    std::fs::write(&path, format!("\u{feff}{sample}")).expect("write");
+    let out = std::process::Command::new(FN_BINARY)
+        .arg("plan")
+        .arg(&path)
+        .output()
+        .expect("plan runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    assert_eq!(plan["received"], 6, "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_without_an_event_type_says_so() {
+    let idd = server().await;
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    // A SCIM user posted instead of an audit record; and a record whose type is empty.
+    let batch = json!([
+        {"id": "0123456789abcdef0123456789abcdef", "userName": "u@example.com"},
+        {"type": "", "data": {"additionalDetails": {"actorId": "0123456789abcdef0123456789abcdef"}}},
+        {"type": "com.oraclecloud.Audit.ListEvents", "data": {}},
+    ]);
+    let (status, report) = invoke(&f, &batch).await;
     assert_eq!(status, 200, "{report}");
-    report
+    assert_eq!(report["ignored"], 3, "{report}");
+    let reasons: Vec<&str> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        reasons[0].starts_with("no event type in this record: "),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("no event type in this record: "),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[2], "event type not selected");
+    assert!(idd.requests().is_empty());
 }
 
 /// `cargo run --example demo -- CAPABILITIES=api_keys=off` says plainly what stays unmanaged and
