@@ -13,9 +13,14 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::action::bulk::BulkState;
 use crate::clients::control_plane::{ControlPlane, ResolveError};
-use crate::clients::identity_domain::{answered_user_id, Failure, IdentityDomainClient, Settled};
-use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
+use crate::clients::identity_domain::{
+    answered_user_id, Answer, Failure, IdentityDomainClient, Settled,
+};
+use crate::config::{
+    BulkSettings, Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE,
+};
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Change, CurrentCapabilities, Profile};
 use crate::intake::audit::{Records, Target, Triage};
@@ -307,11 +312,15 @@ pub struct Engine {
     pub(crate) policy: Arc<Policy>,
     pub(crate) dry_run: bool,
     pub(crate) max_concurrency: usize,
+    /// `BULK` and its rate.
+    pub(crate) bulk: BulkSettings,
+    /// Per domain, for the life of the process: the Bulk lock and the endpoints it refused.
+    pub(crate) bulk_state: Arc<BulkState>,
 }
 
 /// All records that name one user: by domain URL and as the records name the user (the SCIM id,
 /// or the OCID).
-type UserWork = UserRecords<(DomainUrl, UserRef)>;
+pub(crate) type UserWork = UserRecords<(DomainUrl, UserRef)>;
 
 impl Engine {
     /// An engine that enforces `config`'s policy with `client`.
@@ -328,6 +337,8 @@ impl Engine {
             policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
+            bulk: config.bulk,
+            bulk_state: Arc::default(),
         }
     }
 
@@ -373,16 +384,32 @@ impl Engine {
             keyed.push(((domain_url, target.user_id.clone()), index, target));
         }
         let work = group_by_user(keyed);
+        if self.bulk.enabled {
+            results.extend(self.process_in_bulk(work, deadline).await);
+        } else {
+            results.extend(self.process_singly(work, concurrency, deadline).await);
+        }
+        Report::from_results(results, self.dry_run)
+    }
+
+    /// `BULK=off`: each user read and written with its own requests, `concurrency` users at once.
+    async fn process_singly(
+        &self,
+        work: Vec<UserWork>,
+        concurrency: usize,
+        deadline: Instant,
+    ) -> Vec<RecordResult> {
         let claims = Claims::default();
         let pending: Vec<_> = work
             .into_iter()
             .map(|w| self.process_user(w, &claims, deadline))
             .collect();
+        let mut results = Vec::new();
         let mut done = futures_util::stream::iter(pending).buffer_unordered(concurrency);
         while let Some(user_results) = done.next().await {
             results.extend(user_results);
         }
-        Report::from_results(results, self.dry_run)
+        results
     }
 
     /// The identity-domain URL a route leads to (asking the control plane for an OCID).
@@ -432,149 +459,119 @@ impl Engine {
         (ocid, url)
     }
 
+    /// One user through the single-request path: read, check, decide, write.
     async fn process_user(
         &self,
         work: UserWork,
         claims: &Claims,
         deadline: Instant,
     ) -> Vec<RecordResult> {
-        // The first record carries the reason; each later one is a duplicate of it.
-        let fail_all = |reason: String, ecids: Vec<String>, outcome: Outcome| {
-            let first = work.records.first().map_or(0, |(index, _)| *index);
-            work.records
-                .iter()
-                .map(|(index, target)| {
-                    let reason = if *index == first {
-                        reason.clone()
-                    } else {
-                        duplicate_reason(first, &reason)
-                    };
-                    RecordResult {
-                        request_ids: ecids.clone(),
-                        ..RecordResult::for_target(*index, target, outcome).reason(reason)
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
         if Instant::now() + START_MARGIN >= deadline {
             return fail_all(
-                "deadline reached before this user was processed".into(),
+                &work,
+                DEADLINE_BEFORE_START.into(),
                 Vec::new(),
                 Outcome::Failed,
             );
         }
         let (domain_url, user_ref) = &work.user;
         let wanted = self.policy.needs().attributes();
-        let user = match self
+        let read = self
             .client
             .get_user(domain_url, user_ref, &wanted, deadline)
-            .await
-        {
-            Ok(answer) => answer,
-            Err(failure) => {
-                let outcome = settled_outcome(&failure);
-                let reason = match failure.error.status() {
-                    Some(StatusCode::NOT_FOUND) => {
-                        "user not found in the identity domain".to_string()
-                    }
-                    _ => format!("reading the user: {failure}"),
-                };
-                let ecids = failure.request_ids;
-                return fail_all(reason, ecids, outcome);
-            }
+            .await;
+        let checked = match self.check_read(&work, read) {
+            Ok(checked) => checked,
+            Err(results) => return results,
         };
-        let mut ecids = user.ecids;
-        let user_id = match answered_user_id(user_ref, &user.value) {
-            Ok(id) => id,
-            Err(reason) => return fail_all(reason, ecids, Outcome::Failed),
+        // One user may be named by id in one record and by OCID in another: they are separate
+        // work until the read gives the id, so the first to get here acts and every other waits
+        // for its outcome.
+        let claim = claims.claim(domain_url, &checked.user_id);
+        let mut mine = None;
+        let first = {
+            let (mine, work, checked) = (&mut mine, &work, &checked);
+            claim
+                .get_or_init(|| async move {
+                    let done = self
+                        .apply_decision(
+                            domain_url,
+                            &checked.user_id,
+                            &checked.decision,
+                            &checked.current,
+                            deadline,
+                        )
+                        .await;
+                    let (result, first) = acted_result(work, checked, done);
+                    *mine = Some(result);
+                    first
+                })
+                .await
+                .clone()
         };
+        record_results(&work, &checked, mine, &first)
+    }
+
+    /// The answer to a user's read, checked as PRODUCT.md has it (the user asked for, a record
+    /// whose name matches) and decided by the policy; `Err` holds every record's result when
+    /// nothing may be written.
+    pub(crate) fn check_read(
+        &self,
+        work: &UserWork,
+        read: Result<Answer<serde_json::Value>, Failure>,
+    ) -> Result<Checked, Vec<RecordResult>> {
+        let user = read.map_err(|failure| {
+            let reason = match failure.error.status() {
+                Some(StatusCode::NOT_FOUND) => "user not found in the identity domain".to_string(),
+                _ => format!("reading the user: {failure}"),
+            };
+            fail_all(
+                work,
+                reason,
+                failure.request_ids.clone(),
+                settled_outcome(&failure),
+            )
+        })?;
+        let ecids = user.ecids;
+        let fail = |reason: String| fail_all(work, reason, ecids.clone(), Outcome::Failed);
+        let user_id = answered_user_id(&work.user.1, &user.value).map_err(fail)?;
         let actual_name = user
             .value
             .get("userName")
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
-        let decision = match UserFacts::from_scim(&user.value, work.domain_values()) {
-            Ok(facts) => self.policy.decide(&facts),
-            Err(e) => {
-                return fail_all(
-                    format!("reading the user: unexpected answer: {e}"),
-                    ecids,
-                    Outcome::Failed,
-                )
-            }
+        let decision = UserFacts::from_scim(&user.value, work.domain_values())
+            .map(|facts| self.policy.decide(&facts))
+            .map_err(|e| fail(format!("reading the user: unexpected answer: {e}")))?;
+        let Some(actor) = work
+            .records
+            .iter()
+            .position(|(_, target)| mismatch(target, actual_name.as_deref()).is_none())
+        else {
+            // Every record names someone else: nothing is written.
+            return Err(work
+                .records
+                .iter()
+                .filter_map(|(index, target)| {
+                    mismatch(target, actual_name.as_deref()).map(|reason| {
+                        RecordResult::for_target(*index, target, Outcome::Rejected).reason(reason)
+                    })
+                })
+                .collect());
         };
-
-        let mut results = Vec::with_capacity(work.records.len());
-        let mut acted: Option<(usize, Outcome, String)> = None;
-        for (index, target) in &work.records {
-            let mismatch = match (&target.user_name, &actual_name) {
-                (Some(named), Some(actual)) => !named.eq_ignore_ascii_case(actual),
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if mismatch {
-                let reason = format!(
-                    "identity mismatch: the record names {:?}, the identity domain has {:?} for this id",
-                    target.user_name.as_deref().unwrap_or_default(),
-                    actual_name.as_deref().unwrap_or("<no userName>")
-                );
-                results.push(
-                    RecordResult::for_target(*index, target, Outcome::Rejected).reason(reason),
-                );
-                continue;
-            }
-            if acted.is_none() {
-                // One user may be named by id in one record and by OCID in another: they are
-                // separate work until the read gives the id, so the first to get here acts and
-                // every other waits for its outcome.
-                let claim = claims.claim(domain_url, &user_id);
-                let mut mine = None;
-                let first = {
-                    let (mine, ecids, user_id, current, decision) =
-                        (&mut mine, &mut ecids, &user_id, &current, &decision);
-                    claim
-                        .get_or_init(|| async move {
-                            let done = self
-                                .apply_decision(domain_url, user_id, decision, current, deadline)
-                                .await;
-                            ecids.extend(done.ecids);
-                            let mut result = RecordResult {
-                                policy: done.policy,
-                                changed: done.changed,
-                                reason: done.reason,
-                                ..RecordResult::for_target(*index, target, done.outcome)
-                            };
-                            result.request_ids = ecids.clone();
-                            let reason = result
-                                .reason
-                                .clone()
-                                .unwrap_or_else(|| result.outcome.as_str().to_string());
-                            let first = (*index, result.outcome, reason);
-                            *mine = Some(result);
-                            first
-                        })
-                        .await
-                        .clone()
-                };
-                acted = Some(first);
-                if let Some(result) = mine {
-                    results.push(result);
-                    continue;
-                }
-            }
-            if let Some((first, outcome, reason)) = &acted {
-                results.push(RecordResult {
-                    policy: decision.policy().to_vec(),
-                    ..duplicate_of(*index, target, *first, *outcome, reason)
-                });
-            }
-        }
-        results
+        Ok(Checked {
+            user_id,
+            actual_name,
+            current,
+            decision,
+            ecids,
+            actor,
+        })
     }
 
     /// Carries out the policy's decision for one user whose current capabilities are known: an
-    /// exempt user is left alone, any other is brought to its profile.
+    /// exempt user is left alone, any other is brought to its profile with a single PUT.
     pub(crate) async fn apply_decision(
         &self,
         domain: &DomainUrl,
@@ -583,57 +580,84 @@ impl Engine {
         current: &CurrentCapabilities,
         deadline: Instant,
     ) -> Enforced {
+        let planned = self.plan(decision, current);
+        let written = match &planned.plan {
+            Plan::Write { body, .. } => {
+                Some(self.put_single(domain, user, body.clone(), deadline).await)
+            }
+            Plan::Done(_) => None,
+        };
+        planned.finish(written)
+    }
+
+    /// One `PUT /admin/v1/UserCapabilitiesChanger/{id}`.
+    pub(crate) async fn put_single(
+        &self,
+        domain: &DomainUrl,
+        user: &UserId,
+        body: Vec<u8>,
+        deadline: Instant,
+    ) -> Written {
+        match self
+            .client
+            .put_capabilities(domain, user, body, deadline)
+            .await
+        {
+            Ok(answer) => Written::Done {
+                ecids: answer.ecids,
+            },
+            Err(failure) => Written::NotDone {
+                outcome: settled_outcome(&failure),
+                reason: format!("writing capabilities: {failure}"),
+                ecids: failure.request_ids,
+            },
+        }
+    }
+
+    /// What the decision asks for one user whose current capabilities are known: nothing (exempt,
+    /// already compliant, a dry run, a body that cannot be built), or a write.
+    pub(crate) fn plan(&self, decision: &Decision, current: &CurrentCapabilities) -> Planned {
         match decision {
-            Decision::Exempt { policy, reason } => Enforced {
+            Decision::Exempt { policy, reason } => Planned {
+                plan: Plan::Done(Enforced::new(Outcome::Unchanged, Some(reason.clone()))),
                 policy: policy.clone(),
-                ..Enforced::new(Outcome::Unchanged, Some(reason.clone()))
+                notes: Vec::new(),
             },
             Decision::Enforce {
                 profile,
                 policy,
                 notes,
-            } => {
-                let mut done = self
-                    .enforce_user(domain, user, profile, current, deadline)
-                    .await;
-                done.policy = policy.clone();
-                if !notes.is_empty() {
-                    let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
-                    reason.extend(notes.iter().cloned());
-                    done.reason = Some(reason.join("; "));
-                }
-                done
-            }
+            } => Planned {
+                plan: self.plan_profile(profile, current),
+                policy: policy.clone(),
+                notes: notes.clone(),
+            },
         }
     }
 
     /// Brings one user whose current capabilities are known to the profile: no write when it already
     /// matches, none in dry-run.
-    async fn enforce_user(
-        &self,
-        domain: &DomainUrl,
-        user: &UserId,
-        profile: &Profile,
-        current: &CurrentCapabilities,
-        deadline: Instant,
-    ) -> Enforced {
+    fn plan_profile(&self, profile: &Profile, current: &CurrentCapabilities) -> Plan {
         let changes = profile.diff(current);
         if changes.is_empty() {
-            return Enforced::new(Outcome::Unchanged, Some("already compliant".into()));
+            return Plan::Done(Enforced::new(
+                Outcome::Unchanged,
+                Some("already compliant".into()),
+            ));
         }
         let changed = changed_map(&changes);
         // Checked before a dry run too: a dry run reports what the real run would do.
         let body = match profile.put_body(current) {
             Ok(body) => body,
             Err(missing) => {
-                return Enforced::new(
+                return Plan::Done(Enforced::new(
                     Outcome::Failed,
                     Some(format!(
                         "the identity domain's answer has no boolean {}, which the write must copy \
                          (a write carries every capability the user has); nothing was written",
                         missing.attribute()
                     )),
-                )
+                ))
             }
         };
         let note = profile.omits_console(current).then_some(CONSOLE_LEFT_OUT);
@@ -642,31 +666,204 @@ impl Engine {
                 .into_iter()
                 .chain(note)
                 .collect::<Vec<_>>();
-            return Enforced {
+            return Plan::Done(Enforced {
                 changed,
                 ..Enforced::new(Outcome::Applied, Some(reason.join("; ")))
-            };
+            });
         }
-        match self
-            .client
-            .put_capabilities(domain, user, body, deadline)
-            .await
-        {
-            Ok(answer) => Enforced {
-                changed,
-                ecids: answer.ecids,
-                ..Enforced::new(Outcome::Applied, note.map(str::to_owned))
-            },
-            Err(failure) => Enforced {
-                ..Enforced::new(
-                    settled_outcome(&failure),
-                    Some(format!("writing capabilities: {failure}")),
-                )
-                .with_ecids(failure.request_ids)
-            },
+        Plan::Write {
+            body,
+            changed,
+            note,
         }
     }
 }
+
+/// What the read of a user established, when a record may act on it.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The SCIM id to write with.
+    pub(crate) user_id: UserId,
+    actual_name: Option<String>,
+    pub(crate) current: CurrentCapabilities,
+    pub(crate) decision: Decision,
+    /// The read's request ids.
+    ecids: Vec<String>,
+    /// The position (in the work's records) of the record that acts.
+    actor: usize,
+}
+
+/// A decision turned into what must happen, with what decided it.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    pub(crate) plan: Plan,
+    policy: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// Nothing to send (the outcome is known), or one write.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Settled without a write.
+    Done(Enforced),
+    /// The PUT body to send, and what to report once it is written.
+    Write {
+        /// The `UserCapabilitiesChanger` body.
+        body: Vec<u8>,
+        changed: BTreeMap<&'static str, [Option<bool>; 2]>,
+        note: Option<&'static str>,
+    },
+}
+
+/// What became of a write, by a single PUT or inside a Bulk request.
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// Written.
+    Done {
+        /// The request ids of the calls that carried it.
+        ecids: Vec<String>,
+    },
+    /// Not written (or not known to be).
+    NotDone {
+        outcome: Outcome,
+        reason: String,
+        ecids: Vec<String>,
+    },
+}
+
+impl Planned {
+    /// The user's result once the write (if any) is done; `written` is `None` when nothing was
+    /// sent.
+    pub(crate) fn finish(self, written: Option<Written>) -> Enforced {
+        let mut done = match (self.plan, written) {
+            (Plan::Done(enforced), _) => enforced,
+            (Plan::Write { changed, note, .. }, Some(Written::Done { ecids })) => Enforced {
+                changed,
+                ecids,
+                ..Enforced::new(Outcome::Applied, note.map(str::to_owned))
+            },
+            (
+                Plan::Write { .. },
+                Some(Written::NotDone {
+                    outcome,
+                    reason,
+                    ecids,
+                }),
+            ) => Enforced::new(outcome, Some(reason)).with_ecids(ecids),
+            (Plan::Write { .. }, None) => Enforced::new(
+                Outcome::Failed,
+                Some("internal: a planned write was not sent".into()),
+            ),
+        };
+        done.policy = self.policy;
+        if !self.notes.is_empty() {
+            let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
+            reason.extend(self.notes);
+            done.reason = Some(reason.join("; "));
+        }
+        done
+    }
+}
+
+/// The reason given to a user the deadline left no time for.
+pub(crate) const DEADLINE_BEFORE_START: &str = "deadline reached before this user was processed";
+
+/// Every record of `work` ends alike: the first carries the reason, each later one is a duplicate
+/// of it.
+pub(crate) fn fail_all(
+    work: &UserWork,
+    reason: String,
+    ecids: Vec<String>,
+    outcome: Outcome,
+) -> Vec<RecordResult> {
+    let first = work.records.first().map_or(0, |(index, _)| *index);
+    work.records
+        .iter()
+        .map(|(index, target)| {
+            let reason = if *index == first {
+                reason.clone()
+            } else {
+                duplicate_reason(first, &reason)
+            };
+            RecordResult {
+                request_ids: ecids.clone(),
+                ..RecordResult::for_target(*index, target, outcome).reason(reason)
+            }
+        })
+        .collect()
+}
+
+/// Why a record may not act on the user read: it names another user.
+fn mismatch(target: &Target, actual_name: Option<&str>) -> Option<String> {
+    let differs = match (&target.user_name, actual_name) {
+        (Some(named), Some(actual)) => !named.eq_ignore_ascii_case(actual),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    differs.then(|| {
+        format!(
+            "identity mismatch: the record names {:?}, the identity domain has {:?} for this id",
+            target.user_name.as_deref().unwrap_or_default(),
+            actual_name.unwrap_or("<no userName>")
+        )
+    })
+}
+
+/// The acting record's result, and what later records of the same user repeat of it.
+pub(crate) fn acted_result(
+    work: &UserWork,
+    checked: &Checked,
+    done: Enforced,
+) -> (RecordResult, FirstOutcome) {
+    let (index, target) = &work.records[checked.actor];
+    let mut request_ids = checked.ecids.clone();
+    request_ids.extend(done.ecids);
+    let result = RecordResult {
+        policy: done.policy,
+        changed: done.changed,
+        reason: done.reason,
+        request_ids,
+        ..RecordResult::for_target(*index, target, done.outcome)
+    };
+    let reason = result
+        .reason
+        .clone()
+        .unwrap_or_else(|| result.outcome.as_str().to_string());
+    let first = (*index, result.outcome, reason);
+    (result, first)
+}
+
+/// Every record's result once the user is settled: a record naming someone else is rejected,
+/// the actor gets `mine` (when it acted), every other is a duplicate of `first`.
+pub(crate) fn record_results(
+    work: &UserWork,
+    checked: &Checked,
+    mut mine: Option<RecordResult>,
+    first: &FirstOutcome,
+) -> Vec<RecordResult> {
+    let mut results = Vec::with_capacity(work.records.len());
+    for (pos, (index, target)) in work.records.iter().enumerate() {
+        if let Some(reason) = mismatch(target, checked.actual_name.as_deref()) {
+            results
+                .push(RecordResult::for_target(*index, target, Outcome::Rejected).reason(reason));
+            continue;
+        }
+        if pos == checked.actor {
+            if let Some(result) = mine.take() {
+                results.push(result);
+                continue;
+            }
+        }
+        results.push(RecordResult {
+            policy: checked.decision.policy().to_vec(),
+            ..duplicate_of(*index, target, first.0, first.1, &first.2)
+        });
+    }
+    results
+}
+
+/// The record that acted on a user, its outcome and its reason.
+pub(crate) type FirstOutcome = (usize, Outcome, String);
 
 /// The reason of a write that left `canUseConsole` out ([`Profile::omits_console`]).
 const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an identity domain from \
@@ -734,7 +931,7 @@ impl Enforced {
 struct Claims(std::sync::Mutex<HashMap<(DomainUrl, UserId), Arc<Claim>>>);
 
 /// The first record that acted on a user, and its outcome.
-type Claim = OnceCell<(usize, Outcome, String)>;
+type Claim = OnceCell<FirstOutcome>;
 
 impl Claims {
     fn claim(&self, domain: &DomainUrl, user: &UserId) -> Arc<Claim> {

@@ -1,5 +1,6 @@
 //! Clients of OCI services, each knowing one API: the identity domain's REST API ([`identity_domain`])
-//! and the IAM control plane ([`control_plane`]). Signing, limits and the meaning of an answer come from
+//! (with its SCIM search and Bulk, [`scim_bulk`]) and the IAM control plane ([`control_plane`]). Signing, limits and the meaning of an answer come from
 //! the shared transport ([`crate::transport`], the `oci-transport` crate).
 pub mod control_plane;
 pub mod identity_domain;
+pub mod scim_bulk;
