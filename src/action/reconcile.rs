@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::action::apply::{Engine, Outcome, START_MARGIN};
+use crate::action::apply::{Enforced, Engine, Outcome, Plan, Planned, START_MARGIN};
 use crate::clients::identity_domain::UserPage;
 use crate::decision::policy::UserFacts;
 use crate::decision::profile::CurrentCapabilities;
@@ -138,64 +138,29 @@ pub fn domain_values(requested: &str, url: &DomainUrl) -> Vec<String> {
 /// Pages through `job`'s listing and brings each user to the profile the policy decides, until the
 /// end, `max_users`, the deadline or a page that cannot be trusted.
 pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -> ReconcileReport {
-    let mut report = ReconcileReport {
-        domain: job.domain.as_str().to_string(),
-        filter: job.filter.clone(),
-        start_index: job.start_index.max(1),
-        scanned: 0,
-        applied: 0,
-        unchanged: 0,
-        rejected: 0,
-        failed: 0,
-        dry_run: engine.dry_run,
-        total_results: None,
-        next_start_index: None,
-        stopped_because: None,
-        error: None,
-        users: Vec::new(),
-    };
+    let mut report = ReconcileReport::start(engine, job);
     let page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
     let mut index = job.start_index.max(1);
     let mut seen: HashSet<String> = HashSet::new();
     loop {
         let budget_left = job.max_users.map(|m| m.saturating_sub(report.scanned));
-        if budget_left == Some(0) {
+        let stop = if budget_left == Some(0) {
+            Some(StopReason::MaxUsers)
+        } else {
+            (Instant::now() + START_MARGIN >= deadline).then_some(StopReason::Deadline)
+        };
+        if let Some(stop) = stop {
             report.next_start_index = Some(index);
-            report.stopped_because = Some(StopReason::MaxUsers);
-            break;
-        }
-        if Instant::now() + START_MARGIN >= deadline {
-            report.next_start_index = Some(index);
-            report.stopped_because = Some(StopReason::Deadline);
+            report.stopped_because = Some(stop);
             break;
         }
         let count = budget_left.map_or(page_size, |left| left.min(page_size));
-        let page = match engine
-            .client
-            .list_users(
-                &job.domain,
-                &job.filter,
-                index,
-                count,
-                &engine.policy.needs().attributes(),
-                deadline,
-            )
-            .await
-        {
-            Ok(answer) => answer.value,
-            Err(failure) => {
+        let (page, total) = match read_page(engine, job, index, count, deadline).await {
+            Ok(read) => read,
+            Err(error) => {
                 // Nothing after this page was looked at: the caller continues from here.
                 report.next_start_index = Some(index);
-                report.error = Some(format!("listing users from index {index}: {failure}"));
-                break;
-            }
-        };
-        let total = match check_page(&page, index, count) {
-            Ok(total) => total,
-            Err(reason) => {
-                // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
-                report.next_start_index = Some(index);
-                report.error = Some(format!("incomplete listing from index {index}: {reason}"));
+                report.error = Some(error);
                 break;
             }
         };
@@ -204,46 +169,8 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             break;
         }
         let fetched = page.resources.len() as u64;
-        // A user listed twice (the listing shifted under the scan) is processed and counted once.
-        // Futures are made up front (they start only when polled) so none borrows from a closure.
-        let pending: Vec<_> = page
-            .resources
-            .iter()
-            .enumerate()
-            .filter(|(_, user)| match user.get("id").and_then(|v| v.as_str()) {
-                Some(id) => seen.insert(id.to_string()),
-                None => true,
-            })
-            .map(|(pos, user)| reconcile_user(engine, job, pos, user, deadline))
-            .collect();
-        let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
-            .buffer_unordered(engine.max_concurrency.max(1))
-            .collect()
-            .await;
-        outcomes.sort_by_key(|(pos, _)| *pos);
-        // Users not started for lack of time: continue from the first of them next time.
-        let first_skipped = outcomes
-            .iter()
-            .find(|(_, e)| e.is_none())
-            .map(|(pos, _)| *pos as u64);
-        for entry in outcomes.into_iter().filter_map(|(_, e)| e) {
-            report.scanned += 1;
-            match entry.outcome {
-                Outcome::Applied => report.applied += 1,
-                Outcome::Unchanged | Outcome::Ignored => report.unchanged += 1,
-                Outcome::Rejected => report.rejected += 1,
-                Outcome::Failed => report.failed += 1,
-            }
-            let listed = match entry.outcome {
-                Outcome::Failed | Outcome::Rejected => true,
-                Outcome::Applied => report.users.len() < LISTED_MAX,
-                _ => false,
-            };
-            if listed {
-                report.users.push(entry);
-            }
-        }
-        if let Some(pos) = first_skipped {
+        let outcomes = settle_page(engine, job, &page.resources, &mut seen, deadline).await;
+        if let Some(pos) = tally(&mut report, outcomes) {
             report.next_start_index = Some(index + pos);
             report.stopped_because = Some(StopReason::Deadline);
             break;
@@ -256,6 +183,56 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         }
     }
     report
+}
+
+impl ReconcileReport {
+    fn start(engine: &Engine, job: &ReconcileJob) -> Self {
+        ReconcileReport {
+            domain: job.domain.as_str().to_string(),
+            filter: job.filter.clone(),
+            start_index: job.start_index.max(1),
+            scanned: 0,
+            applied: 0,
+            unchanged: 0,
+            rejected: 0,
+            failed: 0,
+            dry_run: engine.dry_run,
+            total_results: None,
+            next_start_index: None,
+            stopped_because: None,
+            error: None,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One page from `index`, with its `totalResults`, or why the scan must end there (a page that
+/// could not be read, or one that cannot say where the scan stands).
+async fn read_page(
+    engine: &Engine,
+    job: &ReconcileJob,
+    index: u64,
+    count: u64,
+    deadline: Instant,
+) -> Result<(UserPage, u64), String> {
+    let attributes = engine.policy.needs().attributes();
+    let page = engine
+        .client
+        .list_users(
+            &job.domain,
+            &job.filter,
+            index,
+            count,
+            &attributes,
+            deadline,
+        )
+        .await
+        .map_err(|failure| format!("listing users from index {index}: {failure}"))?
+        .value;
+    // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
+    let total = check_page(&page, index, count)
+        .map_err(|reason| format!("incomplete listing from index {index}: {reason}"))?;
+    Ok((page, total))
 }
 
 /// The page's `totalResults` when the page can be trusted to say where the scan stands. A page may
@@ -282,6 +259,110 @@ fn check_page(page: &UserPage, index: u64, asked: u64) -> Result<u64, String> {
     Ok(total)
 }
 
+/// Every user of a page (but those already seen in this run) brought to its profile: with
+/// `BULK=auto` all of the page's writes go out together as Bulk requests, else each user is written
+/// on its own, `max_concurrency` at once. By position in the page; `None` for a user the deadline
+/// left no time to start.
+async fn settle_page(
+    engine: &Engine,
+    job: &ReconcileJob,
+    users: &[serde_json::Value],
+    seen: &mut HashSet<String>,
+    deadline: Instant,
+) -> Vec<(usize, Option<UserEntry>)> {
+    // A user listed twice (the listing shifted under the scan) is processed and counted once.
+    let fresh: Vec<(usize, &serde_json::Value)> = users
+        .iter()
+        .enumerate()
+        .filter(|(_, user)| match user.get("id").and_then(|v| v.as_str()) {
+            Some(id) => seen.insert(id.to_string()),
+            None => true,
+        })
+        .collect();
+    if engine.bulk.enabled {
+        return settle_in_bulk(engine, job, fresh, deadline).await;
+    }
+    // Futures are made up front (they start only when polled) so none borrows from a closure.
+    let pending: Vec<_> = fresh
+        .into_iter()
+        .map(|(pos, user)| reconcile_user(engine, job, pos, user, deadline))
+        .collect();
+    let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
+        .buffer_unordered(engine.max_concurrency.max(1))
+        .collect()
+        .await;
+    outcomes.sort_by_key(|(pos, _)| *pos);
+    outcomes
+}
+
+/// The page's users planned first, then every write sent together (Bulk per domain).
+async fn settle_in_bulk(
+    engine: &Engine,
+    job: &ReconcileJob,
+    users: Vec<(usize, &serde_json::Value)>,
+    deadline: Instant,
+) -> Vec<(usize, Option<UserEntry>)> {
+    if Instant::now() + START_MARGIN >= deadline {
+        return users.into_iter().map(|(pos, _)| (pos, None)).collect();
+    }
+    let prepared: Vec<(usize, Prepared)> = users
+        .into_iter()
+        .map(|(pos, user)| (pos, prepare(engine, job, user)))
+        .collect();
+    let writes = prepared
+        .iter()
+        .filter_map(|(pos, p)| match p {
+            Prepared::Planned { id, planned, .. } => match &planned.plan {
+                Plan::Write { body, .. } => {
+                    Some((*pos, job.domain.clone(), id.clone(), body.clone()))
+                }
+                Plan::Done(_) => None,
+            },
+            Prepared::Settled(_) => None,
+        })
+        .collect();
+    let mut written = engine.write_all(writes, deadline).await;
+    prepared
+        .into_iter()
+        .map(|(pos, p)| {
+            let entry = match p {
+                Prepared::Settled(entry) => entry,
+                Prepared::Planned { planned, base, .. } => {
+                    entry_from(base, planned.finish(written.remove(&pos)))
+                }
+            };
+            (pos, Some(entry))
+        })
+        .collect()
+}
+
+/// Counts a page's outcomes into the report; the position of the first user not started, if any.
+fn tally(report: &mut ReconcileReport, outcomes: Vec<(usize, Option<UserEntry>)>) -> Option<u64> {
+    // Users not started for lack of time: continue from the first of them next time.
+    let first_skipped = outcomes
+        .iter()
+        .find(|(_, e)| e.is_none())
+        .map(|(pos, _)| *pos as u64);
+    for entry in outcomes.into_iter().filter_map(|(_, e)| e) {
+        report.scanned += 1;
+        match entry.outcome {
+            Outcome::Applied => report.applied += 1,
+            Outcome::Unchanged | Outcome::Ignored => report.unchanged += 1,
+            Outcome::Rejected => report.rejected += 1,
+            Outcome::Failed => report.failed += 1,
+        }
+        let listed = match entry.outcome {
+            Outcome::Failed | Outcome::Rejected => true,
+            Outcome::Applied => report.users.len() < LISTED_MAX,
+            _ => false,
+        };
+        if listed {
+            report.users.push(entry);
+        }
+    }
+    first_skipped
+}
+
 /// The user's position in its page, with `None` when the deadline left no time to start it.
 async fn reconcile_user(
     engine: &Engine,
@@ -290,18 +371,39 @@ async fn reconcile_user(
     user: &serde_json::Value,
     deadline: Instant,
 ) -> (usize, Option<UserEntry>) {
-    (pos, reconcile_one(engine, job, user, deadline).await)
+    if Instant::now() + START_MARGIN >= deadline {
+        return (pos, None);
+    }
+    let entry = match prepare(engine, job, user) {
+        Prepared::Settled(entry) => entry,
+        Prepared::Planned { id, planned, base } => {
+            let written = match &planned.plan {
+                Plan::Write { body, .. } => Some(
+                    engine
+                        .put_single(&job.domain, &id, body.clone(), deadline)
+                        .await,
+                ),
+                Plan::Done(_) => None,
+            };
+            entry_from(base, planned.finish(written))
+        }
+    };
+    (pos, Some(entry))
 }
 
-async fn reconcile_one(
-    engine: &Engine,
-    job: &ReconcileJob,
-    user: &serde_json::Value,
-    deadline: Instant,
-) -> Option<UserEntry> {
-    if Instant::now() + START_MARGIN >= deadline {
-        return None;
-    }
+/// A listed user, settled already (no usable id, an unexpected answer), or planned.
+enum Prepared {
+    Settled(UserEntry),
+    Planned {
+        id: UserId,
+        planned: Planned,
+        /// The entry, to complete with the outcome.
+        base: UserEntry,
+    },
+}
+
+/// The listing asked for the policy's attributes, so the page holds every fact the decision needs.
+fn prepare(engine: &Engine, job: &ReconcileJob, user: &serde_json::Value) -> Prepared {
     let user_name = user
         .get("userName")
         .and_then(|v| v.as_str())
@@ -318,34 +420,37 @@ async fn reconcile_one(
     };
     let id = match raw_id.map(UserId::parse) {
         Some(Ok(id)) => id,
-        Some(Err(e)) => return Some(entry(Outcome::Rejected, Some(e.to_string()))),
+        Some(Err(e)) => return Prepared::Settled(entry(Outcome::Rejected, Some(e.to_string()))),
         None => {
-            return Some(entry(
+            return Prepared::Settled(entry(
                 Outcome::Rejected,
                 Some("listed user has no id".into()),
             ))
         }
     };
     let current = CurrentCapabilities::from_user(user);
-    // The listing asked for the policy's attributes, so the page holds every fact it needs.
-    let decision = match UserFacts::from_scim(user, job.domain_values.clone()) {
-        Ok(facts) => engine.policy.decide(&facts),
-        Err(e) => {
-            return Some(entry(
-                Outcome::Failed,
-                Some(format!("listed user: unexpected answer: {e}")),
-            ))
-        }
-    };
-    let done = engine
-        .apply_decision(&job.domain, &id, &decision, &current, deadline)
-        .await;
-    Some(UserEntry {
+    match UserFacts::from_scim(user, job.domain_values.clone()) {
+        Ok(facts) => Prepared::Planned {
+            id,
+            planned: engine.plan(&engine.policy.decide(&facts), &current),
+            base: entry(Outcome::Failed, None),
+        },
+        Err(e) => Prepared::Settled(entry(
+            Outcome::Failed,
+            Some(format!("listed user: unexpected answer: {e}")),
+        )),
+    }
+}
+
+fn entry_from(base: UserEntry, done: Enforced) -> UserEntry {
+    UserEntry {
+        outcome: done.outcome,
+        reason: done.reason,
         policy: done.policy,
         changed: done.changed,
         request_ids: done.ecids,
-        ..entry(done.outcome, done.reason)
-    })
+        ..base
+    }
 }
 
 #[cfg(test)]

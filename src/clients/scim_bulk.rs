@@ -129,6 +129,15 @@ pub fn bulk_call(domain: &DomainUrl, body: Vec<u8>) -> Call {
 /// read asks, and `ocid` when any user is named by OCID. A search is a read, though sent by POST;
 /// the ids are validated, so the filter can hold them quoted as they are.
 pub fn search_call(domain: &DomainUrl, users: &[&UserRef], policy: &[&str]) -> Call {
+    let body = search_body(users, policy);
+    let url = domain.endpoint(&["admin", "v1", "Users", ".search"], &[]);
+    calls::call(Method::POST, url, Intent::Read)
+        .with_body(body.to_string().into_bytes())
+        .with_answer_limit(PAGE_ANSWER_LIMIT)
+}
+
+/// The SearchRequest for `users` (see [`search_call`]).
+pub fn search_body(users: &[&UserRef], policy: &[&str]) -> Value {
     let filter: Vec<String> = users
         .iter()
         .map(|u| match u {
@@ -143,17 +152,13 @@ pub fn search_call(domain: &DomainUrl, users: &[&UserRef], policy: &[&str]) -> C
     if users.iter().any(|u| matches!(u, UserRef::Ocid(_))) {
         attributes.push("ocid".to_owned());
     }
-    let body = serde_json::json!({
+    serde_json::json!({
         "schemas": [SEARCH_REQUEST_SCHEMA],
         "filter": filter.join(" or "),
         "attributes": attributes,
         "startIndex": 1,
         "count": users.len(),
-    });
-    let url = domain.endpoint(&["admin", "v1", "Users", ".search"], &[]);
-    calls::call(Method::POST, url, Intent::Read)
-        .with_body(body.to_string().into_bytes())
-        .with_answer_limit(PAGE_ANSWER_LIMIT)
+    })
 }
 
 /// Whether an answer refuses the endpoint (or the operation) as such: 404, 405, 501, or a 400
