@@ -888,6 +888,30 @@ mod tests {
         DomainUrl::parse(s).unwrap()
     }
 
+    #[test]
+    fn bulk_is_auto_by_default_with_its_own_rate() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.bulk, BulkSettings::default());
+        assert!(c.bulk.enabled);
+        assert_eq!(c.bulk.requests_per_second, Some(3.0));
+        let c = config(&[(KEY_BULK, "OFF"), (KEY_BULK_RPS, "4.5")]).unwrap();
+        assert!(!c.bulk.enabled);
+        assert_eq!(c.bulk.requests_per_second, Some(4.5));
+        assert!(config(&[(KEY_BULK, "auto")]).unwrap().bulk.enabled);
+        assert_eq!(
+            config(&[(KEY_BULK_RPS, "off")])
+                .unwrap()
+                .bulk
+                .requests_per_second,
+            None
+        );
+        assert_eq!(key_of(&[(KEY_BULK, "on")]), KEY_BULK);
+        for bad in ["-1", "0.01", "lots", "20000"] {
+            let e = config(&[(KEY_BULK_RPS, bad)]).unwrap_err();
+            assert_eq!(e.key, KEY_BULK_RPS, "{bad}");
+        }
+    }
+
     fn default_policy() -> DomainPolicy {
         DomainPolicy::new(None, DEFAULT_TEMPLATE).unwrap()
     }
