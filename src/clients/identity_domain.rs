@@ -1,4 +1,4 @@
-//! The identity-domain REST client: read a user, change its capabilities, list users.
+//! The identity-domain REST client: read a user, change its capabilities, list users, delete a credential.
 //!
 //! Each call is a value ([`Call`]: method, URL, body, purpose); [`IdentityDomainClient::send`] is the
 //! loop around one signed attempt, and [`crate::transport::retry::classify`] alone
@@ -15,8 +15,9 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::decision::credentials::CredentialType;
 use crate::decision::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
-use crate::intake::names::{truncated_to, DomainUrl, UserId, UserRef};
+use crate::intake::names::{truncated_to, CredentialId, DomainUrl, UserId, UserRef};
 use crate::signer::{
     sign_request, CredentialError, CredentialKind, Credentials, CredentialsProvider, SignError,
     SignableRequest, SignedRequest,
@@ -161,9 +162,10 @@ pub enum IdcsError {
 fn service_name(purpose: Purpose) -> &'static str {
     match purpose {
         Purpose::LookupDomain => "the identity control plane",
-        Purpose::ReadUser | Purpose::WriteCapabilities | Purpose::ListUsers => {
-            "the identity domain"
-        }
+        Purpose::ReadUser
+        | Purpose::WriteCapabilities
+        | Purpose::ListUsers
+        | Purpose::RevokeCredential => "the identity domain",
     }
 }
 
@@ -304,6 +306,17 @@ impl Call {
             ),
             body: Some(body),
             purpose: Purpose::WriteCapabilities,
+        }
+    }
+
+    /// `DELETE /admin/v1/<type>/{id}`: revokes one of a user's credentials. The id was validated
+    /// as [`CredentialId`] and the type's path segment is a constant.
+    pub fn delete_credential(domain: &DomainUrl, kind: CredentialType, id: &CredentialId) -> Self {
+        Call {
+            method: Method::DELETE,
+            url: domain.endpoint(&["admin", "v1", kind.endpoint(), id.as_str()], &[]),
+            body: None,
+            purpose: Purpose::RevokeCredential,
         }
     }
 
@@ -478,6 +491,22 @@ impl IdentityDomainClient {
         deadline: Instant,
     ) -> Result<Answer<()>, Failure> {
         let call = Call::write_capabilities(domain, user, body);
+        let answer = self.send(&call, deadline).await?;
+        Ok(Answer {
+            value: (),
+            ecids: answer.ecids,
+        })
+    }
+
+    /// `DELETE /admin/v1/<type>/{id}` (see [`Call::delete_credential`]).
+    pub async fn delete_credential(
+        &self,
+        domain: &DomainUrl,
+        kind: CredentialType,
+        id: &CredentialId,
+        deadline: Instant,
+    ) -> Result<Answer<()>, Failure> {
+        let call = Call::delete_credential(domain, kind, id);
         let answer = self.send(&call, deadline).await?;
         Ok(Answer {
             value: (),
@@ -922,6 +951,16 @@ mod tests {
         let write = Call::write_capabilities(&domain, &user, b"{}".to_vec());
         assert_eq!(write.method, Method::PUT);
         assert_eq!(write.body.as_deref(), Some(&b"{}"[..]));
+        let key = CredentialId::parse("fedcba9876543210fedcba9876543210").unwrap();
+        let delete = Call::delete_credential(&domain, CredentialType::DbCredentials, &key);
+        assert_eq!(
+            (delete.method.clone(), delete.purpose, delete.body),
+            (Method::DELETE, Purpose::RevokeCredential, None)
+        );
+        assert_eq!(
+            delete.url.path(),
+            "/admin/v1/UserDbCredentials/fedcba9876543210fedcba9876543210"
+        );
         let page = Call::list_page(&domain, "userName pr", 51, 100, &[]);
         assert_eq!(page.purpose, Purpose::ListUsers);
         let query = page.url.query().unwrap();

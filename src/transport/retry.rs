@@ -21,6 +21,9 @@ pub enum Purpose {
     ListUsers,
     /// The control plane's `GetDomain`.
     LookupDomain,
+    /// `DELETE /admin/v1/<credential type>/{id}`: revoking a lingering credential, after the user
+    /// was read and its capability written.
+    RevokeCredential,
 }
 
 /// The most of an answer that is read for a user, a write or a domain.
@@ -36,9 +39,10 @@ impl Purpose {
     pub fn answer_limit(self) -> usize {
         match self {
             Purpose::ListUsers => PAGE_ANSWER_LIMIT,
-            Purpose::ReadUser | Purpose::WriteCapabilities | Purpose::LookupDomain => {
-                SMALL_ANSWER_LIMIT
-            }
+            Purpose::ReadUser
+            | Purpose::WriteCapabilities
+            | Purpose::LookupDomain
+            | Purpose::RevokeCredential => SMALL_ANSWER_LIMIT,
         }
     }
 
@@ -49,6 +53,7 @@ impl Purpose {
             Purpose::WriteCapabilities => "writing capabilities",
             Purpose::ListUsers => "listing users",
             Purpose::LookupDomain => "looking up the domain",
+            Purpose::RevokeCredential => "revoking a credential",
         }
     }
 }
@@ -108,8 +113,9 @@ pub fn classify(purpose: Purpose, observed: Observed) -> Verdict {
     match status {
         StatusCode::UNAUTHORIZED => Verdict::RefreshCredentials,
         StatusCode::FORBIDDEN => match purpose {
-            // After a successful read, a refused write is about this user (an administrator, say).
-            Purpose::WriteCapabilities => Verdict::Reject,
+            // After a successful read, a refused write is about this user (an administrator, say);
+            // a refused delete is a role that may not delete credentials, which no retry fixes.
+            Purpose::WriteCapabilities | Purpose::RevokeCredential => Verdict::Reject,
             // A role missing or not yet propagated: an administrator's fix, or time, helps.
             Purpose::ReadUser | Purpose::ListUsers | Purpose::LookupDomain => Verdict::Fail,
         },
@@ -131,6 +137,9 @@ pub fn hint(purpose: Purpose, status: StatusCode) -> Option<&'static str> {
     match (purpose, status) {
         (Purpose::WriteCapabilities, StatusCode::FORBIDDEN) => Some(
             "the function's role may not change this user (an administrator, say); change it by hand or widen the role",
+        ),
+        (Purpose::RevokeCredential, StatusCode::FORBIDDEN) => Some(
+            "deleting another user's credentials needs the Identity Domain Administrator or Security Administrator role in this domain (User Administrator may not be enough); grant one to the function's dynamic group, or set CREDENTIALS=report",
         ),
         (_, StatusCode::FORBIDDEN) => Some(
             "grant the function's dynamic group the User Administrator role in this domain (a new grant can take minutes to apply)",
@@ -168,11 +177,12 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    const ALL: [Purpose; 4] = [
+    const ALL: [Purpose; 5] = [
         Purpose::ReadUser,
         Purpose::WriteCapabilities,
         Purpose::ListUsers,
         Purpose::LookupDomain,
+        Purpose::RevokeCredential,
     ];
 
     fn status(code: u16) -> Observed {
@@ -189,13 +199,13 @@ mod tests {
     #[test]
     fn row_network_timeout_and_transient_statuses_are_retried() {
         let retried = Verdict::RetryAfter(None);
-        assert_eq!(every_purpose(Observed::Network), [retried; 4]);
-        assert_eq!(every_purpose(Observed::Timeout), [retried; 4]);
+        assert_eq!(every_purpose(Observed::Network), [retried; 5]);
+        assert_eq!(every_purpose(Observed::Timeout), [retried; 5]);
         let transient = [
             408, 409, 425, 429, 500, 502, 503, 504, 506, 507, 508, 510, 511, 599,
         ];
         for code in transient {
-            assert_eq!(every_purpose(status(code)), [retried; 4], "{code}");
+            assert_eq!(every_purpose(status(code)), [retried; 5], "{code}");
         }
     }
 
@@ -209,7 +219,7 @@ mod tests {
             };
             assert_eq!(
                 every_purpose(observed),
-                [Verdict::RetryAfter(after); 4],
+                [Verdict::RetryAfter(after); 5],
                 "{code}"
             );
         }
@@ -217,7 +227,7 @@ mod tests {
 
     #[test]
     fn row_401_refreshes_credentials() {
-        assert_eq!(every_purpose(status(401)), [Verdict::RefreshCredentials; 4]);
+        assert_eq!(every_purpose(status(401)), [Verdict::RefreshCredentials; 5]);
     }
 
     #[test]
@@ -229,6 +239,13 @@ mod tests {
             classify(Purpose::WriteCapabilities, status(403)),
             Verdict::Reject
         );
+        assert_eq!(
+            classify(Purpose::RevokeCredential, status(403)),
+            Verdict::Reject
+        );
+        assert!(hint(Purpose::RevokeCredential, StatusCode::FORBIDDEN)
+            .unwrap()
+            .contains("Identity Domain Administrator or Security Administrator"));
         assert!(hint(Purpose::ReadUser, StatusCode::FORBIDDEN)
             .unwrap()
             .contains("User Administrator role"));
@@ -239,13 +256,13 @@ mod tests {
 
     #[test]
     fn row_404_is_rejected() {
-        assert_eq!(every_purpose(status(404)), [Verdict::Reject; 4]);
+        assert_eq!(every_purpose(status(404)), [Verdict::Reject; 5]);
     }
 
     #[test]
     fn row_3xx_is_never_followed_and_fails() {
         for code in [300, 301, 302, 303, 304, 307, 308] {
-            assert_eq!(every_purpose(status(code)), [Verdict::Fail; 4], "{code}");
+            assert_eq!(every_purpose(status(code)), [Verdict::Fail; 5], "{code}");
             assert!(hint(Purpose::ReadUser, StatusCode::from_u16(code).unwrap()).is_some());
         }
     }
@@ -255,23 +272,24 @@ mod tests {
         for code in [
             400, 402, 405, 406, 410, 411, 412, 413, 415, 422, 428, 431, 451, 499, 501, 505,
         ] {
-            assert_eq!(every_purpose(status(code)), [Verdict::Reject; 4], "{code}");
+            assert_eq!(every_purpose(status(code)), [Verdict::Reject; 5], "{code}");
         }
     }
 
     #[test]
     fn row_oversized_answers_fail() {
-        assert_eq!(every_purpose(Observed::TooLarge), [Verdict::Fail; 4]);
+        assert_eq!(every_purpose(Observed::TooLarge), [Verdict::Fail; 5]);
         assert_eq!(Purpose::ReadUser.answer_limit(), 1 << 20);
         assert_eq!(Purpose::WriteCapabilities.answer_limit(), 1 << 20);
         assert_eq!(Purpose::LookupDomain.answer_limit(), 1 << 20);
+        assert_eq!(Purpose::RevokeCredential.answer_limit(), 1 << 20);
         assert_eq!(Purpose::ListUsers.answer_limit(), 32 << 20);
     }
 
     #[test]
     fn success_is_any_2xx() {
         for code in [200, 201, 204] {
-            assert_eq!(every_purpose(status(code)), [Verdict::Success; 4], "{code}");
+            assert_eq!(every_purpose(status(code)), [Verdict::Success; 5], "{code}");
         }
     }
 
