@@ -385,6 +385,14 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
         };
     }
 
+    let createuser = [
+        event_name.as_deref(),
+        detail_event_id.as_deref(),
+        type_tail(&type_),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|t| t.eq_ignore_ascii_case(CREATEUSER));
     let subject: SubjectRecord = match from_value_with_path(record, prefix) {
         Ok(s) => s,
         Err(reason) => {
@@ -392,7 +400,24 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
             return rejected(event_id, domain, None, None, reason);
         }
     };
-    decide(event_id, subject.data.unwrap_or_default(), domains)
+    decide(
+        event_id,
+        subject.data.unwrap_or_default(),
+        domains,
+        createuser,
+    )
+}
+
+/// The event type that names a created user; its actor is the administrator who created it.
+const CREATEUSER: &str = "createuser";
+
+/// Why a `createuser` record that names no user is rejected rather than acting on its actor.
+const CREATEUSER_NAMES_NO_USER: &str = "createuser record names no user: no user OCID in \
+     data.resourceId and no adminResourceId of type User (its actor created the user and is \
+     never acted on)";
+
+fn type_tail(type_: &Option<String>) -> Option<&str> {
+    type_.as_deref().and_then(|t| t.rsplit('.').next())
 }
 
 /// The user a selected record names, as PRODUCT.md orders the fields: the referenced resource of a
@@ -444,14 +469,28 @@ fn subject(
     (
         present(d.actor_id.take()),
         present(d.actor_name.take()),
-        "data.additionalDetails.actorId (no adminResourceId of type User, no user OCID in \
-         data.resourceId)",
+        ACTOR_FIELD,
     )
 }
 
-fn decide(event_id: Option<String>, mut data: SubjectData, domains: &DomainPolicy) -> Triage {
+/// Where [`subject`] found the user when nothing else named one.
+const ACTOR_FIELD: &str = "data.additionalDetails.actorId (no adminResourceId of type User, no \
+     user OCID in data.resourceId)";
+
+fn decide(
+    event_id: Option<String>,
+    mut data: SubjectData,
+    domains: &DomainPolicy,
+    createuser: bool,
+) -> Triage {
     let mut d = data.additional_details.take().unwrap_or_default();
     let (user_id, user_name, id_field) = subject(&mut data, &mut d);
+    // The actor of a `createuser` record is the administrator (or service) that created the user.
+    let (user_id, user_name, actor_of_createuser) = if createuser && id_field == ACTOR_FIELD {
+        (None, None, true)
+    } else {
+        (user_id, user_name, false)
+    };
     let (domain_name, domain_id, domain_display_name) = (
         present(d.domain_name),
         present(d.domain_id),
@@ -488,6 +527,15 @@ fn decide(event_id: Option<String>, mut data: SubjectData, domains: &DomainPolic
         }
         DomainDecision::Invalid { .. } => None,
     };
+    if actor_of_createuser {
+        return rejected(
+            event_id,
+            domain,
+            None,
+            None,
+            CREATEUSER_NAMES_NO_USER.to_owned(),
+        );
+    }
 
     let (user_id, route) = match (user_id, route) {
         (Some(u), Some(route)) => (u, route),

@@ -13,6 +13,7 @@ mod hardening;
 mod idd_server;
 mod platform_harness;
 mod policy;
+mod real_api;
 mod reconcile;
 mod reliability;
 mod support;
