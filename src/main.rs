@@ -24,6 +24,7 @@ use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::intake::audit::{parse_invocation, Invocation};
 use oci_user_capabilities::intake::names::DomainUrl;
+use oci_user_capabilities::report::progress::Progress;
 use oci_user_capabilities::report::telemetry;
 use oci_user_capabilities::signer::{
     default_oci_config_path, ApiKeyProvider, CredentialError, CredentialKind, CredentialsProvider,
@@ -524,7 +525,7 @@ async fn reconcile_command(
         }
     };
     let filter = args.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string());
-    let progress_on_tty = std::io::stderr().is_terminal();
+    let mut progress = Progress::stderr("reconcile");
     let mut total: Option<ReconcileReport> = None;
     let mut next = args.start_index.max(1);
     loop {
@@ -549,49 +550,28 @@ async fn reconcile_command(
         let finished = part.next_start_index.is_none() || part.error.is_some();
         let resume = part.next_start_index;
         let merged = merge(total.take(), part);
-        let line = format!(
-            "reconcile: scanned {} of {}, applied {}, unchanged {}, failed {}",
-            merged.scanned,
-            merged
-                .total_results
-                .map_or("?".to_string(), |t| t.to_string()),
-            merged.applied,
-            merged.unchanged,
-            merged.failed
-        );
-        if progress_on_tty {
-            let bar = progress_bar(merged.scanned, merged.total_results, 24);
-            eprint!("\r\x1b[2K{bar} {line}");
-        } else {
-            eprintln!("{line}");
-        }
+        // The listing's total counts from index 1; a run that starts later has fewer to scan.
+        let to_scan = merged
+            .total_results
+            .map(|t| t.saturating_sub(args.start_index.max(1) - 1));
+        progress.set_total(to_scan);
+        progress.set_detail(format!(
+            "applied {}, unchanged {}, rejected {}, failed {}",
+            merged.applied, merged.unchanged, merged.rejected, merged.failed
+        ));
+        progress.set_done(merged.scanned);
         total = Some(merged);
         match resume {
             Some(n) if !finished => next = n,
             _ => break,
         }
     }
-    if progress_on_tty {
-        eprintln!();
-    }
+    progress.finish();
     let Some(report) = total else {
         return Ok(ExitCode::SUCCESS);
     };
     print_reconcile(&report, ctx.output);
     Ok(exit_for(report.needs_retry()))
-}
-
-/// `[#####-------]` for `done` of `total` (an empty bar while the total is unknown).
-fn progress_bar(done: u64, total: Option<u64>, width: u64) -> String {
-    let filled = match total {
-        Some(t) if t > 0 => (done.min(t) * width / t) as usize,
-        _ => 0,
-    };
-    format!(
-        "[{}{}]",
-        "#".repeat(filled),
-        "-".repeat(width as usize - filled)
-    )
 }
 
 /// Folds one step's report into the running total.
@@ -732,16 +712,5 @@ fn show(v: Option<bool>) -> &'static str {
         Some(true) => "true",
         Some(false) => "false",
         None => "unset",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn progress_bar_fills_in_proportion() {
-        assert_eq!(super::progress_bar(0, None, 4), "[----]");
-        assert_eq!(super::progress_bar(1, Some(2), 4), "[##--]");
-        assert_eq!(super::progress_bar(9, Some(3), 4), "[####]");
-        assert_eq!(super::progress_bar(5, Some(0), 4), "[----]");
     }
 }
