@@ -566,7 +566,7 @@ impl Engine {
             if let Some((first, outcome, reason)) = &acted {
                 results.push(RecordResult {
                     policy: decision.policy().to_vec(),
-                    ..duplicate_of(*index, target, *first, *outcome, reason)
+                    ..duplicate_of(*index, target, *first, *outcome, reason, self.dry_run)
                 });
             }
         }
@@ -639,7 +639,7 @@ impl Engine {
         if self.dry_run {
             return Enforced {
                 changed,
-                ..Enforced::new(Outcome::Applied, Some("dry run: not written".into()))
+                ..Enforced::new(Outcome::Applied, Some("dry run: would be written".into()))
             };
         }
         match self
@@ -664,15 +664,18 @@ impl Engine {
 }
 
 /// A later record for a user already acted on: the first record's outcome class, never `unchanged`
-/// for a user that was not made compliant.
+/// for a user that was not made compliant. In a dry run nothing was written, so a duplicate of a
+/// would-be write says what its first record says (`applied`, would be written), not `unchanged`.
 fn duplicate_of(
     index: usize,
     target: &Target,
     first: usize,
     first_outcome: Outcome,
     first_reason: &str,
+    dry_run: bool,
 ) -> RecordResult {
     let outcome = match first_outcome {
+        Outcome::Applied if dry_run => Outcome::Applied,
         Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
         Outcome::Rejected => Outcome::Rejected,
         Outcome::Failed => Outcome::Failed,
