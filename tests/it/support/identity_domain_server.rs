@@ -861,12 +861,8 @@ fn user_json(user: &User, attributes: &str) -> Value {
         json!(["urn:ietf:params:scim:schemas:core:2.0:User"]),
     );
     out.insert("meta".into(), json!({"resourceType": "User", "created": format!("2026-11-01T00:00:{:02}.{:03}Z", (user.created / 1000) % 60, user.created % 1000)}));
-    if wanted.contains(&CAPABILITIES_URN) {
-        let caps: Map<String, Value> = ATTRIBUTES
-            .iter()
-            .zip(user.caps)
-            .filter_map(|(name, v)| v.map(|b| (name.to_string(), json!(b))))
-            .collect();
+    let caps = capability_attributes(user, &wanted);
+    if !caps.is_empty() {
         out.insert(CAPABILITIES_URN.into(), Value::Object(caps));
     }
     let mut ext = Map::new();
@@ -896,6 +892,21 @@ fn user_json(user: &User, attributes: &str) -> Value {
         );
     }
     Value::Object(out)
+}
+
+/// The capability attributes `wanted` names: each by its full path (`…:capabilities:User:canUseApiKeys`,
+/// the form the function sends), or all of them by the bare extension URN (which Oracle's query
+/// parameter page also accepts).
+fn capability_attributes(user: &User, wanted: &[&str]) -> Map<String, Value> {
+    let whole = wanted.contains(&CAPABILITIES_URN);
+    ATTRIBUTES
+        .iter()
+        .zip(user.caps)
+        .filter(|(name, _)| {
+            whole || wanted.contains(&format!("{CAPABILITIES_URN}:{name}").as_str())
+        })
+        .filter_map(|(name, v)| v.map(|b| (name.to_string(), json!(b))))
+        .collect()
 }
 
 fn get_user(state: &State, id: &str, query: &HashMap<String, String>) -> Response<Body> {
@@ -967,6 +978,16 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
     inner.pending = later;
     for (_, user) in due {
         inner.users.insert(user.id.clone(), user);
+    }
+    // Oracle's SDK spells the sort order `ASCENDING` / `DESCENDING` and sends nothing else.
+    if query
+        .get("sortOrder")
+        .is_some_and(|s| s != "ASCENDING" && s != "DESCENDING")
+    {
+        return scim_error(
+            StatusCode::BAD_REQUEST,
+            "sortOrder must be ASCENDING or DESCENDING",
+        );
     }
     if query.get("sortBy").is_some_and(|s| s != "meta.created") {
         return scim_error(
