@@ -18,3 +18,4 @@ mod real_api;
 mod reconcile;
 mod reliability;
 mod support;
+mod transport;
