@@ -11,7 +11,7 @@ use crate::action::apply::{Enforced, Engine, Outcome};
 use crate::clients::identity_domain::Settled;
 use crate::decision::credentials::{counts, Counts, CredentialsMode, Held};
 use crate::intake::names::{DomainUrl, UserId};
-use reqwest::StatusCode;
+use crate::transport::StatusCode;
 
 /// What deleting a user's lingering credentials came to.
 #[derive(Debug, Default)]
@@ -120,7 +120,7 @@ impl Engine {
                     );
                 }
                 Err(failure) if failure.error.status() == Some(StatusCode::NOT_FOUND) => {
-                    revocation.ecids.extend(failure.ecids);
+                    revocation.ecids.extend(failure.request_ids);
                     revocation.revoked(h);
                     tracing::info!(
                         domain = domain.as_str(),
@@ -137,7 +137,7 @@ impl Engine {
                     };
                     let reason = format!("revoking {kind} {id}: {failure}");
                     tracing::warn!(domain = domain.as_str(), user_id, credential_type = kind, credential_id = id.as_str(), reason = %reason, "credential not revoked");
-                    revocation.ecids.extend(failure.ecids);
+                    revocation.ecids.extend(failure.request_ids);
                     revocation.not_revoked(outcome, reason);
                 }
             }
