@@ -15,4 +15,5 @@ mod policy;
 mod real_api;
 mod reconcile;
 mod reliability;
+mod report;
 mod support;
