@@ -17,7 +17,7 @@ use oci_user_capabilities::clients::identity_domain::{
     BuildError, ClientSettings, IdentityDomainClient,
 };
 use oci_user_capabilities::config::{
-    Config, ConfigError, DomainRoute, LogFormat, PolicyFile, KEY_CONTROL_PLANE,
+    near_misses, Config, ConfigError, DomainRoute, LogFormat, PolicyFile, KEY_CONTROL_PLANE,
 };
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
@@ -332,6 +332,36 @@ fn env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+/// One warning per environment variable that looks like a configuration key but is not one
+/// (`CAPABILITY`, `event_types`, `MAX_CONCURENCY`): it is ignored, and the operator should know.
+fn warn_near_misses() {
+    for miss in env_near_misses() {
+        tracing::warn!(variable = %miss.found, meant = miss.meant, "{miss}");
+    }
+}
+
+/// [`near_misses`] among the environment's variable names, in name order.
+fn env_near_misses() -> Vec<oci_user_capabilities::config::NearMiss> {
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    names.sort();
+    near_misses(names.iter().map(String::as_str))
+}
+
+/// The default profile as the start line states it, and the capabilities it leaves to each user
+/// (`CAPABILITIES=api_keys=off` manages one and leaves seven).
+fn profile_fields(config: &Config) -> (String, String) {
+    let profile = &config.policy.default;
+    let unmanaged = profile.unmanaged_names();
+    let unmanaged = if unmanaged.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{} (left as each user has them)", unmanaged.join(","))
+    };
+    (profile.describe(), unmanaged)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     // Two workers at most: the work is I/O bound apart from RSA signing (about 0.35 ms per request,
     // done in place on the workers), and Fn caps a container at 50 processes/threads. Two blocking
@@ -383,13 +413,14 @@ fn serve() -> Result<ExitCode, CliError> {
     // Logging first: loading the credentials may warn (a token already expired).
     telemetry::init(config.log_format);
     telemetry::install_panic_hook();
+    warn_near_misses();
     let credentials = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
     let control_plane_base = control_plane_base(&config, credentials.region())?;
     runtime()?.block_on(async {
         let bound = fdk.bind()?;
         // After the bind: the TLS client set-up is the slowest part of the start.
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
-        let profile = config.policy.default.describe();
+        let (profile, unmanaged) = profile_fields(&config);
         let rules = config.policy.rules.len();
         let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         let function = Arc::new(Function {
@@ -400,7 +431,7 @@ fn serve() -> Result<ExitCode, CliError> {
             let function = Arc::clone(&function);
             async move { function.call(ctx, payload).await }
         };
-        tracing::info!(socket = %bound.socket().display(), profile = %profile, rules, "ready");
+        tracing::info!(socket = %bound.socket().display(), profile = %profile, unmanaged = %unmanaged, rules, "ready");
         bound.serve(handler).await.map_err(CliError::Serve)?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
@@ -429,6 +460,10 @@ fn load_config(policy: Option<&std::path::Path>) -> Result<Config, ConfigError> 
 
 fn plan(file: Option<PathBuf>, policy: Option<PathBuf>) -> Result<ExitCode, CliError> {
     let config = load_config(policy.as_deref())?;
+    // No log here (the plan is the output): the warnings go to stderr as plain lines.
+    for miss in env_near_misses() {
+        eprintln!("warning: {miss}");
+    }
     let body = read_payload(file)?;
     match oci_user_capabilities::report::plan::plan(&body, &config) {
         Ok(plan) => {
@@ -463,6 +498,7 @@ fn operator(
         Some(_) => config.log_format,
         None => LogFormat::Text,
     });
+    warn_near_misses();
     let (credentials, region) = credentials(&run)?;
     let control_plane_base = control_plane_base(&config, region.as_deref())?;
     let output = run.output.unwrap_or(if std::io::stdout().is_terminal() {
@@ -472,7 +508,8 @@ fn operator(
     });
     runtime()?.block_on(async move {
         let client = IdentityDomainClient::new(credentials, client_settings(&config))?;
-        tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
+        let (profile, unmanaged) = profile_fields(&config);
+        tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, profile = %profile, unmanaged = %unmanaged, "operator run");
         let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         body(OperatorContext {
             config,

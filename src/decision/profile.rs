@@ -257,6 +257,16 @@ impl Profile {
         self
     }
 
+    /// The configuration names of the capabilities this profile leaves alone, in
+    /// [`Capability::ALL`] order.
+    pub fn unmanaged_names(&self) -> Vec<&'static str> {
+        Capability::ALL
+            .into_iter()
+            .filter(|c| self.get(*c).is_none())
+            .map(Capability::name)
+            .collect()
+    }
+
     /// True when this profile manages no capability.
     pub fn is_unmanaged(&self) -> bool {
         self.values.iter().all(Option::is_none)

@@ -136,6 +136,8 @@ pub fn parse_invocation(body: &[u8]) -> Result<Invocation, PayloadError> {
             e.valid_up_to()
         ))
     })?;
+    // A byte-order mark (Windows editors write one) is not part of the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(PayloadError::new("empty body"));
     }
@@ -249,6 +251,9 @@ pub enum IgnoreReason {
     /// Its domain is not in `DOMAINS`.
     #[serde(rename = "domain not in DOMAINS")]
     OutsideDomains,
+    /// None of the fields that carry an event type is there (another kind of body, most likely).
+    #[serde(rename = "no event type in this record")]
+    NoEventType,
 }
 
 impl IgnoreReason {
@@ -257,6 +262,11 @@ impl IgnoreReason {
         match self {
             IgnoreReason::NotSelected => "event type not selected",
             IgnoreReason::OutsideDomains => "domain not in DOMAINS",
+            IgnoreReason::NoEventType => {
+                "no event type in this record: none of data.eventName, \
+                 data.additionalDetails.eventId, type or eventType is there (is it an audit \
+                 record or an OCI Events object?)"
+            }
         }
     }
 }
@@ -378,10 +388,17 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
         detail_event_id.as_deref(),
         type_.as_deref(),
     ) {
+        let none = [&event_name, &detail_event_id, &type_]
+            .into_iter()
+            .all(|t| t.as_deref().is_none_or(str::is_empty));
         return Triage::Ignored {
             event_id,
             domain: None,
-            reason: IgnoreReason::NotSelected,
+            reason: if none {
+                IgnoreReason::NoEventType
+            } else {
+                IgnoreReason::NotSelected
+            },
         };
     }
 
@@ -938,6 +955,36 @@ mod tests {
         );
         assert_eq!(event_id.as_deref(), Some("ev-1"));
         assert_eq!(domain.as_deref(), Some(DOMAIN));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_read_as_if_absent() {
+        let body = "\u{feff}[{\"data\": {\"eventName\": \"UserJit\"}}]";
+        let Ok(Invocation::Records(records)) = parse_invocation(body.as_bytes()) else {
+            panic!("a batch");
+        };
+        assert_eq!(records.len(), 1);
+        assert!(matches!(
+            parse_invocation("\u{feff}{\"reconcile\": {\"domain\": \"d\"}}".as_bytes()),
+            Ok(Invocation::Reconcile(_))
+        ));
+        assert!(parse_invocation("\u{feff}".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_record_without_any_event_type_field_says_so() {
+        for r in [
+            json!({"userName": "someone", "id": "x"}),
+            json!({"data": {"additionalDetails": {"actorId": "a"}}, "type": ""}),
+        ] {
+            assert_eq!(
+                ignored(triage(&r, &EventTypes::default(), &any_domain())),
+                IgnoreReason::NoEventType
+            );
+        }
+        assert!(IgnoreReason::NoEventType
+            .as_str()
+            .starts_with("no event type in this record: "));
     }
 
     #[test]

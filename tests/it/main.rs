@@ -8,6 +8,7 @@ mod demo;
 mod enforcement;
 mod events;
 mod fdk_platform;
+mod first_hour;
 mod hardening;
 mod idd_server;
 mod platform_harness;

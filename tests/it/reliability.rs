@@ -103,7 +103,7 @@ async fn six_mib_batch_against(
     let mut size = 2;
     let mut n = 0u64;
     while size < 5_900_000 {
-        let record = if n % 500 == 0 {
+        let record = if n.is_multiple_of(500) {
             jit_user(&idd, n)
         } else {
             let mut r = crate::enforcement::ignored_record(n);
