@@ -229,7 +229,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("oci-user-capabilities: {e}");
+            eprintln!(
+                "oci-user-capabilities: {}",
+                oci_user_capabilities::signer::ErrorChain(&e)
+            );
             e.exit_code()
         }
     }
@@ -307,11 +310,11 @@ enum CliError {
     Start(#[from] StartError),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Client(#[from] BuildError),
-    #[error("the server failed: {0}")]
+    #[error("the server failed")]
     Serve(#[source] RunError),
 }
 
@@ -377,6 +380,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 fn client_settings(config: &Config) -> ClientSettings {
     ClientSettings {
         max_requests_per_second: config.max_requests_per_second,
+        user_agent: format!("oci-user-capabilities/{}", env!("CARGO_PKG_VERSION")),
         ..ClientSettings::default()
     }
 }
