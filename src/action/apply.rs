@@ -21,6 +21,9 @@ use crate::clients::identity_domain::{
 use crate::config::{
     BulkSettings, Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE,
 };
+use crate::decision::credentials::{
+    add_counts, attributes_to_read, lingering, Counts, CredentialsMode, Held,
+};
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Change, CurrentCapabilities, Profile};
 use crate::intake::audit::{Records, Target, Triage};
@@ -90,6 +93,12 @@ pub struct RecordResult {
     /// Attribute → [before, after]; `before` is null when the domain did not report a value.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub changed: BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Credentials the user holds for a capability its profile turns off, by type (`apiKeys` …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lingering: Counts,
+    /// Of those, the ones deleted (a 404 counts: already revoked), or in a dry run that would be.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: Counts,
     /// Why it ended so (e.g. "already compliant", the refusal); `None` for a plain write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -109,6 +118,8 @@ impl RecordResult {
             outcome,
             policy: Vec::new(),
             changed: BTreeMap::new(),
+            lingering: Counts::new(),
+            revoked: Counts::new(),
             reason: None,
             request_ids: Vec::new(),
         }
@@ -148,6 +159,12 @@ pub struct Report {
     pub failed: usize,
     /// True when `DRY_RUN` is on: nothing was written.
     pub dry_run: bool,
+    /// Lingering credentials of every result, by type; absent when none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lingering: Counts,
+    /// Revoked credentials of every result (in a dry run, those that would be), by type.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: Counts,
     /// One entry per record, in record order, less any that are summarised.
     pub results: Vec<RecordResult>,
     /// Set when ignored records were summarised rather than listed: reason → count.
@@ -191,6 +208,8 @@ impl Report {
             rejected: 0,
             failed: 0,
             dry_run,
+            lingering: Counts::new(),
+            revoked: Counts::new(),
             results: Vec::new(),
             ignored_summary: None,
             not_listed: None,
@@ -201,6 +220,11 @@ impl Report {
     fn from_results(mut results: Vec<RecordResult>, dry_run: bool) -> Self {
         results.sort_by_key(|r| r.index);
         let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+        let (mut lingering, mut revoked) = (Counts::new(), Counts::new());
+        for r in &results {
+            add_counts(&mut lingering, &r.lingering);
+            add_counts(&mut revoked, &r.revoked);
+        }
         let mut report = Report {
             received: results.len(),
             applied: count(Outcome::Applied),
@@ -209,6 +233,8 @@ impl Report {
             rejected: count(Outcome::Rejected),
             failed: count(Outcome::Failed),
             dry_run,
+            lingering,
+            revoked,
             results,
             ignored_summary: None,
             not_listed: None,
@@ -316,6 +342,10 @@ pub struct Engine {
     pub(crate) bulk: BulkSettings,
     /// Per domain, for the life of the process: the Bulk lock and the endpoints it refused.
     pub(crate) bulk_state: Arc<BulkState>,
+    /// `CREDENTIALS`: report, revoke or leave alone the credentials a profile leaves lingering.
+    pub(crate) credentials: CredentialsMode,
+    /// The `userCredentials` attributes a read asks for (none with `CREDENTIALS=off`).
+    pub(crate) credential_attributes: Vec<&'static str>,
 }
 
 /// All records that name one user: by domain URL and as the records name the user (the SCIM id,
@@ -339,6 +369,8 @@ impl Engine {
             max_concurrency: config.max_concurrency,
             bulk: config.bulk,
             bulk_state: Arc::default(),
+            credentials: config.credentials,
+            credential_attributes: attributes_to_read(&config.policy, config.credentials),
         }
     }
 
@@ -475,12 +507,13 @@ impl Engine {
             );
         }
         let (domain_url, user_ref) = &work.user;
-        let wanted = self.policy.needs().attributes();
+        let ask_credentials = self.asks_credentials(&work);
+        let wanted = self.read_attributes(ask_credentials);
         let read = self
             .client
             .get_user(domain_url, user_ref, &wanted, deadline)
             .await;
-        let checked = match self.check_read(&work, read) {
+        let checked = match self.check_read(&work, read, ask_credentials) {
             Ok(checked) => checked,
             Err(results) => return results,
         };
@@ -499,6 +532,7 @@ impl Engine {
                             &checked.user_id,
                             &checked.decision,
                             &checked.current,
+                            checked.held.as_ref(),
                             deadline,
                         )
                         .await;
@@ -509,16 +543,18 @@ impl Engine {
                 .await
                 .clone()
         };
-        record_results(&work, &checked, mine, &first)
+        record_results(&work, &checked, mine, &first, self.dry_run)
     }
 
     /// The answer to a user's read, checked as PRODUCT.md has it (the user asked for, a record
     /// whose name matches) and decided by the policy; `Err` holds every record's result when
     /// nothing may be written.
+    /// `keep` keeps the read (for the credentials it holds).
     pub(crate) fn check_read(
         &self,
         work: &UserWork,
         read: Result<Answer<serde_json::Value>, Failure>,
+        keep: bool,
     ) -> Result<Checked, Vec<RecordResult>> {
         let user = read.map_err(|failure| {
             let reason = match failure.error.status() {
@@ -567,27 +603,54 @@ impl Engine {
             decision,
             ecids,
             actor,
+            held: keep.then_some(user.value),
+        })
+    }
+
+    /// The attributes a read (or a listing) asks for: the policy's facts, and the credentials the
+    /// profile may leave lingering when `with_credentials`.
+    pub(crate) fn read_attributes(&self, with_credentials: bool) -> Vec<&'static str> {
+        let mut wanted = self.policy.needs().attributes();
+        if with_credentials {
+            wanted.extend(&self.credential_attributes);
+        }
+        wanted
+    }
+
+    /// Whether the read of this user asks for its credentials: not with `CREDENTIALS=off`, and not
+    /// when every record names a user the policy exempts whatever the read says.
+    fn asks_credentials(&self, work: &UserWork) -> bool {
+        if self.credential_attributes.is_empty() {
+            return false;
+        }
+        let domains = work.domain_values();
+        !work.records.iter().all(|(_, t)| {
+            self.policy
+                .certainly_exempt(t.user_name.as_deref(), &domains)
         })
     }
 
     /// Carries out the policy's decision for one user whose current capabilities are known: an
-    /// exempt user is left alone, any other is brought to its profile with a single PUT.
+    /// exempt user is left alone, any other is brought to its profile with a single PUT, and then
+    /// the credentials its profile leaves lingering are reported or revoked (`credentials` is the
+    /// user's read when it asked for them; `None` looks at no credential).
     pub(crate) async fn apply_decision(
         &self,
         domain: &DomainUrl,
         user: &UserId,
         decision: &Decision,
         current: &CurrentCapabilities,
+        credentials: Option<&serde_json::Value>,
         deadline: Instant,
     ) -> Enforced {
-        let planned = self.plan(decision, current);
+        let planned = self.plan(decision, current, credentials);
         let written = match &planned.plan {
             Plan::Write { body, .. } => {
                 Some(self.put_single(domain, user, body.clone(), deadline).await)
             }
             Plan::Done(_) => None,
         };
-        planned.finish(written)
+        planned.settle(self, domain, user, written, deadline).await
     }
 
     /// One `PUT /admin/v1/UserCapabilitiesChanger/{id}`.
@@ -616,12 +679,20 @@ impl Engine {
 
     /// What the decision asks for one user whose current capabilities are known: nothing (exempt,
     /// already compliant, a dry run, a body that cannot be built), or a write.
-    pub(crate) fn plan(&self, decision: &Decision, current: &CurrentCapabilities) -> Planned {
+    /// `credentials` is the user's read when it asked for the credentials, so the plan knows which
+    /// linger (an exempt user's are never looked at).
+    pub(crate) fn plan(
+        &self,
+        decision: &Decision,
+        current: &CurrentCapabilities,
+        credentials: Option<&serde_json::Value>,
+    ) -> Planned {
         match decision {
             Decision::Exempt { policy, reason } => Planned {
                 plan: Plan::Done(Enforced::new(Outcome::Unchanged, Some(reason.clone()))),
                 policy: policy.clone(),
                 notes: Vec::new(),
+                lingering: None,
             },
             Decision::Enforce {
                 profile,
@@ -631,6 +702,7 @@ impl Engine {
                 plan: self.plan_profile(profile, current),
                 policy: policy.clone(),
                 notes: notes.clone(),
+                lingering: credentials.map(|read| lingering(read, profile)),
             },
         }
     }
@@ -662,7 +734,7 @@ impl Engine {
         };
         let note = profile.omits_console(current).then_some(CONSOLE_LEFT_OUT);
         if self.dry_run {
-            let reason = ["dry run: not written"]
+            let reason = ["dry run: would be written"]
                 .into_iter()
                 .chain(note)
                 .collect::<Vec<_>>();
@@ -691,6 +763,8 @@ pub(crate) struct Checked {
     ecids: Vec<String>,
     /// The position (in the work's records) of the record that acts.
     actor: usize,
+    /// The read itself, when it asked for the user's credentials.
+    pub(crate) held: Option<serde_json::Value>,
 }
 
 /// A decision turned into what must happen, with what decided it.
@@ -699,6 +773,8 @@ pub(crate) struct Planned {
     pub(crate) plan: Plan,
     policy: Vec<String>,
     notes: Vec<String>,
+    /// The credentials the profile leaves lingering, when the read asked for them.
+    lingering: Option<Result<Vec<Held>, String>>,
 }
 
 /// Nothing to send (the outcome is known), or one write.
@@ -732,10 +808,42 @@ pub(crate) enum Written {
 }
 
 impl Planned {
-    /// The user's result once the write (if any) is done; `written` is `None` when nothing was
-    /// sent.
-    pub(crate) fn finish(self, written: Option<Written>) -> Enforced {
-        let mut done = match (self.plan, written) {
+    /// The user's result once the write (if any) is done (`written` is `None` when nothing was
+    /// sent), and the lingering credentials reported or revoked.
+    pub(crate) async fn settle(
+        self,
+        engine: &Engine,
+        domain: &DomainUrl,
+        user: &UserId,
+        written: Option<Written>,
+        deadline: Instant,
+    ) -> Enforced {
+        let Planned {
+            plan,
+            policy,
+            notes,
+            lingering,
+        } = self;
+        let mut done = finish_write(plan, written);
+        if let Some(held) = lingering {
+            done = engine
+                .settle_lingering(domain, user, held, done, deadline)
+                .await;
+        }
+        done.policy = policy;
+        if !notes.is_empty() {
+            let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
+            reason.extend(notes);
+            done.reason = Some(reason.join("; "));
+        }
+        done
+    }
+}
+
+/// The user's result from the plan and what became of its write.
+fn finish_write(plan: Plan, written: Option<Written>) -> Enforced {
+    {
+        match (plan, written) {
             (Plan::Done(enforced), _) => enforced,
             (Plan::Write { changed, note, .. }, Some(Written::Done { ecids })) => Enforced {
                 changed,
@@ -754,14 +862,7 @@ impl Planned {
                 Outcome::Failed,
                 Some("internal: a planned write was not sent".into()),
             ),
-        };
-        done.policy = self.policy;
-        if !self.notes.is_empty() {
-            let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
-            reason.extend(self.notes);
-            done.reason = Some(reason.join("; "));
         }
-        done
     }
 }
 
@@ -821,6 +922,8 @@ pub(crate) fn acted_result(
     let result = RecordResult {
         policy: done.policy,
         changed: done.changed,
+        lingering: done.lingering,
+        revoked: done.revoked,
         reason: done.reason,
         request_ids,
         ..RecordResult::for_target(*index, target, done.outcome)
@@ -840,6 +943,7 @@ pub(crate) fn record_results(
     checked: &Checked,
     mut mine: Option<RecordResult>,
     first: &FirstOutcome,
+    dry_run: bool,
 ) -> Vec<RecordResult> {
     let mut results = Vec::with_capacity(work.records.len());
     for (pos, (index, target)) in work.records.iter().enumerate() {
@@ -856,7 +960,7 @@ pub(crate) fn record_results(
         }
         results.push(RecordResult {
             policy: checked.decision.policy().to_vec(),
-            ..duplicate_of(*index, target, first.0, first.1, &first.2)
+            ..duplicate_of(*index, target, first.0, first.1, &first.2, dry_run)
         });
     }
     results
@@ -870,15 +974,18 @@ const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an ident
      before the attribute) and console is unmanaged, so the write left it out";
 
 /// A later record for a user already acted on: the first record's outcome class, never `unchanged`
-/// for a user that was not made compliant.
+/// for a user that was not made compliant. In a dry run nothing was written, so a duplicate of a
+/// would-be write says what its first record says (`applied`, would be written), not `unchanged`.
 fn duplicate_of(
     index: usize,
     target: &Target,
     first: usize,
     first_outcome: Outcome,
     first_reason: &str,
+    dry_run: bool,
 ) -> RecordResult {
     let outcome = match first_outcome {
+        Outcome::Applied if dry_run => Outcome::Applied,
         Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
         Outcome::Rejected => Outcome::Rejected,
         Outcome::Failed => Outcome::Failed,
@@ -905,16 +1012,22 @@ pub(crate) struct Enforced {
     /// What decided the profile (see [`RecordResult::policy`]).
     pub(crate) policy: Vec<String>,
     pub(crate) changed: BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Lingering credentials by type (see [`RecordResult::lingering`]).
+    pub(crate) lingering: Counts,
+    /// Revoked credentials by type (see [`RecordResult::revoked`]).
+    pub(crate) revoked: Counts,
     pub(crate) reason: Option<String>,
     pub(crate) ecids: Vec<String>,
 }
 
 impl Enforced {
-    fn new(outcome: Outcome, reason: Option<String>) -> Self {
+    pub(crate) fn new(outcome: Outcome, reason: Option<String>) -> Self {
         Enforced {
             outcome,
             policy: Vec::new(),
             changed: BTreeMap::new(),
+            lingering: Counts::new(),
+            revoked: Counts::new(),
             reason,
             ecids: Vec::new(),
         }
@@ -1003,6 +1116,14 @@ pub fn log_report(report: &Report) {
             serde_json::to_string(&r.changed).unwrap_or_default()
         };
         let ids = r.request_ids.join(",");
+        let counts = |c: &Counts| {
+            if c.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(c).unwrap_or_default()
+            }
+        };
+        let (lingering, revoked) = (counts(&r.lingering), counts(&r.revoked));
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
@@ -1014,6 +1135,8 @@ pub fn log_report(report: &Report) {
                     outcome = r.outcome.as_str(),
                     policy = %r.policy.join(","),
                     changed = %changed,
+                    lingering = %lingering,
+                    revoked = %revoked,
                     reason = r.reason.as_deref().unwrap_or(""),
                     request_ids = %ids,
                     "record"
@@ -1035,6 +1158,8 @@ pub fn log_report(report: &Report) {
         rejected = report.rejected,
         failed = report.failed,
         dry_run = report.dry_run,
+        lingering = %serde_json::to_string(&report.lingering).unwrap_or_default(),
+        revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
         "summary"
     );
 }

@@ -107,6 +107,9 @@ impl Engine {
         }
         let users: Vec<&(DomainUrl, UserRef)> = work.iter().map(|w| &w.user).collect();
         let reads = self.read_users(&users, deadline).await;
+        // One attribute list serves a whole search, so every read asks for the credentials (an
+        // exempt user's are dropped unexamined).
+        let keep = !self.credential_attributes.is_empty();
         let mut results = Vec::new();
         // Users to act on (work index, what the read established, the plan), and later work for
         // a user already among them (named once by id, once by OCID).
@@ -114,7 +117,7 @@ impl Engine {
         let mut repeats: Vec<(usize, Checked, usize)> = Vec::new();
         let mut first_of: HashMap<(DomainUrl, UserId), usize> = HashMap::new();
         for (i, read) in reads.into_iter().enumerate() {
-            let checked = match self.check_read(&work[i], read) {
+            let checked = match self.check_read(&work[i], read, keep) {
                 Ok(checked) => checked,
                 Err(settled) => {
                     results.extend(settled);
@@ -127,7 +130,7 @@ impl Engine {
                 continue;
             }
             first_of.insert(key, acting.len());
-            let planned = self.plan(&checked.decision, &checked.current);
+            let planned = self.plan(&checked.decision, &checked.current, checked.held.as_ref());
             acting.push((i, checked, planned));
         }
         let writes = acting
@@ -146,13 +149,28 @@ impl Engine {
         let mut written = self.write_all(writes, deadline).await;
         let mut firsts: Vec<FirstOutcome> = Vec::with_capacity(acting.len());
         for (k, (i, checked, planned)) in acting.into_iter().enumerate() {
-            let (result, first) =
-                acted_result(&work[i], &checked, planned.finish(written.remove(&k)));
-            results.extend(record_results(&work[i], &checked, Some(result), &first));
+            let domain = &work[i].user.0;
+            let done = planned
+                .settle(self, domain, &checked.user_id, written.remove(&k), deadline)
+                .await;
+            let (result, first) = acted_result(&work[i], &checked, done);
+            results.extend(record_results(
+                &work[i],
+                &checked,
+                Some(result),
+                &first,
+                self.dry_run,
+            ));
             firsts.push(first);
         }
         for (i, checked, first) in repeats {
-            results.extend(record_results(&work[i], &checked, None, &firsts[first]));
+            results.extend(record_results(
+                &work[i],
+                &checked,
+                None,
+                &firsts[first],
+                self.dry_run,
+            ));
         }
         results
     }
@@ -187,7 +205,7 @@ impl Engine {
         }
         drop(answers);
         // Users no answer held (or whose domain takes no search): one GET each.
-        let wanted = self.policy.needs().attributes();
+        let wanted = self.read_attributes(true);
         let reads = found.into_iter().enumerate().map(|(i, found)| {
             let wanted = &wanted;
             async move {
@@ -216,7 +234,7 @@ impl Engine {
         refs: Vec<&UserRef>,
         deadline: Instant,
     ) -> Vec<(usize, Answer<Value>)> {
-        let call = search_call(domain, &refs, &self.policy.needs().attributes());
+        let call = search_call(domain, &refs, &self.read_attributes(true));
         let answer = match self.client.send(&call, deadline).await {
             Ok(answer) => answer,
             Err(failure) => {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::action::apply::{Enforced, Engine, Outcome, Plan, Planned, START_MARGIN};
 use crate::clients::identity_domain::UserPage;
+use crate::decision::credentials::{add_counts, Counts};
 use crate::decision::policy::UserFacts;
 use crate::decision::profile::CurrentCapabilities;
 use crate::intake::names::{DomainName, DomainUrl, UserId};
@@ -59,6 +60,12 @@ pub struct UserEntry {
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     /// Attribute → [before, after] for each capability written (or that a dry run would write).
     pub changed: std::collections::BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Credentials the user holds for a capability its profile turns off, by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub lingering: Counts,
+    /// Of those, the ones revoked (in a dry run, that would be), by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub revoked: Counts,
     /// Why it ended so, when there is more to say than the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -89,6 +96,13 @@ pub struct ReconcileReport {
     pub failed: u64,
     /// True when `DRY_RUN` is on: nothing was written.
     pub dry_run: bool,
+    /// The scanned users' lingering credentials, by type: how many credentials exist that the
+    /// policy says should not.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub lingering: Counts,
+    /// Of those, the ones revoked (in a dry run, that would be), by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub revoked: Counts,
     /// `totalResults` of the last page read; `None` when no page was read.
     pub total_results: Option<u64>,
     /// Where to continue; absent when the domain was scanned to the end.
@@ -197,6 +211,8 @@ impl ReconcileReport {
             rejected: 0,
             failed: 0,
             dry_run: engine.dry_run,
+            lingering: Counts::new(),
+            revoked: Counts::new(),
             total_results: None,
             next_start_index: None,
             stopped_because: None,
@@ -215,7 +231,7 @@ async fn read_page(
     count: u64,
     deadline: Instant,
 ) -> Result<(UserPage, u64), String> {
-    let attributes = engine.policy.needs().attributes();
+    let attributes = engine.read_attributes(true);
     let page = engine
         .client
         .list_users(
@@ -322,18 +338,20 @@ async fn settle_in_bulk(
         })
         .collect();
     let mut written = engine.write_all(writes, deadline).await;
-    prepared
-        .into_iter()
-        .map(|(pos, p)| {
-            let entry = match p {
-                Prepared::Settled(entry) => entry,
-                Prepared::Planned { planned, base, .. } => {
-                    entry_from(base, planned.finish(written.remove(&pos)))
-                }
-            };
-            (pos, Some(entry))
-        })
-        .collect()
+    let mut entries = Vec::with_capacity(prepared.len());
+    for (pos, p) in prepared {
+        let entry = match p {
+            Prepared::Settled(entry) => entry,
+            Prepared::Planned { id, planned, base } => {
+                let done = planned
+                    .settle(engine, &job.domain, &id, written.remove(&pos), deadline)
+                    .await;
+                entry_from(base, done)
+            }
+        };
+        entries.push((pos, Some(entry)));
+    }
+    entries
 }
 
 /// Counts a page's outcomes into the report; the position of the first user not started, if any.
@@ -345,6 +363,8 @@ fn tally(report: &mut ReconcileReport, outcomes: Vec<(usize, Option<UserEntry>)>
         .map(|(pos, _)| *pos as u64);
     for entry in outcomes.into_iter().filter_map(|(_, e)| e) {
         report.scanned += 1;
+        add_counts(&mut report.lingering, &entry.lingering);
+        add_counts(&mut report.revoked, &entry.revoked);
         match entry.outcome {
             Outcome::Applied => report.applied += 1,
             Outcome::Unchanged | Outcome::Ignored => report.unchanged += 1,
@@ -385,13 +405,18 @@ async fn reconcile_user(
                 ),
                 Plan::Done(_) => None,
             };
-            entry_from(base, planned.finish(written))
+            let done = planned
+                .settle(engine, &job.domain, &id, written, deadline)
+                .await;
+            entry_from(base, done)
         }
     };
     (pos, Some(entry))
 }
 
 /// A listed user, settled already (no usable id, an unexpected answer), or planned.
+// One per user of the page in hand, never many pages: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Prepared {
     Settled(UserEntry),
     Planned {
@@ -415,6 +440,8 @@ fn prepare(engine: &Engine, job: &ReconcileJob, user: &serde_json::Value) -> Pre
         outcome,
         policy: Vec::new(),
         changed: Default::default(),
+        lingering: Counts::new(),
+        revoked: Counts::new(),
         reason,
         request_ids: Vec::new(),
     };
@@ -422,17 +449,21 @@ fn prepare(engine: &Engine, job: &ReconcileJob, user: &serde_json::Value) -> Pre
         Some(Ok(id)) => id,
         Some(Err(e)) => return Prepared::Settled(entry(Outcome::Rejected, Some(e.to_string()))),
         None => {
-            return Prepared::Settled(entry(
-                Outcome::Rejected,
-                Some("listed user has no id".into()),
-            ))
+            let reason = Some("listed user has no id".into());
+            return Prepared::Settled(entry(Outcome::Rejected, reason));
         }
     };
     let current = CurrentCapabilities::from_user(user);
     match UserFacts::from_scim(user, job.domain_values.clone()) {
         Ok(facts) => Prepared::Planned {
             id,
-            planned: engine.plan(&engine.policy.decide(&facts), &current),
+            // The listing asked every user's credentials (one attribute list serves the page); an
+            // exempt user's are dropped unexamined.
+            planned: engine.plan(
+                &engine.policy.decide(&facts),
+                &current,
+                (!engine.credential_attributes.is_empty()).then_some(user),
+            ),
             base: entry(Outcome::Failed, None),
         },
         Err(e) => Prepared::Settled(entry(
@@ -448,6 +479,8 @@ fn entry_from(base: UserEntry, done: Enforced) -> UserEntry {
         reason: done.reason,
         policy: done.policy,
         changed: done.changed,
+        lingering: done.lingering,
+        revoked: done.revoked,
         request_ids: done.ecids,
         ..base
     }

@@ -5,17 +5,20 @@
 #![allow(unreachable_pub)]
 mod bulk;
 mod cli;
+mod credentials;
 mod demo;
 mod enforcement;
 mod events;
 mod fdk_platform;
 mod first_hour;
 mod hardening;
+mod hostile;
 mod idd_server;
 mod platform_harness;
 mod policy;
 mod real_api;
 mod reconcile;
 mod reliability;
+mod report;
 mod support;
 mod transport;
