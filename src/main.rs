@@ -435,7 +435,9 @@ fn serve() -> Result<ExitCode, CliError> {
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let (profile, unmanaged) = profile_fields(&config);
         let rules = config.policy.rules.len();
+        let credentials = config.credentials.as_str();
         let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
+        stop_on_signal(engine.ledger());
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
@@ -444,11 +446,33 @@ fn serve() -> Result<ExitCode, CliError> {
             let function = Arc::clone(&function);
             async move { function.call(ctx, payload).await }
         };
-        tracing::info!(socket = %bound.socket().display(), profile = %profile, unmanaged = %unmanaged, rules, "ready");
+        tracing::info!(socket = %bound.socket().display(), profile = %profile, unmanaged = %unmanaged, rules, credentials, "ready");
         bound.serve(handler).await.map_err(CliError::Serve)?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// On SIGTERM or SIGINT (the FDK stops accepting calls on the same signals and lets the one in
+/// flight finish), the ledger logs what the call has settled and what it has not, and no user is
+/// started and no write sent after it: the platform may kill the process any moment now, and a write
+/// whose answer is never read would go unrecorded.
+fn stop_on_signal(ledger: Arc<oci_user_capabilities::action::ledger::Ledger>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM; a stop will not be logged");
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        ledger.stop();
+    });
 }
 
 fn read_payload(file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {
@@ -883,6 +907,7 @@ fn print_apply(report: &Report, output: OutputKind) {
         if !r.policy.is_empty() {
             detail.push_str(&format!(" [policy: {}]", r.policy.join(", ")));
         }
+        detail.push_str(&credential_detail(&r.lingering, &r.revoked));
         let _ = writeln!(
             out,
             "{:>5}  {:<9}  {:<32}  {:<30}  {}",
@@ -925,6 +950,7 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
         if !u.policy.is_empty() {
             detail.push_str(&format!(" [policy: {}]", u.policy.join(", ")));
         }
+        detail.push_str(&credential_detail(&u.lingering, &u.revoked));
         let _ = writeln!(
             out,
             "{:<9}  {:<32}  {:<30}  {}",
@@ -956,22 +982,38 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
     );
 }
 
-/// `; lingering apiKeys 2, revoked apiKeys 2` for the table's summary line; empty when none.
+/// `; lingering apiKeys 2; revoked apiKeys 2` for the table's summary line; empty when none.
 fn credential_totals(lingering: &Counts, revoked: &Counts) -> String {
-    let list = |c: &Counts| {
-        c.iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let mut out = String::new();
     if !lingering.is_empty() {
-        out.push_str(&format!("; lingering {}", list(lingering)));
+        out.push_str(&format!("; lingering {}", count_list(lingering)));
     }
     if !revoked.is_empty() {
-        out.push_str(&format!("; revoked {}", list(revoked)));
+        out.push_str(&format!("; revoked {}", count_list(revoked)));
     }
     out
+}
+
+/// ` [lingering: apiKeys 2; revoked: apiKeys 2]` for one user's table row; empty when none.
+fn credential_detail(lingering: &Counts, revoked: &Counts) -> String {
+    if lingering.is_empty() {
+        return String::new();
+    }
+    let revoked = if revoked.is_empty() {
+        String::new()
+    } else {
+        format!("; revoked: {}", count_list(revoked))
+    };
+    format!(" [lingering: {}{revoked}]", count_list(lingering))
+}
+
+/// `apiKeys 2, authTokens 1`.
+fn count_list(counts: &Counts) -> String {
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn show(v: Option<bool>) -> &'static str {

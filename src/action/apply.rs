@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::action::bulk::BulkState;
+use crate::action::ledger::{Ledger, OpenCall, Stage};
 use crate::clients::control_plane::{ControlPlane, ResolveError};
 use crate::clients::identity_domain::{
     answered_user_id, Answer, Failure, IdentityDomainClient, Settled,
@@ -338,6 +339,8 @@ pub struct Engine {
     pub(crate) policy: Arc<Policy>,
     pub(crate) dry_run: bool,
     pub(crate) max_concurrency: usize,
+    /// The calls in progress, for a SIGTERM to report on; set, it stops new users and writes.
+    pub(crate) ledger: Arc<Ledger>,
     /// `BULK` and its rate.
     pub(crate) bulk: BulkSettings,
     /// Per domain, for the life of the process: the Bulk lock and the endpoints it refused.
@@ -348,9 +351,14 @@ pub struct Engine {
     pub(crate) credential_attributes: Vec<&'static str>,
 }
 
-/// All records that name one user: by domain URL and as the records name the user (the SCIM id,
-/// or the OCID).
-pub(crate) type UserWork = UserRecords<(DomainUrl, UserRef)>;
+/// All records that name one user: by the way to its domain and as the records name the user (the
+/// SCIM id, or the OCID). Two routes to one domain, or an id and an OCID for one user, are separate
+/// work until the read: [`Claims`] then lets only the first act.
+pub(crate) type RouteWork = UserRecords<(DomainRoute, UserRef)>;
+
+/// The reason of a user not started because the process is stopping.
+pub(crate) const STOPPING_BEFORE_START: &str =
+    "the function was stopping (SIGTERM) before this user was started; nothing was written";
 
 impl Engine {
     /// An engine that enforces `config`'s policy with `client`.
@@ -367,11 +375,17 @@ impl Engine {
             policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
+            ledger: Arc::default(),
             bulk: config.bulk,
             bulk_state: Arc::default(),
             credentials: config.credentials,
             credential_attributes: attributes_to_read(&config.policy, config.credentials),
         }
+    }
+
+    /// The calls in progress: [`Ledger::stop`] on SIGTERM logs what is unsettled and stops new work.
+    pub fn ledger(&self) -> Arc<Ledger> {
+        Arc::clone(&self.ledger)
     }
 
     /// Resolves domain OCIDs at `base` (`Err`: why there is no control plane to ask).
@@ -380,7 +394,8 @@ impl Engine {
         self
     }
 
-    /// Processes a batch of raw records and returns one result per record.
+    /// Processes a batch of raw records and returns one result per record. Each record's log line
+    /// is written the moment its outcome is settled, not when the batch ends.
     pub async fn process_records(
         &self,
         records: &Records,
@@ -388,60 +403,84 @@ impl Engine {
         domains: &DomainPolicy,
         deadline: Instant,
     ) -> Report {
-        let mut results = Vec::with_capacity(records.len());
+        let call = self.ledger.open(records.len());
+        let mut results = SettledResults::new(&call, records.len());
         let acting = acting_records(records, events, domains, |index, triaged| {
             results.push(settled_result(index, triaged))
         });
-        let concurrency = self.max_concurrency.max(1);
-        let urls = self.resolve_domains(&acting, deadline).await;
-        let mut keyed = Vec::with_capacity(acting.len());
-        for (index, target) in acting {
-            let domain_url = match &target.route {
-                DomainRoute::Url(url) => url.clone(),
-                DomainRoute::Ocid(ocid) => match urls.get(ocid) {
-                    Some(Ok(url)) => url.clone(),
-                    Some(Err(error)) => {
-                        results.push(unresolved(index, &target, error));
-                        continue;
-                    }
-                    None => {
-                        results.push(
-                            RecordResult::for_target(index, &target, Outcome::Failed)
-                                .reason("the domain OCID was not resolved"),
-                        );
-                        continue;
-                    }
-                },
-            };
-            keyed.push(((domain_url, target.user_id.clone()), index, target));
-        }
-        let work = group_by_user(keyed);
-        if self.bulk.enabled {
-            results.extend(self.process_in_bulk(work, deadline).await);
-        } else {
-            results.extend(self.process_singly(work, concurrency, deadline).await);
-        }
-        Report::from_results(results, self.dry_run)
+        let work = group_by_user(acting.into_iter().map(|(index, target)| {
+            (
+                (target.route.clone(), target.user_id.clone()),
+                index,
+                target,
+            )
+        }));
+        self.run_users(work, &call, &mut results, deadline).await;
+        Report::from_results(results.into_inner(), self.dry_run)
     }
 
-    /// `BULK=off`: each user read and written with its own requests, `concurrency` users at once.
-    async fn process_singly(
+    /// Works through the users, at most `max_concurrency` at once. A user whose domain must first be
+    /// resolved waits for that lookup outside those slots (each domain OCID asked once, at most
+    /// `max_concurrency` lookups at once), so a slow control plane never holds up the users of a
+    /// domain that needs no lookup.
+    async fn run_users(
         &self,
-        work: Vec<UserWork>,
-        concurrency: usize,
+        work: Vec<RouteWork>,
+        call: &OpenCall,
+        results: &mut SettledResults<'_>,
         deadline: Instant,
-    ) -> Vec<RecordResult> {
-        let claims = Claims::default();
-        let pending: Vec<_> = work
-            .into_iter()
-            .map(|w| self.process_user(w, &claims, deadline))
-            .collect();
-        let mut results = Vec::new();
-        let mut done = futures_util::stream::iter(pending).buffer_unordered(concurrency);
-        while let Some(user_results) = done.next().await {
-            results.extend(user_results);
+    ) {
+        let concurrency = self.max_concurrency.max(1);
+        let mut ready = std::collections::VecDeque::new();
+        let mut by_ocid: HashMap<DomainOcid, Vec<RouteWork>> = HashMap::new();
+        for w in work {
+            match &w.user.0 {
+                DomainRoute::Url(url) => ready.push_back((url.clone(), w)),
+                DomainRoute::Ocid(ocid) => by_ocid.entry(ocid.clone()).or_default().push(w),
+            }
         }
-        results
+        if self.bulk.enabled {
+            let ready = ready.into_iter().collect();
+            return self
+                .run_in_bulk(ready, by_ocid, call, results, deadline)
+                .await;
+        }
+        let lookups: Vec<_> = by_ocid
+            .into_iter()
+            .map(|(ocid, users)| async move {
+                let url = self.control_plane.domain_url(&ocid, deadline).await;
+                (url, users)
+            })
+            .collect();
+        let mut lookups = futures_util::stream::iter(lookups).buffer_unordered(concurrency);
+        let mut lookups_done = false;
+        let claims = Claims::default();
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < concurrency {
+                let Some((url, w)) = ready.pop_front() else {
+                    break;
+                };
+                running.push(self.process_user(url, w, &claims, call, deadline));
+            }
+            if running.is_empty() && lookups_done {
+                return;
+            }
+            tokio::select! {
+                Some(user_results) = running.next(), if !running.is_empty() => {
+                    user_results.into_iter().for_each(|r| results.push(r));
+                }
+                resolved = lookups.next(), if !lookups_done => match resolved {
+                    None => lookups_done = true,
+                    Some((Ok(url), users)) => ready.extend(users.into_iter().map(|w| (url.clone(), w))),
+                    Some((Err(error), users)) => {
+                        for (index, target) in users.iter().flat_map(|w| &w.records) {
+                            results.push(unresolved(*index, target, &error));
+                        }
+                    }
+                },
+            }
+        }
     }
 
     /// The identity-domain URL a route leads to (asking the control plane for an OCID).
@@ -456,57 +495,28 @@ impl Engine {
         }
     }
 
-    /// The URL of every distinct domain OCID the acting records name, each asked once.
-    async fn resolve_domains(
-        &self,
-        acting: &[(usize, Target)],
-        deadline: Instant,
-    ) -> HashMap<DomainOcid, Result<DomainUrl, ResolveError>> {
-        let mut ocids: Vec<DomainOcid> = acting
-            .iter()
-            .filter_map(|(_, t)| match &t.route {
-                DomainRoute::Ocid(ocid) => Some(ocid.clone()),
-                DomainRoute::Url(_) => None,
-            })
-            .collect();
-        ocids.sort();
-        ocids.dedup();
-        // Futures are made up front (they start only when polled) so none borrows from a closure.
-        let pending: Vec<_> = ocids
-            .into_iter()
-            .map(|ocid| self.resolve_one(ocid, deadline))
-            .collect();
-        futures_util::stream::iter(pending)
-            .buffer_unordered(self.max_concurrency.max(1))
-            .collect()
-            .await
-    }
-
-    async fn resolve_one(
-        &self,
-        ocid: DomainOcid,
-        deadline: Instant,
-    ) -> (DomainOcid, Result<DomainUrl, ResolveError>) {
-        let url = self.control_plane.domain_url(&ocid, deadline).await;
-        (ocid, url)
-    }
-
-    /// One user through the single-request path: read, check, decide, write.
     async fn process_user(
         &self,
-        work: UserWork,
+        domain_url: DomainUrl,
+        work: RouteWork,
         claims: &Claims,
+        call: &OpenCall,
         deadline: Instant,
     ) -> Vec<RecordResult> {
         if Instant::now() + START_MARGIN >= deadline {
-            return fail_all(
-                &work,
-                DEADLINE_BEFORE_START.into(),
-                Vec::new(),
-                Outcome::Failed,
-            );
+            let reason = DEADLINE_BEFORE_START.into();
+            return fail_all(&work, reason, Vec::new(), Outcome::Failed);
         }
-        let (domain_url, user_ref) = &work.user;
+        if call.stopping() {
+            let reason = STOPPING_BEFORE_START.into();
+            return fail_all(&work, reason, Vec::new(), Outcome::Failed);
+        }
+        let (_, user_ref) = &work.user;
+        let domain_url = &domain_url;
+        let in_flight = call.start(
+            user_ref.as_str(),
+            work.records.iter().map(|(index, _)| *index).collect(),
+        );
         let ask_credentials = self.asks_credentials(&work);
         let wanted = self.read_attributes(ask_credentials);
         let read = self
@@ -521,6 +531,7 @@ impl Engine {
         // work until the read gives the id, so the first to get here acts and every other waits
         // for its outcome.
         let claim = claims.claim(domain_url, &checked.user_id);
+        in_flight.stage(Stage::Writing);
         let mut mine = None;
         let first = {
             let (mine, work, checked) = (&mut mine, &work, &checked);
@@ -552,7 +563,7 @@ impl Engine {
     /// `keep` keeps the read (for the credentials it holds).
     pub(crate) fn check_read(
         &self,
-        work: &UserWork,
+        work: &RouteWork,
         read: Result<Answer<serde_json::Value>, Failure>,
         keep: bool,
     ) -> Result<Checked, Vec<RecordResult>> {
@@ -619,7 +630,7 @@ impl Engine {
 
     /// Whether the read of this user asks for its credentials: not with `CREDENTIALS=off`, and not
     /// when every record names a user the policy exempts whatever the read says.
-    fn asks_credentials(&self, work: &UserWork) -> bool {
+    fn asks_credentials(&self, work: &RouteWork) -> bool {
         if self.credential_attributes.is_empty() {
             return false;
         }
@@ -733,6 +744,12 @@ impl Engine {
             }
         };
         let note = profile.omits_console(current).then_some(CONSOLE_LEFT_OUT);
+        if !self.dry_run && self.ledger.stopping() {
+            return Plan::Done(Enforced::new(
+                Outcome::Failed,
+                Some(STOPPING_BEFORE_WRITE.into()),
+            ));
+        }
         if self.dry_run {
             let reason = ["dry run: would be written"]
                 .into_iter()
@@ -872,7 +889,7 @@ pub(crate) const DEADLINE_BEFORE_START: &str = "deadline reached before this use
 /// Every record of `work` ends alike: the first carries the reason, each later one is a duplicate
 /// of it.
 pub(crate) fn fail_all(
-    work: &UserWork,
+    work: &RouteWork,
     reason: String,
     ecids: Vec<String>,
     outcome: Outcome,
@@ -912,7 +929,7 @@ fn mismatch(target: &Target, actual_name: Option<&str>) -> Option<String> {
 
 /// The acting record's result, and what later records of the same user repeat of it.
 pub(crate) fn acted_result(
-    work: &UserWork,
+    work: &RouteWork,
     checked: &Checked,
     done: Enforced,
 ) -> (RecordResult, FirstOutcome) {
@@ -939,7 +956,7 @@ pub(crate) fn acted_result(
 /// Every record's result once the user is settled: a record naming someone else is rejected,
 /// the actor gets `mine` (when it acted), every other is a duplicate of `first`.
 pub(crate) fn record_results(
-    work: &UserWork,
+    work: &RouteWork,
     checked: &Checked,
     mut mine: Option<RecordResult>,
     first: &FirstOutcome,
@@ -968,6 +985,10 @@ pub(crate) fn record_results(
 
 /// The record that acted on a user, its outcome and its reason.
 pub(crate) type FirstOutcome = (usize, Outcome, String);
+
+/// The reason of a write not sent because the process is stopping.
+const STOPPING_BEFORE_WRITE: &str =
+    "the function was stopping (SIGTERM) before this user's write was sent; nothing was written";
 
 /// The reason of a write that left `canUseConsole` out ([`Profile::omits_console`]).
 const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an identity domain from \
@@ -1044,7 +1065,7 @@ impl Enforced {
 struct Claims(std::sync::Mutex<HashMap<(DomainUrl, UserId), Arc<Claim>>>);
 
 /// The first record that acted on a user, and its outcome.
-type Claim = OnceCell<FirstOutcome>;
+type Claim = OnceCell<(usize, Outcome, String)>;
 
 impl Claims {
     fn claim(&self, domain: &DomainUrl, user: &UserId) -> Arc<Claim> {
@@ -1087,7 +1108,7 @@ fn settled_result(index: usize, triaged: Triage) -> RecordResult {
 }
 
 /// The result of a record whose domain OCID has no usable URL.
-fn unresolved(index: usize, target: &Target, error: &ResolveError) -> RecordResult {
+pub(crate) fn unresolved(index: usize, target: &Target, error: &ResolveError) -> RecordResult {
     match error {
         ResolveError::Rejected(reason) => {
             RecordResult::for_target(index, target, Outcome::Rejected).reason(reason.clone())
@@ -1106,50 +1127,51 @@ fn changed_map(changes: &[Change]) -> BTreeMap<&'static str, [Option<bool>; 2]> 
         .collect()
 }
 
-/// Logs one line per record and one summary line.
-pub fn log_report(report: &Report) {
-    let quiet_ignored = report.received > 1000;
-    for r in &report.results {
-        let changed = if r.changed.is_empty() {
+/// Logs one record's outcome: called the moment the outcome is settled, so a record's line never
+/// waits for the batch (or the report, which may leave the record out) and survives a kill.
+pub fn log_record(r: &RecordResult) {
+    let changed = if r.changed.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&r.changed).unwrap_or_default()
+    };
+    let ids = r.request_ids.join(",");
+    let counts = |c: &Counts| {
+        if c.is_empty() {
             String::new()
         } else {
-            serde_json::to_string(&r.changed).unwrap_or_default()
-        };
-        let ids = r.request_ids.join(",");
-        let counts = |c: &Counts| {
-            if c.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(c).unwrap_or_default()
-            }
-        };
-        let (lingering, revoked) = (counts(&r.lingering), counts(&r.revoked));
-        macro_rules! line {
-            ($level:ident) => {
-                tracing::$level!(
-                    index = r.index,
-                    event_id = r.event_id.as_deref().unwrap_or(""),
-                    domain = r.domain.as_deref().unwrap_or(""),
-                    user_id = r.user_id.as_deref().unwrap_or(""),
-                    user_name = r.user_name.as_deref().unwrap_or(""),
-                    outcome = r.outcome.as_str(),
-                    policy = %r.policy.join(","),
-                    changed = %changed,
-                    lingering = %lingering,
-                    revoked = %revoked,
-                    reason = r.reason.as_deref().unwrap_or(""),
-                    request_ids = %ids,
-                    "record"
-                )
-            };
+            serde_json::to_string(c).unwrap_or_default()
         }
-        match r.outcome {
-            Outcome::Failed => line!(error),
-            Outcome::Rejected => line!(warn),
-            Outcome::Ignored if quiet_ignored => line!(debug),
-            _ => line!(info),
-        }
+    };
+    let (lingering, revoked) = (counts(&r.lingering), counts(&r.revoked));
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                index = r.index,
+                event_id = r.event_id.as_deref().unwrap_or(""),
+                domain = r.domain.as_deref().unwrap_or(""),
+                user_id = r.user_id.as_deref().unwrap_or(""),
+                user_name = r.user_name.as_deref().unwrap_or(""),
+                outcome = r.outcome.as_str(),
+                policy = %r.policy.join(","),
+                changed = %changed,
+                lingering = %lingering,
+                revoked = %revoked,
+                reason = r.reason.as_deref().unwrap_or(""),
+                request_ids = %ids,
+                "record"
+            )
+        };
     }
+    match r.outcome {
+        Outcome::Failed => line!(error),
+        Outcome::Rejected => line!(warn),
+        _ => line!(info),
+    }
+}
+
+/// Logs the summary line (each record's line was logged as it settled).
+pub fn log_report(report: &Report) {
     tracing::info!(
         received = report.received,
         applied = report.applied,
@@ -1162,6 +1184,31 @@ pub fn log_report(report: &Report) {
         revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
         "summary"
     );
+}
+
+/// A batch's results as they settle: each is logged at once and counted in the call's ledger.
+pub(crate) struct SettledResults<'a> {
+    call: &'a OpenCall,
+    results: Vec<RecordResult>,
+}
+
+impl<'a> SettledResults<'a> {
+    fn new(call: &'a OpenCall, capacity: usize) -> Self {
+        SettledResults {
+            call,
+            results: Vec::with_capacity(capacity),
+        }
+    }
+
+    pub(crate) fn push(&mut self, result: RecordResult) {
+        log_record(&result);
+        self.call.settled(1);
+        self.results.push(result);
+    }
+
+    fn into_inner(self) -> Vec<RecordResult> {
+        self.results
+    }
 }
 
 #[cfg(test)]

@@ -18,15 +18,17 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::action::apply::{
-    acted_result, fail_all, record_results, Checked, Engine, FirstOutcome, Outcome, Plan, Planned,
-    RecordResult, UserWork, Written, DEADLINE_BEFORE_START, START_MARGIN,
+    acted_result, fail_all, record_results, unresolved, Checked, Engine, FirstOutcome, Outcome,
+    Plan, Planned, RecordResult, RouteWork, SettledResults, Written, DEADLINE_BEFORE_START,
+    START_MARGIN, STOPPING_BEFORE_START,
 };
+use crate::action::ledger::OpenCall;
 use crate::clients::identity_domain::{Answer, Failure, Settled, UserPage};
 use crate::clients::scim_bulk::{
     bulk_call, chunks, judge_answer, match_search, refused_as_unsupported, search_call,
     BulkOperation, OpResult, MAX_SEARCH_USERS,
 };
-use crate::intake::names::{DomainUrl, UserId, UserRef};
+use crate::intake::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use crate::transport::backoff;
 
 /// Users taken through the steps at once: their reads are held until their writes are done.
@@ -87,25 +89,79 @@ impl BulkState {
 type Pending = (usize, UserId, Vec<u8>);
 
 impl Engine {
-    /// The users of a batch, read, decided and written in windows (see the module documentation).
-    pub(crate) async fn process_in_bulk(
+    /// A batch's users with `BULK=auto`: those whose domain URL is known at once, and each domain
+    /// OCID's users as soon as its lookup answers (a slow lookup holds up no other domain). Each
+    /// window's records are logged as they settle.
+    pub(crate) async fn run_in_bulk(
         &self,
-        work: Vec<UserWork>,
+        ready: Vec<(DomainUrl, RouteWork)>,
+        by_ocid: HashMap<DomainOcid, Vec<RouteWork>>,
+        call: &OpenCall,
+        results: &mut SettledResults<'_>,
+        deadline: Instant,
+    ) {
+        type Job<'a> =
+            std::pin::Pin<Box<dyn std::future::Future<Output = Vec<RecordResult>> + Send + 'a>>;
+        let mut jobs: Vec<Job<'_>> = vec![Box::pin(self.process_in_bulk(ready, call, deadline))];
+        for (ocid, users) in by_ocid {
+            jobs.push(Box::pin(async move {
+                match self.control_plane.domain_url(&ocid, deadline).await {
+                    Ok(url) => {
+                        let work = users.into_iter().map(|w| (url.clone(), w)).collect();
+                        self.process_in_bulk(work, call, deadline).await
+                    }
+                    Err(error) => users
+                        .iter()
+                        .flat_map(|w| &w.records)
+                        .map(|(index, target)| unresolved(*index, target, &error))
+                        .collect(),
+                }
+            }));
+        }
+        let mut done =
+            futures_util::stream::iter(jobs).buffer_unordered(self.max_concurrency.max(1));
+        while let Some(settled) = done.next().await {
+            settled.into_iter().for_each(|r| results.push(r));
+        }
+    }
+
+    /// Users whose domain URL is known, read, decided and written in windows (see the module
+    /// documentation).
+    async fn process_in_bulk(
+        &self,
+        work: Vec<(DomainUrl, RouteWork)>,
+        call: &OpenCall,
         deadline: Instant,
     ) -> Vec<RecordResult> {
         let mut results = Vec::with_capacity(work.len());
         for window in work.chunks(WINDOW) {
-            results.extend(self.bulk_window(window, deadline).await);
+            results.extend(self.bulk_window(window, call, deadline).await);
         }
         results
     }
 
-    async fn bulk_window(&self, work: &[UserWork], deadline: Instant) -> Vec<RecordResult> {
-        if Instant::now() + START_MARGIN >= deadline {
-            let late = |w| fail_all(w, DEADLINE_BEFORE_START.into(), Vec::new(), Outcome::Failed);
+    async fn bulk_window(
+        &self,
+        work: &[(DomainUrl, RouteWork)],
+        call: &OpenCall,
+        deadline: Instant,
+    ) -> Vec<RecordResult> {
+        let not_started = if Instant::now() + START_MARGIN >= deadline {
+            Some(DEADLINE_BEFORE_START)
+        } else {
+            call.stopping().then_some(STOPPING_BEFORE_START)
+        };
+        if let Some(reason) = not_started {
+            let late = |(_, w): &(DomainUrl, RouteWork)| {
+                fail_all(w, reason.into(), Vec::new(), Outcome::Failed)
+            };
             return work.iter().flat_map(late).collect();
         }
-        let users: Vec<&(DomainUrl, UserRef)> = work.iter().map(|w| &w.user).collect();
+        let keys: Vec<(DomainUrl, UserRef)> = work
+            .iter()
+            .map(|(url, w)| (url.clone(), w.user.1.clone()))
+            .collect();
+        let users: Vec<&(DomainUrl, UserRef)> = keys.iter().collect();
         let reads = self.read_users(&users, deadline).await;
         // One attribute list serves a whole search, so every read asks for the credentials (an
         // exempt user's are dropped unexamined).
@@ -117,14 +173,14 @@ impl Engine {
         let mut repeats: Vec<(usize, Checked, usize)> = Vec::new();
         let mut first_of: HashMap<(DomainUrl, UserId), usize> = HashMap::new();
         for (i, read) in reads.into_iter().enumerate() {
-            let checked = match self.check_read(&work[i], read, keep) {
+            let checked = match self.check_read(&work[i].1, read, keep) {
                 Ok(checked) => checked,
                 Err(settled) => {
                     results.extend(settled);
                     continue;
                 }
             };
-            let key = (work[i].user.0.clone(), checked.user_id.clone());
+            let key = (work[i].0.clone(), checked.user_id.clone());
             if let Some(&first) = first_of.get(&key) {
                 repeats.push((i, checked, first));
                 continue;
@@ -137,25 +193,22 @@ impl Engine {
             .iter()
             .enumerate()
             .filter_map(|(k, (i, checked, planned))| match &planned.plan {
-                Plan::Write { body, .. } => Some((
-                    k,
-                    work[*i].user.0.clone(),
-                    checked.user_id.clone(),
-                    body.clone(),
-                )),
+                Plan::Write { body, .. } => {
+                    Some((k, work[*i].0.clone(), checked.user_id.clone(), body.clone()))
+                }
                 Plan::Done(_) => None,
             })
             .collect();
         let mut written = self.write_all(writes, deadline).await;
         let mut firsts: Vec<FirstOutcome> = Vec::with_capacity(acting.len());
         for (k, (i, checked, planned)) in acting.into_iter().enumerate() {
-            let domain = &work[i].user.0;
+            let domain = &work[i].0;
             let done = planned
                 .settle(self, domain, &checked.user_id, written.remove(&k), deadline)
                 .await;
-            let (result, first) = acted_result(&work[i], &checked, done);
+            let (result, first) = acted_result(&work[i].1, &checked, done);
             results.extend(record_results(
-                &work[i],
+                &work[i].1,
                 &checked,
                 Some(result),
                 &first,
@@ -165,7 +218,7 @@ impl Engine {
         }
         for (i, checked, first) in repeats {
             results.extend(record_results(
-                &work[i],
+                &work[i].1,
                 &checked,
                 None,
                 &firsts[first],
