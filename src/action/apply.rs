@@ -331,6 +331,11 @@ impl Engine {
         }
     }
 
+    /// The IAM control plane this engine asks (domain URLs, compartments, domain listings).
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.control_plane
+    }
+
     /// Resolves domain OCIDs at `base` (`Err`: why there is no control plane to ask).
     pub fn with_control_plane(mut self, base: Result<DomainUrl, String>) -> Self {
         self.control_plane = ControlPlane::new(base, self.client.clone());

@@ -33,13 +33,19 @@ pub fn user_attributes(policy: &[&str]) -> String {
     join_attributes(&["userName", CAPABILITIES_URN], policy)
 }
 
-/// The JIT marker is `returned: request`, so listing names it explicitly; `policy` as for
-/// [`user_attributes`].
+/// The JIT marker is `returned: request`, so listing names it explicitly; `meta.created` is the
+/// reconcile's cursor, named so no service leaves it out; `policy` as for [`user_attributes`].
 pub fn list_attributes(policy: &[&str]) -> String {
     let federated = format!("{USER_EXTENSION_URN}:isFederatedUser");
     let creation = format!("{USER_EXTENSION_URN}:creationMechanism");
     join_attributes(
-        &["userName", CAPABILITIES_URN, &federated, &creation],
+        &[
+            "userName",
+            CAPABILITIES_URN,
+            &federated,
+            &creation,
+            "meta.created",
+        ],
         policy,
     )
 }
@@ -161,6 +167,7 @@ pub enum IdcsError {
 fn service_name(purpose: Purpose) -> &'static str {
     match purpose {
         Purpose::LookupDomain => "the identity control plane",
+        Purpose::Functions => "OCI Functions",
         Purpose::ReadUser | Purpose::WriteCapabilities | Purpose::ListUsers => {
             "the identity domain"
         }
@@ -203,6 +210,9 @@ pub struct Answer<T> {
     pub value: T,
     /// The `X-ORACLE-DMS-ECID` of each attempt that carried one, in order.
     pub ecids: Vec<String>,
+    /// The `opc-next-page` header of an OCI list answer: there is a further page, asked for with
+    /// `page=<this>`.
+    pub next_page: Option<String>,
 }
 
 /// A request that did not succeed, how it ends, and the request ids seen on the way.
@@ -273,6 +283,8 @@ pub struct Call {
     pub body: Option<Vec<u8>>,
     /// What the call is for, which decides how its answers are judged.
     pub purpose: Purpose,
+    /// Headers sent besides the signed ones (e.g. `fn-invoke-type`).
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl Call {
@@ -291,6 +303,7 @@ impl Call {
             ),
             body: None,
             purpose: Purpose::ReadUser,
+            headers: Vec::new(),
         }
     }
 
@@ -304,6 +317,7 @@ impl Call {
             ),
             body: Some(body),
             purpose: Purpose::WriteCapabilities,
+            headers: Vec::new(),
         }
     }
 
@@ -334,6 +348,7 @@ impl Call {
             ),
             body: None,
             purpose: Purpose::ListUsers,
+            headers: Vec::new(),
         }
     }
 }
@@ -344,6 +359,8 @@ struct Attempt {
     result: AttemptResult,
     /// `X-ORACLE-DMS-ECID`, when the service answered with one.
     request_id: Option<String>,
+    /// `opc-next-page`, when the answer is a page of an OCI list with more to come.
+    next_page: Option<String>,
 }
 
 /// What one attempt came to, as [`classify`] judged it.
@@ -443,6 +460,7 @@ impl IdentityDomainClient {
         Ok(Answer {
             value,
             ecids: answer.ecids,
+            next_page: answer.next_page,
         })
     }
 
@@ -459,6 +477,7 @@ impl IdentityDomainClient {
             url,
             body: None,
             purpose: Purpose::LookupDomain,
+            headers: Vec::new(),
         };
         let answer = self.send(&call, deadline).await?;
         let value = json_object(&answer.value)
@@ -466,6 +485,7 @@ impl IdentityDomainClient {
         Ok(Answer {
             value,
             ecids: answer.ecids,
+            next_page: answer.next_page,
         })
     }
 
@@ -482,6 +502,7 @@ impl IdentityDomainClient {
         Ok(Answer {
             value: (),
             ecids: answer.ecids,
+            next_page: None,
         })
     }
 
@@ -506,6 +527,7 @@ impl IdentityDomainClient {
         Ok(Answer {
             value: page,
             ecids: answer.ecids,
+            next_page: answer.next_page,
         })
     }
 
@@ -517,13 +539,18 @@ impl IdentityDomainClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            let Attempt { result, request_id } = self.attempt(call, deadline).await;
+            let Attempt {
+                result,
+                request_id,
+                next_page,
+            } = self.attempt(call, deadline).await;
             ecids.extend(request_id);
             let (error, after) = match result {
                 AttemptResult::Done(bytes) => {
                     return Ok(Answer {
                         value: bytes,
                         ecids,
+                        next_page,
                     })
                 }
                 AttemptResult::Final { error, settled } => {
@@ -578,6 +605,7 @@ impl IdentityDomainClient {
         let result = |result| Attempt {
             result,
             request_id: None,
+            next_page: None,
         };
         let request = match self.signed_request(call).await {
             Ok(request) => request,
@@ -624,6 +652,11 @@ impl IdentityDomainClient {
             .get("x-oracle-dms-ecid")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let next_page = response
+            .headers()
+            .get("opc-next-page")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -647,6 +680,7 @@ impl IdentityDomainClient {
                 return Attempt {
                     result: judge(purpose, Observed::TooLarge, IdcsError::TooLarge { limit }),
                     request_id,
+                    next_page: None,
                 }
             }
             Err(BodyError::Transport(e)) => {
@@ -654,6 +688,7 @@ impl IdentityDomainClient {
                 return Attempt {
                     result: judge(purpose, observed, error),
                     request_id,
+                    next_page: None,
                 };
             }
         };
@@ -671,7 +706,11 @@ impl IdentityDomainClient {
                 verdict_result(verdict, error)
             }
         };
-        Attempt { result, request_id }
+        Attempt {
+            result,
+            request_id,
+            next_page,
+        }
     }
 
     /// The reqwest request for `call`, signed now with the current credentials.
@@ -681,7 +720,7 @@ impl IdentityDomainClient {
             .credentials
             .credentials(SystemTime::now())
             .map_err(IdcsError::Credentials)?;
-        let signed = sign_here(&call.method, &call.url, call.body.as_deref(), &credentials)?;
+        let signed = sign_here(call, &credentials)?;
         let mut headers = HeaderMap::new();
         for (name, value) in signed.headers() {
             // The signer has already refused anything that is not a plain ASCII header.
@@ -707,19 +746,15 @@ impl IdentityDomainClient {
 /// (it took 3-4.5 ms with the `rsa` crate, when signing had to move to the blocking pool to use both
 /// cores); a batch's 400 signatures now fit in a fraction of its time on one core, and handing each to
 /// another thread cost more in wake-ups and copies than it saved (see README, "Performance").
-fn sign_here(
-    method: &Method,
-    url: &url::Url,
-    body: Option<&[u8]>,
-    credentials: &Credentials,
-) -> Result<SignedRequest, IdcsError> {
-    let accept = [("accept", "application/scim+json, application/json")];
+fn sign_here(call: &Call, credentials: &Credentials) -> Result<SignedRequest, IdcsError> {
+    let mut headers = vec![("accept", "application/scim+json, application/json")];
+    headers.extend(call.headers.iter().copied());
     sign_request(
         &SignableRequest {
-            method: method.as_str(),
-            url: url.as_str(),
-            headers: &accept,
-            body: body.unwrap_or_default(),
+            method: call.method.as_str(),
+            url: call.url.as_str(),
+            headers: &headers,
+            body: call.body.as_deref().unwrap_or_default(),
         },
         &credentials.key_id,
         credentials.key.as_ref(),

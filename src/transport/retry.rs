@@ -19,8 +19,10 @@ pub enum Purpose {
     WriteCapabilities,
     /// One page of `GET /admin/v1/Users`.
     ListUsers,
-    /// The control plane's `GetDomain`.
+    /// The control plane's `GetDomain`, and its compartment and domain listings.
     LookupDomain,
+    /// OCI Functions: `GetFunction` (the invoke endpoint) and a detached invocation (a hand-off).
+    Functions,
 }
 
 /// The most of an answer that is read for a user, a write or a domain.
@@ -36,9 +38,10 @@ impl Purpose {
     pub fn answer_limit(self) -> usize {
         match self {
             Purpose::ListUsers => PAGE_ANSWER_LIMIT,
-            Purpose::ReadUser | Purpose::WriteCapabilities | Purpose::LookupDomain => {
-                SMALL_ANSWER_LIMIT
-            }
+            Purpose::ReadUser
+            | Purpose::WriteCapabilities
+            | Purpose::LookupDomain
+            | Purpose::Functions => SMALL_ANSWER_LIMIT,
         }
     }
 
@@ -49,6 +52,7 @@ impl Purpose {
             Purpose::WriteCapabilities => "writing capabilities",
             Purpose::ListUsers => "listing users",
             Purpose::LookupDomain => "looking up the domain",
+            Purpose::Functions => "calling OCI Functions",
         }
     }
 }
@@ -111,7 +115,9 @@ pub fn classify(purpose: Purpose, observed: Observed) -> Verdict {
             // After a successful read, a refused write is about this user (an administrator, say).
             Purpose::WriteCapabilities => Verdict::Reject,
             // A role missing or not yet propagated: an administrator's fix, or time, helps.
-            Purpose::ReadUser | Purpose::ListUsers | Purpose::LookupDomain => Verdict::Fail,
+            Purpose::ReadUser | Purpose::ListUsers | Purpose::LookupDomain | Purpose::Functions => {
+                Verdict::Fail
+            }
         },
         StatusCode::NOT_FOUND => Verdict::Reject,
         StatusCode::REQUEST_TIMEOUT

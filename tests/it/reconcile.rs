@@ -122,9 +122,11 @@ async fn a_near_deadline_stops_with_a_continuation_point() {
     idd.set_latency(Duration::from_millis(20));
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "4")]);
     let started = Instant::now();
+    // A bounded run (maxUsers) answers its caller with where to continue; an unbounded one would
+    // hand the rest to the next invocation (see `tenancy.rs`).
     let reply = f
         .call(
-            Call::new(reconcile_body(json!({})).to_string())
+            Call::new(reconcile_body(json!({"maxUsers": 1_000_000})).to_string())
                 .deadline(Some(deadline_in(Duration::from_secs(5)))),
         )
         .await;
@@ -148,11 +150,18 @@ async fn a_near_deadline_stops_with_a_continuation_point() {
     idd.set_latency(Duration::ZERO);
     let mut next = Some(next);
     let mut applied = first["applied"].as_u64().unwrap();
-    while let Some(start) = next {
-        let (status, report) = invoke(&f, &reconcile_body(json!({"startIndex": start}))).await;
+    // Continue by the cursor, the form a deletion cannot shift.
+    let mut after = first["nextAfter"].clone();
+    assert!(
+        after["created"].is_string() && after["id"].is_string(),
+        "{first}"
+    );
+    while next.is_some() {
+        let (status, report) = invoke(&f, &reconcile_body(json!({"after": after}))).await;
         assert_eq!(status, 200, "{report}");
         applied += report["applied"].as_u64().unwrap();
         next = report["nextStartIndex"].as_u64();
+        after = report["nextAfter"].clone();
     }
     assert_eq!(applied, needs_write);
     assert!(
@@ -166,17 +175,23 @@ async fn a_near_deadline_stops_with_a_continuation_point() {
 async fn a_page_that_fails_twice_is_retried_and_one_that_keeps_failing_ends_the_run() {
     let idd = server().await;
     let needs_write = populate(&idd);
-    idd.add_fault("GET", "startIndex=1001", Fault::Status(503), Some(2));
+    // The second page is the first keyset page: users created at or after the last one done.
+    const SECOND_PAGE: &str = "meta.created%20ge";
+    idd.add_fault("GET", SECOND_PAGE, Fault::Status(503), Some(2));
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
     let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["scanned"], USERS);
-    assert_eq!(idd.count("GET", "startIndex=1001"), 3);
+    assert_eq!(
+        idd.count("GET", SECOND_PAGE),
+        2 + 2,
+        "two failures, then the two keyset pages"
+    );
 
     // Everyone is compliant now; make the second page fail for good.
     let idd = server().await;
     populate(&idd);
-    idd.add_fault("GET", "startIndex=1001", Fault::Status(503), None);
+    idd.add_fault("GET", SECOND_PAGE, Fault::Status(503), None);
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
     let (status, log) = invoke(&f, &reconcile_body(json!({}))).await;
     assert_eq!(
