@@ -96,6 +96,9 @@ pub enum Verdict {
 pub fn classify(purpose: Purpose, observed: Observed) -> Verdict {
     let (status, retry_after) = match observed {
         Observed::Timeout | Observed::Network => return Verdict::RetryAfter(None),
+        // One user's answer past its limit (a user in thousands of groups) will not shrink on a
+        // retry: final. A list page is asked again with fewer users by the reconcile.
+        Observed::TooLarge if purpose == Purpose::ReadUser => return Verdict::Reject,
         Observed::TooLarge => return Verdict::Fail,
         Observed::Status {
             status,
@@ -266,8 +269,11 @@ mod tests {
     }
 
     #[test]
-    fn row_oversized_answers_fail() {
-        assert_eq!(every_purpose(Observed::TooLarge), [Verdict::Fail; 4]);
+    fn row_oversized_answers_fail_but_a_user_too_large_is_final() {
+        assert_eq!(
+            every_purpose(Observed::TooLarge),
+            [Verdict::Reject, Verdict::Fail, Verdict::Fail, Verdict::Fail]
+        );
         assert_eq!(Purpose::ReadUser.answer_limit(), 1 << 20);
         assert_eq!(Purpose::WriteCapabilities.answer_limit(), 1 << 20);
         assert_eq!(Purpose::LookupDomain.answer_limit(), 1 << 20);

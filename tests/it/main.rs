@@ -15,3 +15,4 @@ mod policy;
 mod reconcile;
 mod reliability;
 mod support;
+mod tenancy;

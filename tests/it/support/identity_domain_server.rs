@@ -191,6 +191,10 @@ struct Inner {
     created_tick: u64,
     /// The IAM control plane's compartments and listed domains (see "Control plane listings").
     plane: ControlPlaneListings,
+    /// Users removed once this many list pages have been served (deleted "during" a scan).
+    removals: Vec<(usize, String)>,
+    /// List pages answer from the first user whatever `startIndex` asks (a broken server).
+    ignore_start_index: bool,
 }
 
 /// The service's request-rate limit, scaled down: `per_second` tokens a second, at most `burst` saved
@@ -596,6 +600,16 @@ fn list_domains(state: &State, query: &HashMap<String, String>) -> Response<Body
 }
 
 impl IdentityDomainServer {
+    /// Removes the user once `pages` list pages have been served (deleted during a scan).
+    pub fn remove_user_after_list_pages(&self, pages: usize, id: &str) {
+        self.state.lock().removals.push((pages, id.to_string()));
+    }
+
+    /// List pages start at the first user whatever `startIndex` asks, and say so.
+    pub fn set_ignore_start_index(&self, ignore: bool) {
+        self.state.lock().ignore_start_index = ignore;
+    }
+
     /// Users created from now on share `meta.created` instants, `tick` users to a millisecond (as a
     /// bulk import makes them); 1 (the default) gives each its own.
     pub fn set_created_tick(&self, tick: u64) {
@@ -1181,6 +1195,13 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
     for (_, user) in due {
         inner.users.insert(user.id.clone(), user);
     }
+    let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.removals)
+        .into_iter()
+        .partition(|(p, _)| *p < served);
+    inner.removals = kept;
+    for (_, id) in gone {
+        inner.users.remove(&id);
+    }
     if query.get("sortBy").is_some_and(|s| s != "meta.created") {
         return scim_error(
             StatusCode::BAD_REQUEST,
@@ -1190,6 +1211,7 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
     let start: usize = query
         .get("startIndex")
         .and_then(|s| s.parse().ok())
+        .filter(|_| !inner.ignore_start_index)
         .unwrap_or(1)
         .max(1);
     let count: usize = match query.get("count").and_then(|s| s.parse::<i64>().ok()) {

@@ -1,4 +1,5 @@
 //! Test doubles and data shared by the integration tests (and, by path, the examples).
 pub mod demo;
 pub mod fixtures;
+pub mod functions_platform;
 pub mod identity_domain_server;
