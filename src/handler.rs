@@ -187,6 +187,15 @@ impl Function {
         let handing_off = may_hand_off
             && report.error.is_none()
             && report.stopped_because == Some(StopReason::Deadline);
+        if handing_off && report.scanned == 0 {
+            // Handing on a hop that did nothing would chain empty invocations to the hop limit.
+            let reason = format!(
+                "the invocation's deadline left no time to process a user (run {}, hop {}); raise the function's timeout",
+                hop.run_id, hop.hop
+            );
+            tracing::error!(run_id = %hop.run_id, hop = hop.hop, reason = %reason, "reconcile made no progress");
+            return Err(CallError::Incomplete(reason));
+        }
         if handing_off {
             return self.hand_off(&hop, &request, report, deadline).await;
         }

@@ -309,3 +309,88 @@ async fn a_rate_limited_domain_is_reconciled_without_failures_and_few_429s() {
     );
     eprintln!("rate-limited reconcile: {throttled} answers of 429, {succeeded} of 200, {took:?}");
 }
+
+/// Issue 24, item 5: a user deleted between pages shifts nothing (the keyset cursor), and a server
+/// that ignores `startIndex` cannot make a run report users it never listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_between_pages_and_a_server_ignoring_start_index_hide_nobody() {
+    let idd = server().await;
+    for n in 0..30 {
+        idd.add_user(
+            &hex_id(n),
+            &format!("u{n}@example.com"),
+            ALL_ON,
+            "samljit",
+            true,
+        );
+    }
+    idd.set_max_page(10);
+    // After the first page, one of its users is deleted: a startIndex of 11 would now skip user 10.
+    idd.remove_user_after_list_pages(1, &hex_id(3));
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], 30, "{report}");
+    for n in 0..30 {
+        if n != 3 {
+            assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED), "user {n}");
+        }
+    }
+
+    // A server that answers every page from the first user: the keyset needs no startIndex, so
+    // the run still sees everyone; a run asked to start at 11 is refused as incomplete.
+    let idd = server().await;
+    for n in 0..30 {
+        idd.add_user(
+            &hex_id(n),
+            &format!("u{n}@example.com"),
+            ALL_ON,
+            "samljit",
+            true,
+        );
+    }
+    idd.set_max_page(10);
+    idd.set_ignore_start_index(true);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], 30, "{report}");
+    let (status, _) = invoke(&f, &reconcile_body(json!({"startIndex": 11}))).await;
+    assert_eq!(status, 502, "never a complete scan it did not make");
+    let log = f.stderr.wait_for("reconcile incomplete");
+    assert!(
+        log.contains("asked for startIndex 11, the server answered startIndex 1"),
+        "{log}"
+    );
+}
+
+/// Issue 24, item 6: a page too large every time is asked again with fewer users, so the run
+/// goes on instead of failing at the same place forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_too_large_is_asked_again_with_fewer_users() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    // Pages of 1,000 users are over the 32 MiB page limit (users in thousands of groups).
+    idd.add_fault(
+        "GET",
+        "count=1000",
+        Fault::Huge {
+            status: 200,
+            bytes: 40_000_000,
+            declared: true,
+        },
+        None,
+    );
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], USERS, "{report}");
+    assert_eq!(report["applied"], needs_write);
+    assert_eq!(
+        idd.count("GET", "count=1000"),
+        1,
+        "asked once, then smaller pages"
+    );
+    assert!(idd.count("GET", "count=500") >= 1);
+    assert_all_jit_compliant(&idd);
+}

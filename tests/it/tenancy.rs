@@ -332,3 +332,152 @@ async fn every_active_domain_of_the_tenancy_is_reconciled_hop_by_hop() {
         wall.as_secs_f64()
     );
 }
+
+/// Runs one domain's reconcile (`body`) on a fresh platform whose containers get `extra`, and
+/// returns the platform, the containers' logs and every invocation once all are answered.
+async fn run_one_domain(
+    t: &Tenancy,
+    extra: &[(&str, &str)],
+    prepare: impl FnOnce(&FunctionsPlatform),
+) -> (FunctionsPlatform, Vec<Captured>) {
+    let platform = platform().await;
+    prepare(&platform);
+    let mut settings = vec![("MAX_REQUESTS_PER_SECOND", "100"), ("MAX_CONCURRENCY", "8")];
+    settings.extend_from_slice(extra);
+    let containers: Vec<FnProcess> = (0..1)
+        .map(|_| container(&t.plane, &platform, &settings))
+        .collect();
+    let logs: Vec<Captured> = containers.iter().map(|c| c.stderr.clone()).collect();
+    platform.serve_with(containers, Duration::from_secs(6));
+    platform.invoke(&json!({"reconcile": {"domain": domain_ocid(0)}}));
+    assert!(
+        platform
+            .wait_idle(Duration::from_millis(300), Duration::from_secs(60))
+            .await,
+        "the run did not end"
+    );
+    (platform, logs)
+}
+
+/// A hand-off the platform does not accept, the hop limit, and an invoke endpoint that is not
+/// OCI's each end the hop with 502 and the cursor to resume from in the log; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_that_cannot_be_made_answers_502_with_the_cursor() {
+    let t = tenancy(1, 3_000, format!("ST${}", test_rpst())).await;
+
+    // The invoke endpoint answers 503 every time: retried, then 502.
+    let (platform, logs) = run_one_domain(&t, &[], |p| p.fail_invokes(Some(503))).await;
+    let invocations = platform.invocations();
+    assert_eq!(invocations.len(), 1, "no hand-off was accepted");
+    assert_eq!(invocations[0].answered, Some(502));
+    let failed = log_lines(&logs, "reconcile hand-off failed");
+    assert_eq!(failed.len(), 1, "{}", logs[0].text());
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("503") && reason.contains("resume with"),
+        "{reason}"
+    );
+    assert!(
+        failed[0]["cursor"].as_str().unwrap().contains("created"),
+        "{}",
+        failed[0]
+    );
+    // Resuming from the logged request finishes the domain, nobody written twice.
+    let resume: Value = serde_json::from_str(reason.split("resume with ").nth(1).unwrap()).unwrap();
+    assert_eq!(resume["reconcile"]["hop"], 1, "{resume}");
+    let (platform, _) = {
+        let platform = self::platform().await;
+        let settings = [("MAX_REQUESTS_PER_SECOND", "0"), ("MAX_CONCURRENCY", "8")];
+        let c = container(&t.plane, &platform, &settings);
+        platform.serve_with(vec![c], Duration::from_secs(30));
+        platform.invoke(&resume);
+        assert!(
+            platform
+                .wait_idle(Duration::from_millis(300), Duration::from_secs(60))
+                .await
+        );
+        (platform, ())
+    };
+    assert_eq!(platform.invocations()[0].answered, Some(200));
+    assert!(puts_per_user(&t.domains[0]).values().all(|n| *n == 1));
+    assert_eq!(puts_per_user(&t.domains[0]).len() as u64, t.needs_write[0]);
+
+    // RECONCILE_MAX_HOPS=1: the first hand-off is made, the second is refused.
+    let t = tenancy(1, 3_000, format!("ST${}", test_rpst())).await;
+    let (platform, logs) = run_one_domain(&t, &[("RECONCILE_MAX_HOPS", "1")], |_| {}).await;
+    let answers: Vec<_> = platform.invocations().iter().map(|i| i.answered).collect();
+    assert_eq!(answers, [Some(200), Some(502)]);
+    let limit = log_lines(&logs, "reconcile hop limit reached");
+    assert_eq!(limit.len(), 1);
+    assert!(limit[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("RECONCILE_MAX_HOPS (1)"));
+
+    // GetFunction names an invoke endpoint that is not OCI's: nothing is sent there.
+    let t = tenancy(1, 3_000, format!("ST${}", test_rpst())).await;
+    let (platform, logs) = run_one_domain(&t, &[], |p| {
+        p.set_invoke_endpoint("https://functions.evil.example")
+    })
+    .await;
+    assert_eq!(platform.invocations()[0].answered, Some(502));
+    let failed = log_lines(&logs, "reconcile hand-off failed");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not an OCI Functions invoke endpoint"),
+        "{}",
+        failed[0]
+    );
+}
+
+/// The operator's `reconcile --all-domains`: every ACTIVE domain, one after another, no hand-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reconciles_every_active_domain_one_after_another() {
+    let t = tenancy(2, 700, crate::support::fixtures::api_key_id()).await;
+    let home = crate::cli::operator_home();
+    let out = crate::cli::run(
+        home.path(),
+        &["reconcile", "--all-domains", "--output", "json"],
+        &[
+            ("IDENTITY_CONTROL_PLANE_URL", &t.plane.base_url()),
+            ("MAX_REQUESTS_PER_SECOND", "0"),
+        ],
+        None,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("2 identity domains") || stderr.contains("3 identity domains"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("Retired (ocid1.domain.oc1..aaaadomain99): skipped: lifecycleState INACTIVE"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Domain 1 (ocid1.domain.oc1..aaaadomain1): reconcile: scanned 700 of 700"),
+        "{stderr}"
+    );
+    for (i, idd) in t.domains.iter().enumerate() {
+        assert_eq!(
+            puts_per_user(idd).len() as u64,
+            t.needs_write[i],
+            "domain {i}"
+        );
+    }
+    assert_eq!(t.inactive.requests().len(), 0);
+    // A compartment that is not an OCID is a usage error.
+    let out = crate::cli::run(
+        home.path(),
+        &["reconcile", "--all-domains", "--compartment", "../x"],
+        &[("IDENTITY_CONTROL_PLANE_URL", &t.plane.base_url())],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--compartment: compartment: expected"));
+}
