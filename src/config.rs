@@ -44,6 +44,32 @@ pub const KEY_MAX_HOPS: &str = "RECONCILE_MAX_HOPS";
 pub const DEFAULT_MAX_HOPS: u32 = 500;
 const MAX_HOPS_LIMIT: u32 = 10_000;
 
+/// Every configuration key PRODUCT.md defines, the ones read by modules that land separately (Bulk,
+/// credentials, metrics, tenancy-wide reconcile) included: an environment variable close to one of
+/// these but not equal to it gets a warning at start ([`near_misses`]).
+pub const KNOWN_KEYS: &[&str] = &[
+    KEY_CAPABILITIES,
+    KEY_EVENT_TYPES,
+    KEY_DOMAINS,
+    KEY_TEMPLATE,
+    KEY_DRY_RUN,
+    KEY_MAX_CONCURRENCY,
+    KEY_MAX_RPS,
+    KEY_LOG_FORMAT,
+    KEY_POLICY,
+    KEY_TAG_NAMESPACE,
+    KEY_CONTROL_PLANE,
+    "BULK",
+    "BULK_REQUESTS_PER_SECOND",
+    "CREDENTIALS",
+    "METRICS_COMPARTMENT_ID",
+    "METRICS_NAMESPACE",
+    "MONITORING_INGESTION_URL",
+    "FUNCTION_INVOKE_ENDPOINT",
+    "FUNCTIONS_URL",
+    "RECONCILE_MAX_HOPS",
+];
+
 /// JIT sign-ins, and user creation as OCI Events (`…identitycontrolplane.createuser`) and its audit
 /// record name it.
 pub const DEFAULT_EVENT_TYPES: &str = "UserJit,createuser";
@@ -739,6 +765,104 @@ fn parse_rate(v: &str) -> Result<Option<f64>, ConfigError> {
     }
 }
 
+/// An environment variable that looks like a configuration key but is not one: `found` is ignored,
+/// `meant` is probably what the operator wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearMiss {
+    /// The variable's name as set.
+    pub found: String,
+    /// The key it is closest to.
+    pub meant: &'static str,
+}
+
+impl std::fmt::Display for NearMiss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is not a configuration key and is ignored; did you mean {}?",
+            shown(&self.found),
+            self.meant
+        )
+    }
+}
+
+/// The variables among `names` that are near one of [`KNOWN_KEYS`] without being one: the same
+/// key in another case, singular for plural (`CAPABILITY`, `EVENT_TYPE`), `-` for `_`, or a key one
+/// edit away (two for keys of 8 characters or more; short keys only by case, so `BUILD` is never
+/// taken for `BULK`). Names of the platform (`FN_…`, `OCI_…`) are never flagged.
+pub fn near_misses<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<NearMiss> {
+    names
+        .into_iter()
+        .filter(|name| !KNOWN_KEYS.contains(name))
+        .filter(|name| !name.starts_with("FN_") && !name.starts_with("OCI_"))
+        .filter_map(|name| {
+            let meant = nearest_key(name)?;
+            Some(NearMiss {
+                found: name.to_owned(),
+                meant,
+            })
+        })
+        .collect()
+}
+
+fn nearest_key(name: &str) -> Option<&'static str> {
+    let folded = fold_key(name);
+    if let Some(key) = KNOWN_KEYS.iter().find(|k| fold_key(k) == folded) {
+        return Some(key);
+    }
+    let upper = name.to_ascii_uppercase().replace('-', "_");
+    KNOWN_KEYS
+        .iter()
+        .filter_map(|k| {
+            let allowed = match k.len() {
+                0..=4 => 0,
+                5..=7 => 1,
+                _ => 2,
+            };
+            let d = edit_distance(upper.as_bytes(), k.as_bytes());
+            (d <= allowed).then_some((d, *k))
+        })
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Upper case, `-` as `_`, and the plural's ending dropped (`CAPABILITIES` → `CAPABILITY`,
+/// `EVENT_TYPES` → `EVENT_TYPE`), so case and number never hide a key.
+fn fold_key(name: &str) -> String {
+    let upper = name.to_ascii_uppercase().replace('-', "_");
+    if let Some(stem) = upper.strip_suffix("IES") {
+        format!("{stem}Y")
+    } else if let Some(stem) = upper.strip_suffix('S') {
+        stem.to_owned()
+    } else {
+        upper
+    }
+}
+
+/// Edits (insert, delete, substitute, swap of neighbours) between `a` and `b`.
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1270,5 +1394,67 @@ mod tests {
         ] {
             assert_eq!(key_of(&[(key, bad)]), key, "{bad}");
         }
+    }
+
+    #[test]
+    fn near_misses_name_the_key_meant() {
+        let names = [
+            "CAPABILITY",
+            "capabilities",
+            "EVENT_TYPE",
+            "Event_Types",
+            "MAX_CONCURENCY",
+            "DRYRUN",
+            "DOMAIN",
+            "DRY-RUN",
+            "LOG_FROMAT",
+            "Bulk",
+        ];
+        let found: Vec<(String, &str)> = near_misses(names)
+            .into_iter()
+            .map(|m| (m.found, m.meant))
+            .collect();
+        let expected = [
+            KEY_CAPABILITIES,
+            KEY_CAPABILITIES,
+            KEY_EVENT_TYPES,
+            KEY_EVENT_TYPES,
+            KEY_MAX_CONCURRENCY,
+            KEY_DRY_RUN,
+            KEY_DOMAINS,
+            KEY_DRY_RUN,
+            KEY_LOG_FORMAT,
+            "BULK",
+        ];
+        let expected: Vec<(String, &str)> =
+            names.iter().map(|n| n.to_string()).zip(expected).collect();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn keys_and_unrelated_variables_are_not_near_misses() {
+        let names = [
+            "CAPABILITIES",
+            "EVENT_TYPES",
+            "PATH",
+            "HOME",
+            "BUILD",
+            "RUST_LOG",
+            "FN_FORMAT",
+            "FN_LISTENER",
+            "OCI_RESOURCE_PRINCIPAL_REGION",
+            "POLICY_FILE_PATH",
+            "HOSTNAME",
+            "SSL_CERT_FILE",
+        ];
+        assert_eq!(near_misses(names), []);
+        assert_eq!(
+            NearMiss {
+                found: "CAPABILITY".into(),
+                meant: KEY_CAPABILITIES
+            }
+            .to_string(),
+            "\"CAPABILITY\" is not a configuration key and is ignored; did you mean CAPABILITIES?"
+        );
     }
 }

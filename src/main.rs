@@ -19,13 +19,14 @@ use oci_user_capabilities::clients::identity_domain::{
     BuildError, ClientSettings, IdentityDomainClient,
 };
 use oci_user_capabilities::config::{
-    Config, ConfigError, DomainRoute, LogFormat, PolicyFile, KEY_CONTROL_PLANE,
+    near_misses, Config, ConfigError, DomainRoute, LogFormat, PolicyFile, KEY_CONTROL_PLANE,
 };
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::intake::audit::Cursor;
 use oci_user_capabilities::intake::audit::{parse_invocation, Invocation};
 use oci_user_capabilities::intake::names::{CompartmentOcid, DomainUrl};
+use oci_user_capabilities::report::progress::Progress;
 use oci_user_capabilities::report::telemetry;
 use oci_user_capabilities::signer::{
     default_oci_config_path, ApiKeyProvider, CredentialError, CredentialKind, CredentialsProvider,
@@ -269,6 +270,36 @@ fn env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+/// One warning per environment variable that looks like a configuration key but is not one
+/// (`CAPABILITY`, `event_types`, `MAX_CONCURENCY`): it is ignored, and the operator should know.
+fn warn_near_misses() {
+    for miss in env_near_misses() {
+        tracing::warn!(variable = %miss.found, meant = miss.meant, "{miss}");
+    }
+}
+
+/// [`near_misses`] among the environment's variable names, in name order.
+fn env_near_misses() -> Vec<oci_user_capabilities::config::NearMiss> {
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    names.sort();
+    near_misses(names.iter().map(String::as_str))
+}
+
+/// The default profile as the start line states it, and the capabilities it leaves to each user
+/// (`CAPABILITIES=api_keys=off` manages one and leaves seven).
+fn profile_fields(config: &Config) -> (String, String) {
+    let profile = &config.policy.default;
+    let unmanaged = profile.unmanaged_names();
+    let unmanaged = if unmanaged.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{} (left as each user has them)", unmanaged.join(","))
+    };
+    (profile.describe(), unmanaged)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     // Two workers at most: the work is I/O bound apart from RSA signing (about 0.35 ms per request,
     // done in place on the workers), and Fn caps a container at 50 processes/threads. Two blocking
@@ -331,6 +362,7 @@ fn serve() -> Result<ExitCode, CliError> {
     // Logging first: loading the credentials may warn (a token already expired).
     telemetry::init(config.log_format);
     telemetry::install_panic_hook();
+    warn_near_misses();
     let credentials = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
     let control_plane_base = control_plane_base(&config, credentials.region())?;
     let functions_url = functions_base(&config, credentials.region());
@@ -342,7 +374,7 @@ fn serve() -> Result<ExitCode, CliError> {
         let bound = fdk.bind()?;
         // After the bind: the TLS client set-up is the slowest part of the start.
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
-        let profile = config.policy.default.describe();
+        let (profile, unmanaged) = profile_fields(&config);
         let rules = config.policy.rules.len();
         let engine = Engine::new(client.clone(), &config).with_control_plane(control_plane_base);
         let functions = Functions::new(
@@ -361,7 +393,7 @@ fn serve() -> Result<ExitCode, CliError> {
             let function = Arc::clone(&function);
             async move { function.call(ctx, payload).await }
         };
-        tracing::info!(socket = %bound.socket().display(), profile = %profile, rules, "ready");
+        tracing::info!(socket = %bound.socket().display(), profile = %profile, unmanaged = %unmanaged, rules, "ready");
         bound.serve(handler).await.map_err(CliError::Serve)?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
@@ -390,6 +422,10 @@ fn load_config(policy: Option<&std::path::Path>) -> Result<Config, ConfigError> 
 
 fn plan(file: Option<PathBuf>, policy: Option<PathBuf>) -> Result<ExitCode, CliError> {
     let config = load_config(policy.as_deref())?;
+    // No log here (the plan is the output): the warnings go to stderr as plain lines.
+    for miss in env_near_misses() {
+        eprintln!("warning: {miss}");
+    }
     let body = read_payload(file)?;
     match oci_user_capabilities::report::plan::plan(&body, &config) {
         Ok(plan) => {
@@ -426,6 +462,7 @@ fn operator(
         Some(_) => config.log_format,
         None => LogFormat::Text,
     });
+    warn_near_misses();
     let (credentials, region) = credentials(&run)?;
     let tenancy = tenancy_of(credentials.as_ref());
     let control_plane_base = control_plane_base(&config, region.as_deref())?;
@@ -436,7 +473,8 @@ fn operator(
     });
     runtime()?.block_on(async move {
         let client = IdentityDomainClient::new(credentials, client_settings(&config))?;
-        tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, "operator run");
+        let (profile, unmanaged) = profile_fields(&config);
+        tracing::info!(credentials = %client.credentials_label(), dry_run = config.dry_run, profile = %profile, unmanaged = %unmanaged, "operator run");
         let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         body(OperatorContext {
             config,
@@ -664,7 +702,8 @@ async fn reconcile_domain(
         .filter
         .clone()
         .unwrap_or_else(|| DEFAULT_FILTER.to_string());
-    let progress_on_tty = std::io::stderr().is_terminal();
+    let mut progress = Progress::stderr(format!("{label}reconcile"));
+    let start_index = args.start_index.max(1);
     let mut total: Option<ReconcileReport> = None;
     let mut next_index = args.start_index.max(1);
     let mut next_after: Option<Cursor> = None;
@@ -689,8 +728,25 @@ async fn reconcile_domain(
         let part = reconcile(&ctx.engine, &job, deadline).await;
         let finished = part.next_start_index.is_none() || part.error.is_some();
         let resume = (part.next_start_index, part.next_after.clone());
+        let scanned_before = total.as_ref().map(|t| t.scanned);
         let merged = merge(total.take(), part);
-        show_progress(&merged, label, progress_on_tty);
+        // A first step counts from the listing's index 1; a later one from its cursor, after
+        // the users done so far.
+        let to_scan = merged.total_results.map(|t| {
+            if scanned_before.is_none() {
+                t.saturating_sub(start_index - 1)
+            } else {
+                t + scanned_before.unwrap_or(0)
+            }
+        });
+        let mut merged = merged;
+        merged.total_results = to_scan.map(|t| t + start_index - 1);
+        progress.set_total(to_scan);
+        progress.set_detail(format!(
+            "applied {}, unchanged {}, rejected {}, failed {}",
+            merged.applied, merged.unchanged, merged.rejected, merged.failed
+        ));
+        progress.set_done(merged.scanned);
         total = Some(merged);
         match resume {
             (Some(n), after) if !finished => {
@@ -700,52 +756,14 @@ async fn reconcile_domain(
             _ => break,
         }
     }
-    if progress_on_tty {
-        eprintln!();
-    }
+    progress.finish();
     Ok(Ok(total))
-}
-
-/// A progress bar redrawn in place on a terminal, else one plain line per step.
-fn show_progress(report: &ReconcileReport, label: &str, on_tty: bool) {
-    let line = format!(
-        "{label}reconcile: scanned {} of {}, applied {}, unchanged {}, failed {}",
-        report.scanned,
-        report
-            .total_results
-            .map_or("?".to_string(), |t| t.to_string()),
-        report.applied,
-        report.unchanged,
-        report.failed
-    );
-    if on_tty {
-        let bar = progress_bar(report.scanned, report.total_results, 24);
-        eprint!("\r\x1b[2K{bar} {line}");
-    } else {
-        eprintln!("{line}");
-    }
-}
-
-/// `[#####-------]` for `done` of `total` (an empty bar while the total is unknown).
-fn progress_bar(done: u64, total: Option<u64>, width: u64) -> String {
-    let filled = match total {
-        Some(t) if t > 0 => (done.min(t) * width / t) as usize,
-        _ => 0,
-    };
-    format!(
-        "[{}{}]",
-        "#".repeat(filled),
-        "-".repeat(width as usize - filled)
-    )
 }
 
 /// Folds one step's report into the running total.
 fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileReport {
     let Some(mut t) = total else { return part };
-    t.total_results = part
-        .total_results
-        .map(|rest| rest + t.scanned)
-        .or(t.total_results);
+    t.total_results = part.total_results.or(t.total_results);
     t.scanned += part.scanned;
     t.applied += part.applied;
     t.unchanged += part.unchanged;
@@ -859,16 +877,5 @@ fn show(v: Option<bool>) -> &'static str {
         Some(true) => "true",
         Some(false) => "false",
         None => "unset",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn progress_bar_fills_in_proportion() {
-        assert_eq!(super::progress_bar(0, None, 4), "[----]");
-        assert_eq!(super::progress_bar(1, Some(2), 4), "[##--]");
-        assert_eq!(super::progress_bar(9, Some(3), 4), "[####]");
-        assert_eq!(super::progress_bar(5, Some(0), 4), "[----]");
     }
 }

@@ -635,16 +635,21 @@ impl Engine {
                     Outcome::Failed,
                     Some(format!(
                         "the identity domain's answer has no boolean {}, which the write must copy \
-                         (a write always carries all eight capabilities); nothing was written",
+                         (a write carries every capability the user has); nothing was written",
                         missing.attribute()
                     )),
                 )
             }
         };
+        let note = profile.omits_console(current).then_some(CONSOLE_LEFT_OUT);
         if self.dry_run {
+            let reason = ["dry run: not written"]
+                .into_iter()
+                .chain(note)
+                .collect::<Vec<_>>();
             return Enforced {
                 changed,
-                ..Enforced::new(Outcome::Applied, Some("dry run: not written".into()))
+                ..Enforced::new(Outcome::Applied, Some(reason.join("; ")))
             };
         }
         match self
@@ -655,7 +660,7 @@ impl Engine {
             Ok(answer) => Enforced {
                 changed,
                 ecids: answer.ecids,
-                ..Enforced::new(Outcome::Applied, None)
+                ..Enforced::new(Outcome::Applied, note.map(str::to_owned))
             },
             Err(failure) => Enforced {
                 ..Enforced::new(
@@ -667,6 +672,10 @@ impl Engine {
         }
     }
 }
+
+/// The reason of a write that left `canUseConsole` out ([`Profile::omits_console`]).
+const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an identity domain from \
+     before the attribute) and console is unmanaged, so the write left it out";
 
 /// A later record for a user already acted on: the first record's outcome class, never `unchanged`
 /// for a user that was not made compliant.

@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::decision::profile::{CAPABILITIES_URN, USER_EXTENSION_URN};
+use crate::decision::profile::{Capability, CAPABILITIES_URN, USER_EXTENSION_URN};
 use crate::intake::names::{truncated_to, DomainUrl, UserId, UserRef};
 use crate::signer::{
     sign_request, CredentialError, CredentialKind, Credentials, CredentialsProvider, SignError,
@@ -28,9 +28,24 @@ use crate::transport::retry::{
 
 /// Attributes read for one user: enough to cross-check the name and compare capabilities, plus
 /// `policy` (the policy's facts: groups, tags, user-extension flags). `attributes` replaces the
-/// service's default set, so everything used is named.
+/// service's default set, so everything used is named, each capability by its full path
+/// (`…:capabilities:User:canUseApiKeys`), the form Oracle's docs show: the bare extension URN
+/// appears in none of them, and a service that ignored it would leave every read without its
+/// capabilities.
 pub fn user_attributes(policy: &[&str]) -> String {
-    join_attributes(&["userName", CAPABILITIES_URN], policy)
+    join_attributes(&base_attributes(&[]), policy)
+}
+
+/// `userName`, every capability attribute's full path, then `more`.
+fn base_attributes(more: &[&str]) -> Vec<String> {
+    let mut base = vec!["userName".to_owned()];
+    base.extend(
+        Capability::ALL
+            .into_iter()
+            .map(|c| format!("{CAPABILITIES_URN}:{}", c.attribute())),
+    );
+    base.extend(more.iter().map(|m| (*m).to_owned()));
+    base
 }
 
 /// The JIT marker is `returned: request`, so listing names it explicitly; `meta.created` is the
@@ -39,19 +54,13 @@ pub fn list_attributes(policy: &[&str]) -> String {
     let federated = format!("{USER_EXTENSION_URN}:isFederatedUser");
     let creation = format!("{USER_EXTENSION_URN}:creationMechanism");
     join_attributes(
-        &[
-            "userName",
-            CAPABILITIES_URN,
-            &federated,
-            &creation,
-            "meta.created",
-        ],
+        &base_attributes(&[&federated, &creation, "meta.created"]),
         policy,
     )
 }
 
-fn join_attributes(base: &[&str], extra: &[&str]) -> String {
-    let mut all: Vec<&str> = base.to_vec();
+fn join_attributes(base: &[String], extra: &[&str]) -> String {
+    let mut all: Vec<&str> = base.iter().map(String::as_str).collect();
     for a in extra {
         if !all.contains(a) {
             all.push(a);
@@ -341,7 +350,8 @@ impl Call {
                     ("filter", filter),
                     ("attributes", &attributes),
                     ("sortBy", "meta.created"),
-                    ("sortOrder", "ascending"),
+                    // The SDK's enum spelling; it accepts nothing else.
+                    ("sortOrder", "ASCENDING"),
                     ("startIndex", &start),
                     ("count", &count),
                 ],
@@ -875,10 +885,16 @@ mod tests {
 
     #[test]
     fn reads_name_exactly_the_attributes_used() {
-        assert_eq!(user_attributes(&[]), format!("userName,{CAPABILITIES_URN}"));
+        let caps = format!(
+            "{CAPABILITIES_URN}:canUseApiKeys,{CAPABILITIES_URN}:canUseAuthTokens,\
+             {CAPABILITIES_URN}:canUseConsolePassword,{CAPABILITIES_URN}:canUseCustomerSecretKeys,\
+             {CAPABILITIES_URN}:canUseDbCredentials,{CAPABILITIES_URN}:canUseOAuth2ClientCredentials,\
+             {CAPABILITIES_URN}:canUseSmtpCredentials,{CAPABILITIES_URN}:canUseConsole"
+        );
+        assert_eq!(user_attributes(&[]), format!("userName,{caps}"));
         assert_eq!(
             user_attributes(&["groups", "urn:x:OCITags:definedTags"]),
-            format!("userName,{CAPABILITIES_URN},groups,urn:x:OCITags:definedTags")
+            format!("userName,{caps},groups,urn:x:OCITags:definedTags")
         );
         let federated = format!("{USER_EXTENSION_URN}:isFederatedUser");
         let listed = list_attributes(&[&federated, "groups"]);

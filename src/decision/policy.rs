@@ -285,6 +285,35 @@ impl Rule {
     }
 }
 
+/// Rules described for the posture report (`report`): one line each, in the file's words.
+impl Rule {
+    /// `developers: groups OCI Developers → api_keys=on,auth_tokens=on`, or `… → exempt`.
+    pub fn describe(&self) -> String {
+        let mut matchers = Vec::new();
+        if !self.users.is_empty() {
+            let users: Vec<String> = self.users.iter().map(|p| p.parts.join("*")).collect();
+            matchers.push(format!("users {}", users.join(", ")));
+        }
+        if !self.groups.is_empty() {
+            matchers.push(format!("groups {}", self.groups.join(", ")));
+        }
+        if !self.domains.is_empty() {
+            matchers.push(format!("domains {}", self.domains.join(", ")));
+        }
+        if let Some(f) = self.federated {
+            matchers.push(format!("federated = {f}"));
+        }
+        if let Some(s) = self.service_user {
+            matchers.push(format!("service_user = {s}"));
+        }
+        let action = match &self.action {
+            Action::Exempt => "exempt".to_owned(),
+            Action::Capabilities(p) => p.describe(),
+        };
+        format!("{}: {} → {action}", self.name, matchers.join("; "))
+    }
+}
+
 /// Which optional facts the policy reads, so a read asks for exactly those attributes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Needs {

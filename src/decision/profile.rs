@@ -12,7 +12,7 @@
 //! let changes = profile.diff(&current);
 //! assert_eq!(changes.len(), 1);
 //! assert_eq!(changes[0].capability, Capability::SmtpCredentials);
-//! // Always all eight: managed values from the profile, the others copied.
+//! // All eight: managed values from the profile, the others copied.
 //! assert_eq!(
 //!     String::from_utf8(profile.put_body(&current).unwrap()).unwrap(),
 //!     concat!(
@@ -257,6 +257,16 @@ impl Profile {
         self
     }
 
+    /// The configuration names of the capabilities this profile leaves alone, in
+    /// [`Capability::ALL`] order.
+    pub fn unmanaged_names(&self) -> Vec<&'static str> {
+        Capability::ALL
+            .into_iter()
+            .filter(|c| self.get(*c).is_none())
+            .map(Capability::name)
+            .collect()
+    }
+
     /// True when this profile manages no capability.
     pub fn is_unmanaged(&self) -> bool {
         self.values.iter().all(Option::is_none)
@@ -284,19 +294,30 @@ impl Profile {
 
     /// The full `UserCapabilitiesChanger` PUT body as compact JSON with keys in
     /// [`Capability::ALL`] order: managed values from the profile, unmanaged ones copied from
-    /// `current`. The body always carries all eight booleans (so the result is right whether the
-    /// service treats an omitted attribute as "keep" or "reset"): an unmanaged capability whose
-    /// current value is unknown is never guessed, it is the `Err`.
+    /// `current`, so the result is right whether the service treats an omitted attribute as "keep"
+    /// or "reset". An unmanaged capability whose current value is unknown is never guessed: it is
+    /// the `Err`, with one exception ([`Profile::omits_console`]): `canUseConsole` came later than
+    /// the other seven, and answers without it (Oracle's own samples) get a body without it.
     pub fn put_body(&self, current: &CurrentCapabilities) -> Result<Vec<u8>, Capability> {
         // Written by hand: every key and the schema URN are constants needing no escaping, and
         // the byte layout is then fixed by this code rather than by a map's ordering.
         let mut body = format!("{{\"schemas\":[\"{CHANGER_SCHEMA}\"]");
         for c in Capability::ALL {
+            if c == Capability::Console && self.omits_console(current) {
+                continue;
+            }
             let v = self.get(c).or_else(|| current.get(c)).ok_or(c)?;
             body.push_str(&format!(",\"{}\":{v}", c.attribute()));
         }
         body.push('}');
         Ok(body.into_bytes())
+    }
+
+    /// True when [`Profile::put_body`] leaves `canUseConsole` out: the profile does not manage
+    /// `console` and the user's answer has no `canUseConsole` (an identity domain, or a sample,
+    /// from before the attribute existed). Leaving it out is what Oracle's own function does.
+    pub fn omits_console(&self, current: &CurrentCapabilities) -> bool {
+        self.get(Capability::Console).is_none() && current.is_absent(Capability::Console)
     }
 
     /// For the offline `plan` command: managed values as booleans, unmanaged ones as
@@ -380,6 +401,9 @@ pub fn split_list(s: &str) -> Result<Vec<&str>, ListError> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CurrentCapabilities {
     values: [Option<bool>; 8],
+    /// Present in the answer but neither a boolean nor null: not the same as absent, which SCIM
+    /// (RFC 7643 §2.5) makes equivalent to null.
+    garbled: [bool; 8],
 }
 
 impl CurrentCapabilities {
@@ -387,12 +411,12 @@ impl CurrentCapabilities {
     /// A missing extension, missing attribute or non-boolean value becomes `None`.
     pub fn from_user(user: &Value) -> Self {
         let extension = user.get(CAPABILITIES_URN).and_then(Value::as_object);
-        let values = Capability::ALL.map(|c| {
-            extension
-                .and_then(|ext| ext.get(c.attribute()))
-                .and_then(Value::as_bool)
-        });
-        Self { values }
+        let field = |c: Capability| extension.and_then(|ext| ext.get(c.attribute()));
+        Self {
+            values: Capability::ALL.map(|c| field(c).and_then(Value::as_bool)),
+            garbled: Capability::ALL
+                .map(|c| field(c).is_some_and(|v| !v.is_boolean() && !v.is_null())),
+        }
     }
 
     /// The user's value of `c`; `None` when the user resource did not say.
@@ -400,9 +424,16 @@ impl CurrentCapabilities {
         self.values[c.index()]
     }
 
-    /// Builder, mainly for tests.
+    /// True when the answer had no value for `c` at all (absent or null), as opposed to one that is
+    /// not a boolean.
+    pub fn is_absent(&self, c: Capability) -> bool {
+        self.values[c.index()].is_none() && !self.garbled[c.index()]
+    }
+
+    /// Builder, mainly for tests (`None`: absent).
     pub fn with(mut self, c: Capability, v: Option<bool>) -> Self {
         self.values[c.index()] = v;
+        self.garbled[c.index()] = false;
         self
     }
 }
@@ -597,10 +628,19 @@ mod tests {
         let user = json!({ CAPABILITIES_URN: {
             "canUseApiKeys": "true", "canUseAuthTokens": null, "canUseConsole": false,
             "canUseDbCredentials": 1 } });
-        assert_eq!(
-            CurrentCapabilities::from_user(&user),
-            all(None).with(Capability::Console, Some(false))
-        );
+        let current = CurrentCapabilities::from_user(&user);
+        for c in Capability::ALL
+            .into_iter()
+            .filter(|c| *c != Capability::Console)
+        {
+            assert_eq!(current.get(c), None, "{c}");
+        }
+        assert_eq!(current.get(Capability::Console), Some(false));
+        // A string or a number is not absent; null and a missing key are.
+        assert!(!current.is_absent(Capability::ApiKeys));
+        assert!(!current.is_absent(Capability::DbCredentials));
+        assert!(current.is_absent(Capability::AuthTokens));
+        assert!(current.is_absent(Capability::SmtpCredentials));
     }
 
     #[test]
@@ -621,11 +661,9 @@ mod tests {
 
     #[test]
     fn put_body_refuses_an_unknown_unmanaged_value_and_never_carries_fewer_than_eight() {
-        let current = all(Some(true)).with(Capability::Console, None);
-        assert_eq!(
-            Profile::default().put_body(&current),
-            Err(Capability::Console)
-        );
+        let current = all(Some(true)).with(Capability::DbCredentials, None);
+        let keeps_db = Profile::parse("api_keys=off").unwrap();
+        assert_eq!(keeps_db.put_body(&current), Err(Capability::DbCredentials));
         // A managed value that is unknown is not needed: the profile gives it.
         let current = all(Some(true)).with(Capability::SmtpCredentials, None);
         let body: Value =
@@ -635,6 +673,41 @@ mod tests {
             9,
             "schemas and eight booleans"
         );
+    }
+
+    #[test]
+    fn an_unmanaged_console_the_user_lacks_is_left_out_and_nothing_else_is() {
+        let seven = all(Some(true)).with(Capability::Console, None);
+        let profile = Profile::default();
+        assert!(profile.omits_console(&seven));
+        let body: Value = serde_json::from_slice(&profile.put_body(&seven).unwrap()).unwrap();
+        let body = body.as_object().unwrap();
+        assert_eq!(body.len(), 8, "schemas and seven booleans: {body:?}");
+        assert!(!body.contains_key("canUseConsole"));
+        // Managed console: the profile gives the value, nothing is left out.
+        let manages = Profile::parse("console=off").unwrap();
+        assert!(!manages.omits_console(&seven));
+        assert!(String::from_utf8(manages.put_body(&seven).unwrap())
+            .unwrap()
+            .ends_with(r#""canUseConsole":false}"#));
+        // Another missing unmanaged capability still refuses the body.
+        let keeps_smtp = Profile::parse("api_keys=off").unwrap();
+        assert_eq!(
+            keeps_smtp.put_body(&seven.with(Capability::SmtpCredentials, None)),
+            Err(Capability::SmtpCredentials)
+        );
+        // The user has the attribute: it is copied as always.
+        assert!(!profile.omits_console(&all(Some(true))));
+        // Present but not a boolean is not absent: the body cannot be built.
+        let garbled = CurrentCapabilities::from_user(&json!({ CAPABILITIES_URN: {
+            "canUseApiKeys": true, "canUseAuthTokens": true, "canUseConsole": "true"
+        }}));
+        assert!(!profile.omits_console(&garbled));
+        assert_eq!(profile.put_body(&garbled), Err(Capability::Console));
+        let null = CurrentCapabilities::from_user(&json!({ CAPABILITIES_URN: {
+            "canUseApiKeys": true, "canUseAuthTokens": true, "canUseConsole": null
+        }}));
+        assert!(profile.omits_console(&null));
     }
 
     #[test]

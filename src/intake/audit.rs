@@ -274,6 +274,8 @@ pub fn parse_invocation(body: &[u8]) -> Result<Invocation, PayloadError> {
             e.valid_up_to()
         ))
     })?;
+    // A byte-order mark (Windows editors write one) is not part of the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(PayloadError::new("empty body"));
     }
@@ -388,6 +390,9 @@ pub enum IgnoreReason {
     /// Its domain is not in `DOMAINS`.
     #[serde(rename = "domain not in DOMAINS")]
     OutsideDomains,
+    /// None of the fields that carry an event type is there (another kind of body, most likely).
+    #[serde(rename = "no event type in this record")]
+    NoEventType,
 }
 
 impl IgnoreReason {
@@ -396,6 +401,11 @@ impl IgnoreReason {
         match self {
             IgnoreReason::NotSelected => "event type not selected",
             IgnoreReason::OutsideDomains => "domain not in DOMAINS",
+            IgnoreReason::NoEventType => {
+                "no event type in this record: none of data.eventName, \
+                 data.additionalDetails.eventId, type or eventType is there (is it an audit \
+                 record or an OCI Events object?)"
+            }
         }
     }
 }
@@ -517,13 +527,28 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
         detail_event_id.as_deref(),
         type_.as_deref(),
     ) {
+        let none = [&event_name, &detail_event_id, &type_]
+            .into_iter()
+            .all(|t| t.as_deref().is_none_or(str::is_empty));
         return Triage::Ignored {
             event_id,
             domain: None,
-            reason: IgnoreReason::NotSelected,
+            reason: if none {
+                IgnoreReason::NoEventType
+            } else {
+                IgnoreReason::NotSelected
+            },
         };
     }
 
+    let createuser = [
+        event_name.as_deref(),
+        detail_event_id.as_deref(),
+        type_tail(&type_),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|t| t.eq_ignore_ascii_case(CREATEUSER));
     let subject: SubjectRecord = match from_value_with_path(record, prefix) {
         Ok(s) => s,
         Err(reason) => {
@@ -531,7 +556,24 @@ pub fn triage(record: &Value, events: &EventTypes, domains: &DomainPolicy) -> Tr
             return rejected(event_id, domain, None, None, reason);
         }
     };
-    decide(event_id, subject.data.unwrap_or_default(), domains)
+    decide(
+        event_id,
+        subject.data.unwrap_or_default(),
+        domains,
+        createuser,
+    )
+}
+
+/// The event type that names a created user; its actor is the administrator who created it.
+const CREATEUSER: &str = "createuser";
+
+/// Why a `createuser` record that names no user is rejected rather than acting on its actor.
+const CREATEUSER_NAMES_NO_USER: &str = "createuser record names no user: no user OCID in \
+     data.resourceId and no adminResourceId of type User (its actor created the user and is \
+     never acted on)";
+
+fn type_tail(type_: &Option<String>) -> Option<&str> {
+    type_.as_deref().and_then(|t| t.rsplit('.').next())
 }
 
 /// The user a selected record names, as PRODUCT.md orders the fields: the referenced resource of a
@@ -583,14 +625,28 @@ fn subject(
     (
         present(d.actor_id.take()),
         present(d.actor_name.take()),
-        "data.additionalDetails.actorId (no adminResourceId of type User, no user OCID in \
-         data.resourceId)",
+        ACTOR_FIELD,
     )
 }
 
-fn decide(event_id: Option<String>, mut data: SubjectData, domains: &DomainPolicy) -> Triage {
+/// Where [`subject`] found the user when nothing else named one.
+const ACTOR_FIELD: &str = "data.additionalDetails.actorId (no adminResourceId of type User, no \
+     user OCID in data.resourceId)";
+
+fn decide(
+    event_id: Option<String>,
+    mut data: SubjectData,
+    domains: &DomainPolicy,
+    createuser: bool,
+) -> Triage {
     let mut d = data.additional_details.take().unwrap_or_default();
     let (user_id, user_name, id_field) = subject(&mut data, &mut d);
+    // The actor of a `createuser` record is the administrator (or service) that created the user.
+    let (user_id, user_name, actor_of_createuser) = if createuser && id_field == ACTOR_FIELD {
+        (None, None, true)
+    } else {
+        (user_id, user_name, false)
+    };
     let (domain_name, domain_id, domain_display_name) = (
         present(d.domain_name),
         present(d.domain_id),
@@ -627,6 +683,15 @@ fn decide(event_id: Option<String>, mut data: SubjectData, domains: &DomainPolic
         }
         DomainDecision::Invalid { .. } => None,
     };
+    if actor_of_createuser {
+        return rejected(
+            event_id,
+            domain,
+            None,
+            None,
+            CREATEUSER_NAMES_NO_USER.to_owned(),
+        );
+    }
 
     let (user_id, route) = match (user_id, route) {
         (Some(u), Some(route)) => (u, route),
@@ -1070,6 +1135,36 @@ mod tests {
         );
         assert_eq!(event_id.as_deref(), Some("ev-1"));
         assert_eq!(domain.as_deref(), Some(DOMAIN));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_read_as_if_absent() {
+        let body = "\u{feff}[{\"data\": {\"eventName\": \"UserJit\"}}]";
+        let Ok(Invocation::Records(records)) = parse_invocation(body.as_bytes()) else {
+            panic!("a batch");
+        };
+        assert_eq!(records.len(), 1);
+        assert!(matches!(
+            parse_invocation("\u{feff}{\"reconcile\": {\"domain\": \"d\"}}".as_bytes()),
+            Ok(Invocation::Reconcile(_))
+        ));
+        assert!(parse_invocation("\u{feff}".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_record_without_any_event_type_field_says_so() {
+        for r in [
+            json!({"userName": "someone", "id": "x"}),
+            json!({"data": {"additionalDetails": {"actorId": "a"}}, "type": ""}),
+        ] {
+            assert_eq!(
+                ignored(triage(&r, &EventTypes::default(), &any_domain())),
+                IgnoreReason::NoEventType
+            );
+        }
+        assert!(IgnoreReason::NoEventType
+            .as_str()
+            .starts_with("no event type in this record: "));
     }
 
     #[test]

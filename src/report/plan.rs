@@ -34,6 +34,8 @@ pub enum Plan {
 struct PolicySummary {
     /// The profile every user starts from.
     default: String,
+    /// The capabilities `default` leaves as each user has them.
+    unmanaged: Vec<&'static str>,
     /// Rule names in file order.
     rules: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +48,7 @@ impl PolicySummary {
     fn of(policy: &Policy) -> Self {
         Self {
             default: policy.default.describe(),
+            unmanaged: policy.default.unmanaged_names(),
             rules: policy.rules.iter().map(|r| r.name.clone()).collect(),
             tag_namespace: policy.tag_namespace.as_ref().map(|t| t.to_string()),
             read_attributes: user_attributes(&policy.needs().attributes()),

@@ -179,7 +179,7 @@ async fn a_six_megabyte_batch_and_100k_tiny_records_stay_bounded() {
     let mut size = 2;
     let mut n = 0u64;
     while size < 5_900_000 {
-        let record = if n % 100 == 0 {
+        let record = if n.is_multiple_of(100) {
             jit_user(&idd, n)
         } else {
             let mut r = ignored_record(n);

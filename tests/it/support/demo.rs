@@ -386,6 +386,51 @@ pub fn request_lines(run: &DemoRun) -> String {
     out
 }
 
+/// The profile as the function's start line states it, what it leaves alone, and any warning it
+/// gave at start (a configuration key misspelt, say).
+pub fn profile_lines(run: &DemoRun) -> String {
+    let mut out = String::new();
+    for line in run
+        .log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("meant="))
+    {
+        let message = line.split_once(" WARN ").map_or(line, |(_, m)| m);
+        let message = message.split(" variable=").next().unwrap_or(message);
+        let _ = writeln!(out, "Warning at start: {message}");
+    }
+    let Some(ready) = run.log.lines().find(|l| l.contains(" INFO ready ")) else {
+        return out;
+    };
+    let field = |name: &str, end: &str| {
+        ready
+            .split_once(&format!(" {name}="))
+            .map(|(_, rest)| rest.split(end).next().unwrap_or(rest).to_string())
+    };
+    let profile = field("profile", " unmanaged=").unwrap_or_default();
+    let unmanaged = field("unmanaged", " rules=").unwrap_or_default();
+    let _ = writeln!(out, "Profile (the function's start line): {profile}");
+    let _ = writeln!(out, "Unmanaged: {unmanaged}");
+    // Console is unmanaged by design in the default; anything more was probably not meant.
+    let left: Vec<&str> = unmanaged
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|c| !c.is_empty() && *c != "none" && *c != "console")
+        .collect();
+    if !left.is_empty() {
+        let stricter: Vec<String> = left.iter().map(|c| format!(",{c}=off")).collect();
+        let _ = writeln!(
+            out,
+            "CAPABILITIES manages only the names it lists; the others stay as each user has them. \
+             To switch them off too, list them:\n  CAPABILITIES={profile}{}",
+            stricter.concat()
+        );
+    }
+    out
+}
+
 /// Everything the example prints, except timings.
 pub fn render(run: &DemoRun) -> String {
     let mut out = String::new();
@@ -400,6 +445,7 @@ pub fn render(run: &DemoRun) -> String {
         if run.dry_run { ", DRY_RUN=true" } else { "" },
         run.status
     );
+    out.push_str(&profile_lines(run));
     out.push('\n');
     if run.dry_run {
         let _ = writeln!(

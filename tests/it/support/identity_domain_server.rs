@@ -1034,12 +1034,8 @@ fn user_json(user: &User, attributes: &str) -> Value {
         "meta".into(),
         json!({"resourceType": "User", "created": created_text(user.instant)}),
     );
-    if wanted.contains(&CAPABILITIES_URN) {
-        let caps: Map<String, Value> = ATTRIBUTES
-            .iter()
-            .zip(user.caps)
-            .filter_map(|(name, v)| v.map(|b| (name.to_string(), json!(b))))
-            .collect();
+    let caps = capability_attributes(user, &wanted);
+    if !caps.is_empty() {
         out.insert(CAPABILITIES_URN.into(), Value::Object(caps));
     }
     let mut ext = Map::new();
@@ -1069,6 +1065,21 @@ fn user_json(user: &User, attributes: &str) -> Value {
         );
     }
     Value::Object(out)
+}
+
+/// The capability attributes `wanted` names: each by its full path (`…:capabilities:User:canUseApiKeys`,
+/// the form the function sends), or all of them by the bare extension URN (which Oracle's query
+/// parameter page also accepts).
+fn capability_attributes(user: &User, wanted: &[&str]) -> Map<String, Value> {
+    let whole = wanted.contains(&CAPABILITIES_URN);
+    ATTRIBUTES
+        .iter()
+        .zip(user.caps)
+        .filter(|(name, _)| {
+            whole || wanted.contains(&format!("{CAPABILITIES_URN}:{name}").as_str())
+        })
+        .filter_map(|(name, v)| v.map(|b| (name.to_string(), json!(b))))
+        .collect()
 }
 
 fn get_user(state: &State, id: &str, query: &HashMap<String, String>) -> Response<Body> {
@@ -1201,6 +1212,16 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
     inner.removals = kept;
     for (_, id) in gone {
         inner.users.remove(&id);
+    }
+    // Oracle's SDK spells the sort order `ASCENDING` / `DESCENDING` and sends nothing else.
+    if query
+        .get("sortOrder")
+        .is_some_and(|s| s != "ASCENDING" && s != "DESCENDING")
+    {
+        return scim_error(
+            StatusCode::BAD_REQUEST,
+            "sortOrder must be ASCENDING or DESCENDING",
+        );
     }
     if query.get("sortBy").is_some_and(|s| s != "meta.created") {
         return scim_error(
