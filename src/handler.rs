@@ -125,7 +125,7 @@ impl Function {
                     )
                     .await
             }
-            Invocation::Reconcile(request) => return self.reconcile(request, deadline).await,
+            Invocation::Reconcile(request) => return self.reconcile(*request, deadline).await,
         };
         log_report(&report);
         if report.needs_retry() {

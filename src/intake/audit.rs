@@ -32,8 +32,9 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub enum Invocation {
     /// Audit records (a batch, or a single record/event as a batch of one), not yet triaged.
     Records(Records),
-    /// An operator's request to scan a domain's users and apply the profile to each.
-    Reconcile(ReconcileRequest),
+    /// An operator's request to scan a domain's users and apply the profile to each (boxed: it
+    /// is much larger than a batch's handle).
+    Reconcile(Box<ReconcileRequest>),
 }
 
 /// The records of a batch, each kept as its own JSON text and parsed only when it is looked at, so
@@ -295,7 +296,7 @@ pub fn parse_invocation(body: &[u8]) -> Result<Invocation, PayloadError> {
             let envelope: ReconcileEnvelope =
                 from_value_with_path(&value, "").map_err(PayloadError::new)?;
             envelope.reconcile.validate()?;
-            Ok(Invocation::Reconcile(envelope.reconcile))
+            Ok(Invocation::Reconcile(Box::new(envelope.reconcile)))
         }
         // A single record or event: kept as its own text, like each record of a batch.
         Value::Object(_) => {
@@ -854,21 +855,21 @@ mod tests {
         .unwrap();
         assert_eq!(
             inv,
-            Invocation::Reconcile(ReconcileRequest {
+            Invocation::Reconcile(Box::new(ReconcileRequest {
                 domain: "Default".into(),
                 filter: Some("userName sw \"a\"".into()),
                 start_index: Some(51),
                 max_users: Some(500),
                 ..ReconcileRequest::default()
-            })
+            }))
         );
         let inv = parse_invocation(br#"{"reconcile": {"domain": "d", "filter": null}}"#).unwrap();
         assert_eq!(
             inv,
-            Invocation::Reconcile(ReconcileRequest {
+            Invocation::Reconcile(Box::new(ReconcileRequest {
                 domain: "d".into(),
                 ..ReconcileRequest::default()
-            })
+            }))
         );
     }
 

@@ -9,6 +9,7 @@ mod enforcement;
 mod events;
 mod fdk_platform;
 mod first_hour;
+mod functions_platform;
 mod hardening;
 mod idd_server;
 mod platform_harness;

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::enforcement::{ALL_ON, PROFILE_APPLIED};
+use crate::functions_platform::FunctionsPlatform;
 use crate::platform_harness::{Captured, FnProcess, Launch};
 use crate::reconcile::puts_per_user;
 use crate::support::fixtures::TENANCY;
-use crate::support::functions_platform::FunctionsPlatform;
 use crate::support::identity_domain_server::{
     hex_id, test_key_pem, test_rpst, IdentityDomainServer,
 };

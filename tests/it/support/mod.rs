@@ -1,5 +1,4 @@
 //! Test doubles and data shared by the integration tests (and, by path, the examples).
 pub mod demo;
 pub mod fixtures;
-pub mod functions_platform;
 pub mod identity_domain_server;

@@ -16,8 +16,8 @@ use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::identity_domain_server::{public_key_from_pem, verify, PublicKey};
 use crate::platform_harness::{deadline_in, Call, FnProcess};
+use crate::support::identity_domain_server::{public_key_from_pem, verify, PublicKey};
 
 /// One invocation the platform accepted, and how its call ended.
 #[derive(Debug, Clone)]
