@@ -135,10 +135,17 @@ Function configuration (fn config keys, read as environment variables):
   MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
   MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
   LOG_FORMAT                    json or text [default: json]
+  FUNCTION_INVOKE_ENDPOINT      the function's own invoke endpoint for reconcile hand-offs: an https
+                                host under oci.oraclecloud.com [default: unset, resolved once from
+                                FUNCTIONS_URL]
+  FUNCTIONS_URL                 where the invoke endpoint is resolved (GetFunction)
+                                [default: https://functions.{region}.oci.oraclecloud.com]
+  RECONCILE_MAX_HOPS            most hand-offs one domain's reconcile may chain, 1-10000 [default: 500]
   RUST_LOG                      log filter [default: info]
 
 Set by the platform:
   FN_LISTENER                   unix:<socket path> (required)
+  FN_FN_ID                      the function's OCID (hand-offs invoke it)
   FN_FORMAT                     http-stream, or empty
   FN_LOGFRAME_NAME, FN_LOGFRAME_HDR   log-frame line written before each call's output
   OCI_RESOURCE_PRINCIPAL_VERSION      2.2 (required)
