@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::action::apply::{log_report, to_json, Engine, Report};
+use crate::action::apply::{log_report, to_json, Engine, Report, START_MARGIN};
 use crate::action::reconcile::{
     domain_values, reconcile, ReconcileJob, ReconcileReport, StopReason, DEFAULT_FILTER,
     MAX_PAGE_SIZE,
@@ -26,6 +26,10 @@ pub const REPORT_MARGIN: Duration = Duration::from_millis(750);
 /// A reconcile that may hand off stops its own work this much earlier, so the hand-off (and the
 /// one `GetFunction` that may precede it) has time for its retries.
 pub const HANDOFF_RESERVE: Duration = Duration::from_millis(1500);
+
+/// The least time for work a reconcile that may hand off needs after every margin; with less, it
+/// refuses to start rather than chain invocations that cannot progress.
+pub const MIN_WORK: Duration = Duration::from_secs(1);
 
 /// Everything a call needs, built once at start.
 #[derive(Debug, Clone)]
@@ -182,19 +186,26 @@ impl Function {
         } else {
             deadline
         };
+        if may_hand_off && work_deadline < Instant::now() + START_MARGIN + MIN_WORK {
+            // Handing on a hop that can do nothing would chain empty invocations to the hop limit.
+            let reason = format!(
+                "the invocation's deadline leaves less than {} s of work after its margins (run {}, hop {}); raise the function's timeout",
+                MIN_WORK.as_secs(),
+                hop.run_id,
+                hop.hop
+            );
+            tracing::error!(run_id = %hop.run_id, hop = hop.hop, reason = %reason, "reconcile deadline too short");
+            return Err(CallError::Incomplete(reason));
+        }
         let report = reconcile(&self.engine, &job, work_deadline).await;
         log_hop(&hop, &request, &report);
         let handing_off = may_hand_off
             && report.error.is_none()
             && report.stopped_because == Some(StopReason::Deadline);
         if handing_off && report.scanned == 0 {
-            // Handing on a hop that did nothing would chain empty invocations to the hop limit.
-            let reason = format!(
-                "the invocation's deadline left no time to process a user (run {}, hop {}); raise the function's timeout",
-                hop.run_id, hop.hop
-            );
-            tracing::error!(run_id = %hop.run_id, hop = hop.hop, reason = %reason, "reconcile made no progress");
-            return Err(CallError::Incomplete(reason));
+            // A slow page can leave one hop without a user done; the hop limit bounds a chain of
+            // them, and a deadline too short for any work was refused before starting.
+            tracing::warn!(run_id = %hop.run_id, hop = hop.hop, "reconcile hop processed no user before its deadline; handing on");
         }
         if handing_off {
             return self.hand_off(&hop, &request, report, deadline).await;

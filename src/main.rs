@@ -206,7 +206,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("oci-user-capabilities: {e}");
+            eprintln!(
+                "oci-user-capabilities: {}",
+                oci_user_capabilities::signer::ErrorChain(&e)
+            );
             e.exit_code()
         }
     }
@@ -252,11 +255,11 @@ enum CliError {
     Start(#[from] StartError),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Client(#[from] BuildError),
-    #[error("the server failed: {0}")]
+    #[error("the server failed")]
     Serve(#[source] RunError),
 }
 
@@ -322,6 +325,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 fn client_settings(config: &Config) -> ClientSettings {
     ClientSettings {
         max_requests_per_second: config.max_requests_per_second,
+        user_agent: format!("oci-user-capabilities/{}", env!("CARGO_PKG_VERSION")),
         ..ClientSettings::default()
     }
 }
@@ -383,13 +387,13 @@ fn serve() -> Result<ExitCode, CliError> {
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let (profile, unmanaged) = profile_fields(&config);
         let rules = config.policy.rules.len();
-        let engine = Engine::new(client.clone(), &config).with_control_plane(control_plane_base);
         let functions = Functions::new(
-            client,
+            client.transport().clone(),
             env("FN_FN_ID").as_deref(),
             config.invoke_endpoint.clone(),
             functions_url,
         );
+        let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,

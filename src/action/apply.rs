@@ -323,7 +323,7 @@ impl Engine {
             format!("{KEY_CONTROL_PLANE} is unset and no region is known to derive it from")
         });
         Engine {
-            control_plane: ControlPlane::new(control_plane, client.clone()),
+            control_plane: ControlPlane::new(control_plane, client.transport().clone()),
             client,
             policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
@@ -338,7 +338,7 @@ impl Engine {
 
     /// Resolves domain OCIDs at `base` (`Err`: why there is no control plane to ask).
     pub fn with_control_plane(mut self, base: Result<DomainUrl, String>) -> Self {
-        self.control_plane = ControlPlane::new(base, self.client.clone());
+        self.control_plane = ControlPlane::new(base, self.client.transport().clone());
         self
     }
 
@@ -484,7 +484,7 @@ impl Engine {
                     }
                     _ => format!("reading the user: {failure}"),
                 };
-                let ecids = failure.ecids;
+                let ecids = failure.request_ids;
                 return fail_all(reason, ecids, outcome);
             }
         };
@@ -571,7 +571,7 @@ impl Engine {
             if let Some((first, outcome, reason)) = &acted {
                 results.push(RecordResult {
                     policy: decision.policy().to_vec(),
-                    ..duplicate_of(*index, target, *first, *outcome, reason)
+                    ..duplicate_of(*index, target, *first, *outcome, reason, self.dry_run)
                 });
             }
         }
@@ -643,7 +643,7 @@ impl Engine {
         };
         let note = profile.omits_console(current).then_some(CONSOLE_LEFT_OUT);
         if self.dry_run {
-            let reason = ["dry run: not written"]
+            let reason = ["dry run: would be written"]
                 .into_iter()
                 .chain(note)
                 .collect::<Vec<_>>();
@@ -667,7 +667,7 @@ impl Engine {
                     settled_outcome(&failure),
                     Some(format!("writing capabilities: {failure}")),
                 )
-                .with_ecids(failure.ecids)
+                .with_ecids(failure.request_ids)
             },
         }
     }
@@ -678,15 +678,18 @@ const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an ident
      before the attribute) and console is unmanaged, so the write left it out";
 
 /// A later record for a user already acted on: the first record's outcome class, never `unchanged`
-/// for a user that was not made compliant.
+/// for a user that was not made compliant. In a dry run nothing was written, so a duplicate of a
+/// would-be write says what its first record says (`applied`, would be written), not `unchanged`.
 fn duplicate_of(
     index: usize,
     target: &Target,
     first: usize,
     first_outcome: Outcome,
     first_reason: &str,
+    dry_run: bool,
 ) -> RecordResult {
     let outcome = match first_outcome {
+        Outcome::Applied if dry_run => Outcome::Applied,
         Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
         Outcome::Rejected => Outcome::Rejected,
         Outcome::Failed => Outcome::Failed,

@@ -20,11 +20,12 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::action::apply::{Engine, Outcome, START_MARGIN};
-use crate::clients::identity_domain::{IdcsError, UserPage};
+use crate::clients::identity_domain::UserPage;
 use crate::decision::policy::UserFacts;
 use crate::decision::profile::CurrentCapabilities;
 use crate::intake::audit::{parse_instant, Cursor, Totals};
 use crate::intake::names::{DomainName, DomainUrl, UserId};
+use crate::transport::Error as TransportError;
 
 /// Users created by SAML JIT. `creationMechanism` is `returned: request`, so listing asks for it.
 pub const DEFAULT_FILTER: &str =
@@ -440,7 +441,9 @@ async fn read_page(
             .await
         {
             Ok(answer) => return Ok((answer.value, count)),
-            Err(failure) if matches!(failure.error, IdcsError::TooLarge { .. }) && count > 1 => {
+            Err(failure)
+                if matches!(failure.error, TransportError::TooLarge { .. }) && count > 1 =>
+            {
                 let smaller = (count / 2).max(1);
                 tracing::warn!(domain = %job.domain, count, smaller, "a page of users is too large; asking for fewer");
                 count = smaller;

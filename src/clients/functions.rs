@@ -21,16 +21,22 @@
 
 use std::sync::Arc;
 
-use reqwest::Method;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::clients::identity_domain::{Call, IdentityDomainClient};
+use crate::clients::identity_domain::unauthorized_hint;
 use crate::intake::names::{check_invoke_endpoint, shown, DomainUrl, FunctionOcid};
-use crate::transport::retry::Purpose;
+use crate::transport::{Call, Hints, Transport};
 
 /// The Functions API version in its paths.
 const API_VERSION: &str = "20181201";
+/// The service, as messages name it.
+const SERVICE: &str = "OCI Functions";
+/// A 403 from Functions: the dynamic group lacks the Functions statements.
+const HINTS: Hints = Hints {
+    forbidden: Some("the function's dynamic group needs `read fn-function` and `use fn-invocation` on this function (policies/function-reconciles-tenancy.policy)"),
+    unauthorized: Some(unauthorized_hint),
+};
 
 /// The Functions management endpoint of a region.
 pub fn default_url(region: &str) -> Result<DomainUrl, String> {
@@ -57,7 +63,7 @@ pub struct Functions {
 
 #[derive(Debug)]
 struct Inner {
-    client: IdentityDomainClient,
+    transport: Transport,
     /// `FN_FN_ID`; `Err` says why there is none (not running on the platform, or malformed).
     function: Result<FunctionOcid, String>,
     /// `FUNCTION_INVOKE_ENDPOINT`, already checked at start.
@@ -70,7 +76,7 @@ struct Inner {
 impl Functions {
     /// `function_id` is `FN_FN_ID` as the platform set it.
     pub fn new(
-        client: IdentityDomainClient,
+        transport: Transport,
         function_id: Option<&str>,
         explicit: Option<DomainUrl>,
         management: Result<DomainUrl, String>,
@@ -81,7 +87,7 @@ impl Functions {
         };
         Self {
             inner: Arc::new(Inner {
-                client,
+                transport,
                 function,
                 explicit,
                 management,
@@ -99,24 +105,22 @@ impl Functions {
     ) -> Result<Vec<String>, String> {
         let function = self.inner.function.as_ref().map_err(Clone::clone)?;
         let endpoint = self.endpoint(function, deadline).await?;
-        let call = Call {
-            method: Method::POST,
-            url: endpoint.endpoint(
-                &[
-                    API_VERSION,
-                    "functions",
-                    function.as_str(),
-                    "actions",
-                    "invoke",
-                ],
-                &[],
-            ),
-            body: Some(body),
-            purpose: Purpose::Functions,
-            headers: vec![("fn-invoke-type", "detached")],
-        };
-        match self.inner.client.send(&call, deadline).await {
-            Ok(answer) => Ok(answer.ecids),
+        let url = endpoint.endpoint(
+            &[
+                API_VERSION,
+                "functions",
+                function.as_str(),
+                "actions",
+                "invoke",
+            ],
+            &[],
+        );
+        let call = Call::post_json(url, body)
+            .with_service(SERVICE)
+            .with_hints(HINTS)
+            .with_header("fn-invoke-type", "detached");
+        match self.inner.transport.send(&call, deadline).await {
+            Ok(answer) => Ok(answer.request_ids),
             Err(failure) => Err(format!("invoking {function} (detached): {failure}")),
         }
     }
@@ -148,20 +152,14 @@ impl Functions {
             .as_ref()
             .map_err(|why| format!("cannot find the invoke endpoint: {why}"))?;
         let url = management.endpoint(&[API_VERSION, "functions", function.as_str()], &[]);
-        let call = Call {
-            method: Method::GET,
-            url,
-            body: None,
-            purpose: Purpose::Functions,
-            headers: Vec::new(),
-        };
+        let call = Call::get(url).with_service(SERVICE).with_hints(HINTS);
         let answer = self
             .inner
-            .client
+            .transport
             .send(&call, deadline)
             .await
             .map_err(|f| format!("GetFunction {function}: {f}"))?;
-        let value: serde_json::Value = serde_json::from_slice(&answer.value)
+        let value: serde_json::Value = serde_json::from_slice(&answer.body)
             .map_err(|e| format!("GetFunction {function}: the answer is not JSON ({e})"))?;
         let text = value
             .get("invokeEndpoint")

@@ -185,13 +185,28 @@ async fn every_active_domain_of_the_tenancy_is_reconciled_hop_by_hop() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let wall = started.elapsed();
-    assert!(churned, "the churn happened during the run");
+    assert!(
+        churned,
+        "the churn happened during the run: {:?}\n{}",
+        platform
+            .invocations()
+            .iter()
+            .map(|i| i.answered)
+            .collect::<Vec<_>>(),
+        logs.iter().map(Captured::text).collect::<String>()
+    );
 
     // Every invocation was accepted signed and ended 200: hand-offs were accepted, nothing failed.
     assert!(platform.refusals().is_empty(), "{:?}", platform.refusals());
     let invocations = platform.invocations();
     for i in &invocations {
-        assert_eq!(i.answered, Some(200), "{}", i.body);
+        assert_eq!(
+            i.answered,
+            Some(200),
+            "{}\n{}",
+            i.body,
+            logs.iter().map(Captured::text).collect::<String>()
+        );
     }
     assert!(
         platform.get_function_calls() <= 3,
@@ -348,7 +363,7 @@ async fn run_one_domain(
         .map(|_| container(&t.plane, &platform, &settings))
         .collect();
     let logs: Vec<Captured> = containers.iter().map(|c| c.stderr.clone()).collect();
-    platform.serve_with(containers, Duration::from_secs(6));
+    platform.serve_with(containers, Duration::from_secs(8));
     platform.invoke(&json!({"reconcile": {"domain": domain_ocid(0)}}));
     assert!(
         platform
@@ -430,6 +445,22 @@ async fn a_hand_off_that_cannot_be_made_answers_502_with_the_cursor() {
         "{}",
         failed[0]
     );
+
+    // A deadline too short for any work after the margins: refused before anything is read.
+    let t = tenancy(1, 100, format!("ST${}", test_rpst())).await;
+    let platform = self::platform().await;
+    let c = container(&t.plane, &platform, &[]);
+    let logs = vec![c.stderr.clone()];
+    platform.serve_with(vec![c], Duration::from_secs(3));
+    platform.invoke(&json!({"reconcile": {"domain": domain_ocid(0)}}));
+    assert!(
+        platform
+            .wait_idle(Duration::from_millis(300), Duration::from_secs(30))
+            .await
+    );
+    assert_eq!(platform.invocations()[0].answered, Some(502));
+    assert_eq!(log_lines(&logs, "reconcile deadline too short").len(), 1);
+    assert_eq!(t.domains[0].requests().len(), 0);
 }
 
 /// The operator's `reconcile --all-domains`: every ACTIVE domain, one after another, no hand-off.

@@ -148,6 +148,10 @@ pub struct RecordedRequest {
     /// The status answered; `None` when the connection was reset instead.
     pub status: Option<u16>,
     pub arrived: Instant,
+    /// The wall-clock time it arrived, to compare with its signed `date`.
+    pub arrived_at: SystemTime,
+    /// The `date` header as sent (signed).
+    pub date: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -660,6 +664,7 @@ impl Drop for InFlight<'_> {
 
 async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
     let arrived = Instant::now();
+    let arrived_at = SystemTime::now();
     let _in_flight = InFlight::enter(&state);
     let (parts, body) = request.into_parts();
     let target = parts
@@ -803,6 +808,12 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
         auth_error: verdict.err(),
         status,
         arrived,
+        arrived_at,
+        date: parts
+            .headers
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         body: body.to_vec(),
     });
     response
@@ -1329,4 +1340,14 @@ fn put_capabilities(state: &State, id: &str, headers: &HeaderMap, body: &[u8]) -
         }
     }
     json_response(StatusCode::OK, &Value::Object(out))
+}
+
+// Issue 24 (hostile answers): raw values a test places in a user's answer verbatim.
+impl IdentityDomainServer {
+    /// Adds a `definedTags` entry exactly as given (a null, numeric or missing `value` included).
+    pub fn add_defined_tag_raw(&self, user_id: &str, entry: Value) {
+        if let Some(user) = self.state.lock().users.get_mut(user_id) {
+            user.defined_tags.push(entry);
+        }
+    }
 }
