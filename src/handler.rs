@@ -357,6 +357,8 @@ fn log_hop(hop: &Hop, request: &ReconcileRequest, report: &ReconcileReport) {
         unchanged = report.unchanged,
         rejected = report.rejected,
         failed = report.failed,
+        lingering = %serde_json::to_string(&report.lingering).unwrap_or_default(),
+        revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
         next_start_index = report.next_start_index,
         stopped_because = ?report.stopped_because,
         error = report.error.as_deref().unwrap_or(""),

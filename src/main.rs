@@ -1,5 +1,5 @@
-//! Command line: `serve` (the function), `plan` (offline), and the operator commands `apply` and
-//! `reconcile`. Exit codes: 0 done, 1 some record failed, 2 bad usage or configuration.
+//! Command line: `serve` (the function), `plan` (offline), and the operator commands `apply`,
+//! `reconcile` and `report` (read only). Exit codes: 0 done, 1 some record failed, 2 bad usage or configuration.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -21,11 +21,14 @@ use oci_user_capabilities::clients::identity_domain::{
 use oci_user_capabilities::config::{
     near_misses, Config, ConfigError, DomainRoute, LogFormat, PolicyFile, KEY_CONTROL_PLANE,
 };
+use oci_user_capabilities::decision::credentials::{add_counts, Counts};
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::intake::audit::Cursor;
 use oci_user_capabilities::intake::audit::{parse_invocation, Invocation};
 use oci_user_capabilities::intake::names::{CompartmentOcid, DomainUrl};
+use oci_user_capabilities::report::html;
+use oci_user_capabilities::report::posture::{self, PolicyShown, ScanJob};
 use oci_user_capabilities::report::progress::Progress;
 use oci_user_capabilities::report::telemetry;
 use oci_user_capabilities::signer::{
@@ -42,7 +45,7 @@ use oci_user_capabilities::signer::{
         The profile and the other settings come from the same environment variables as the function's \
         configuration (CAPABILITIES, EVENT_TYPES, DOMAINS, IDENTITY_DOMAIN_URL_TEMPLATE, DRY_RUN, \
         MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT, IDENTITY_CONTROL_PLANE_URL, POLICY, \
-        TAG_NAMESPACE). The policy that decides each user's profile is the one compiled in from \
+        TAG_NAMESPACE, CREDENTIALS). The policy that decides each user's profile is the one compiled in from \
         policies/capabilities.toml, replaced whole by POLICY (the same TOML) or by --policy FILE on \
         plan, apply and reconcile."
 )]
@@ -105,6 +108,25 @@ enum Command {
         #[command(flatten)]
         run: RunOptions,
     },
+    /// Write a read-only posture report of one identity domain: every user against the policy.
+    #[command(long_about = REPORT_HELP)]
+    Report {
+        /// The identity domain: its URL, a name in DOMAINS, a domain name or its OCID.
+        #[arg(long)]
+        domain: String,
+        /// SCIM filter narrowing the users [default: every user]
+        #[arg(long)]
+        filter: Option<String>,
+        /// Where to write it: FILE.html, FILE.csv or FILE.json (the name decides the format); `-`
+        /// or nothing prints JSON on standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Users per page (at most 1000).
+        #[arg(long, default_value_t = MAX_PAGE_SIZE, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        page_size: u64,
+        #[command(flatten)]
+        auth: AuthOptions,
+    },
 }
 
 /// Every variable `serve` reads, with its default (PRODUCT.md's configuration table).
@@ -131,6 +153,10 @@ Function configuration (fn config keys, read as environment variables):
                                 policies/capabilities.toml]
   TAG_NAMESPACE                 defined-tag namespace for per-user overrides: <ns>.<capability> = yes/no,
                                 <ns>.exempt = yes [default: unset]
+  CREDENTIALS                   credentials a user already holds for a capability the profile turns
+                                off: report (count them, log their ids), revoke (delete them after
+                                the capability is off; needs a role that may delete other users'
+                                credentials, see the README) or off (never read them) [default: report]
   DRY_RUN                       true: read and report, never write [default: false]
   MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
   MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
@@ -155,6 +181,30 @@ Set by the platform:
   OCI_RESOURCE_PRINCIPAL_REGION       the region, e.g. us-ashburn-1 (also names the control plane)
   OCI_REGION_METADATA                 JSON naming the realm's domain [default: oraclecloud.com]
 A value starting with / is a path; anything else is the content itself.";
+
+const REPORT_HELP: &str = "Write a read-only posture report of one identity domain: every user (or those \
+--filter selects) against the profile the policy decides for it, the rule or tag that decided, and \
+exemptions. The listing is read page by page (GET /admin/v1/Users, sorted by creation); nothing is \
+written to the domain. --output FILE.html is one self-contained page (inline CSS, an inline SVG chart, \
+no script, nothing fetched); FILE.csv and FILE.json carry the same rows. Progress goes to stderr. \
+Exit 1 when the listing could not be read to its end (the report says where it stopped).";
+
+/// How an operator command signs (the part of [`RunOptions`] that `report` shares).
+#[derive(Args, Debug)]
+struct AuthOptions {
+    /// Policy file (TOML) replacing the baked-in policy and POLICY.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// How to sign requests [default: resource-principal when its variables are set, else api-key]
+    #[arg(long, value_enum)]
+    auth: Option<AuthKind>,
+    /// OCI config file for api-key and security-token auth [default: ~/.oci/config]
+    #[arg(long)]
+    config_file: Option<PathBuf>,
+    /// Profile in the OCI config file.
+    #[arg(long, default_value = "DEFAULT")]
+    profile: String,
+}
 
 #[derive(Args, Debug)]
 struct RunOptions {
@@ -240,7 +290,42 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             operator(run, move |ctx| Box::pin(reconcile_command(ctx, job)))
         }
+        Command::Report {
+            domain,
+            filter,
+            output,
+            page_size,
+            auth,
+        } => report(domain, filter, output, page_size, auth),
     }
+}
+
+fn report(
+    domain: String,
+    filter: Option<String>,
+    output: Option<PathBuf>,
+    page_size: u64,
+    auth: AuthOptions,
+) -> Result<ExitCode, CliError> {
+    // Usage mistakes stop before any credential is read or request sent.
+    let output = report_output(output)?;
+    let args = ReportArgs {
+        domain,
+        filter,
+        output,
+        page_size,
+        policy_source: policy_source(auth.policy.as_deref()),
+    };
+    // Reading only: the dry-run switch is on as a second guard.
+    let run = RunOptions {
+        dry_run: true,
+        policy: auth.policy,
+        auth: auth.auth,
+        config_file: auth.config_file,
+        profile: auth.profile,
+        output: None,
+    };
+    operator(run, move |ctx| Box::pin(report_command(ctx, args)))
 }
 
 /// Why a command stopped before doing its job: bad usage or configuration (exit 2), or a server that
@@ -771,6 +856,148 @@ async fn reconcile_domain(
     Ok(Ok(total))
 }
 
+/// `report`: what it reads and where it writes.
+struct ReportArgs {
+    domain: String,
+    filter: Option<String>,
+    output: Option<(PathBuf, ReportFormat)>,
+    page_size: u64,
+    policy_source: String,
+}
+
+/// The report's file format, from the `--output` file's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReportFormat {
+    Html,
+    Csv,
+    Json,
+}
+
+/// `--output FILE.html|.csv|.json`; `-` (or no flag) is JSON on stdout.
+fn report_output(output: Option<PathBuf>) -> Result<Option<(PathBuf, ReportFormat)>, CliError> {
+    let Some(path) = output.filter(|p| p.as_os_str() != "-") else {
+        return Ok(None);
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let format = match ext.as_deref() {
+        Some("html" | "htm") => ReportFormat::Html,
+        Some("csv") => ReportFormat::Csv,
+        Some("json") => ReportFormat::Json,
+        _ => {
+            return Err(CliError::usage(format_args!(
+                "--output: {}: the name must end in .html, .csv or .json (the format follows it)",
+                path.display()
+            )))
+        }
+    };
+    Ok(Some((path, format)))
+}
+
+/// Says where the policy came from, for the report's "policy applied".
+fn policy_source(policy: Option<&std::path::Path>) -> String {
+    let base = match (policy, env("POLICY").filter(|v| !v.trim().is_empty())) {
+        (Some(path), _) => format!("--policy {}", path.display()),
+        (None, Some(_)) => "the POLICY configuration key".to_owned(),
+        (None, None) => "the built-in policies/capabilities.toml".to_owned(),
+    };
+    match env("CAPABILITIES").filter(|v| !v.trim().is_empty()) {
+        Some(_) => format!("{base}, its default replaced by CAPABILITIES"),
+        None => base,
+    }
+}
+
+/// The domain an operator command names: what the function accepts (a domain name, a DOMAINS
+/// name, a domain OCID, an allowed URL), and beyond that any identity-domain URL. `Err(code)` when
+/// an OCID could not be resolved for a reason a retry can fix.
+async fn operator_domain(
+    ctx: &OperatorContext,
+    domain: &str,
+) -> Result<Result<DomainUrl, ExitCode>, CliError> {
+    let route = ctx
+        .config
+        .domains
+        .resolve_for_reconcile(domain)
+        .or_else(|reason| {
+            DomainUrl::parse(domain)
+                .map(DomainRoute::Url)
+                .map_err(|_| reason)
+        })
+        .map_err(|e| CliError::usage(format_args!("--domain: {e}")))?;
+    let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+    match ctx.engine.domain_url(&route, deadline).await {
+        Ok(url) => Ok(Ok(url)),
+        Err(ResolveError::Rejected(reason)) => {
+            Err(CliError::usage(format_args!("--domain: {reason}")))
+        }
+        Err(ResolveError::Failed { reason, .. }) => {
+            eprintln!("oci-user-capabilities: --domain: {reason}");
+            Ok(Err(ExitCode::from(1)))
+        }
+    }
+}
+
+async fn report_command(ctx: OperatorContext, args: ReportArgs) -> Result<ExitCode, CliError> {
+    let domain = match operator_domain(&ctx, &args.domain).await? {
+        Ok(url) => url,
+        Err(code) => return Ok(code),
+    };
+    let job = ScanJob {
+        domain_values: domain_values(&args.domain, &domain),
+        domain,
+        filter: args.filter,
+        page_size: args.page_size,
+    };
+    let shown = PolicyShown::new(&ctx.config.policy, args.policy_source);
+    let mut progress = Progress::stderr("report");
+    let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+    let report = posture::scan(&ctx.engine, &job, shown, deadline, &mut |done, total| {
+        progress.set_total(total);
+        progress.set_done(done);
+    })
+    .await;
+    progress.finish();
+    let text = match args.output.as_ref().map(|(_, f)| *f) {
+        Some(ReportFormat::Html) => html::render(&report),
+        Some(ReportFormat::Csv) => posture::to_csv(&report),
+        Some(ReportFormat::Json) | None => {
+            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+        }
+    };
+    let s = &report.summary;
+    let written = match &args.output {
+        Some((path, _)) => {
+            std::fs::write(path, text).map_err(|e| {
+                CliError::usage(format_args!(
+                    "--output: cannot write {}: {e}",
+                    path.display()
+                ))
+            })?;
+            format!("; written to {}", path.display())
+        }
+        None => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            String::new()
+        }
+    };
+    eprintln!(
+        "report: {} users: {} to change, {} compliant, {} exempt, {} unreadable{written}{}",
+        s.users,
+        s.to_change,
+        s.compliant,
+        s.exempt,
+        s.unreadable,
+        report
+            .error
+            .as_ref()
+            .map(|e| format!("; INCOMPLETE: {e}"))
+            .unwrap_or_default()
+    );
+    Ok(exit_for(!report.complete))
+}
+
 /// Folds one step's report into the running total.
 fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileReport {
     let Some(mut t) = total else { return part };
@@ -780,6 +1007,8 @@ fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileRepo
     t.unchanged += part.unchanged;
     t.rejected += part.rejected;
     t.failed += part.failed;
+    add_counts(&mut t.lingering, &part.lingering);
+    add_counts(&mut t.revoked, &part.revoked);
     t.next_start_index = part.next_start_index;
     t.next_after = part.next_after;
     t.stopped_because = part.stopped_because;
@@ -824,13 +1053,14 @@ fn print_apply(report: &Report, output: OutputKind) {
     }
     let _ = writeln!(
         out,
-        "received {}: applied {}, unchanged {}, ignored {}, rejected {}, failed {}{}",
+        "received {}: applied {}, unchanged {}, ignored {}, rejected {}, failed {}{}{}",
         report.received,
         report.applied,
         report.unchanged,
         report.ignored,
         report.rejected,
         report.failed,
+        credential_totals(&report.lingering, &report.revoked),
         if report.dry_run {
             " (dry run: nothing written)"
         } else {
@@ -864,13 +1094,14 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
     }
     let _ = writeln!(
         out,
-        "{}: scanned {}, applied {}, unchanged {}, rejected {}, failed {}{}{}",
+        "{}: scanned {}, applied {}, unchanged {}, rejected {}, failed {}{}{}{}",
         report.domain,
         report.scanned,
         report.applied,
         report.unchanged,
         report.rejected,
         report.failed,
+        credential_totals(&report.lingering, &report.revoked),
         report
             .next_start_index
             .map(|n| format!("; continue with --start-index {n}"))
@@ -881,6 +1112,24 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
             .map(|e| format!("; stopped: {e}"))
             .unwrap_or_default(),
     );
+}
+
+/// `; lingering apiKeys 2, revoked apiKeys 2` for the table's summary line; empty when none.
+fn credential_totals(lingering: &Counts, revoked: &Counts) -> String {
+    let list = |c: &Counts| {
+        c.iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::new();
+    if !lingering.is_empty() {
+        out.push_str(&format!("; lingering {}", list(lingering)));
+    }
+    if !revoked.is_empty() {
+        out.push_str(&format!("; revoked {}", list(revoked)));
+    }
+    out
 }
 
 fn show(v: Option<bool>) -> &'static str {

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::action::apply::{Engine, Outcome, START_MARGIN};
 use crate::clients::identity_domain::UserPage;
+use crate::decision::credentials::{add_counts, Counts};
 use crate::decision::policy::UserFacts;
 use crate::decision::profile::CurrentCapabilities;
 use crate::intake::audit::{parse_instant, Cursor, Totals};
@@ -74,6 +75,12 @@ pub struct UserEntry {
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     /// Attribute → [before, after] for each capability written (or that a dry run would write).
     pub changed: std::collections::BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Credentials the user holds for a capability its profile turns off, by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub lingering: Counts,
+    /// Of those, the ones revoked (in a dry run, that would be), by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub revoked: Counts,
     /// Why it ended so, when there is more to say than the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -104,6 +111,13 @@ pub struct ReconcileReport {
     pub failed: u64,
     /// True when `DRY_RUN` is on: nothing was written.
     pub dry_run: bool,
+    /// The scanned users' lingering credentials, by type: how many credentials exist that the
+    /// policy says should not.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub lingering: Counts,
+    /// Of those, the ones revoked (in a dry run, that would be), by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub revoked: Counts,
     /// Users from where the run started to the end of the listing, as the last page read says
     /// (for a run by `startIndex`, the listing's `totalResults`); `None` when no page was read.
     pub total_results: Option<u64>,
@@ -286,6 +300,8 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         rejected: 0,
         failed: 0,
         dry_run: engine.dry_run,
+        lingering: Counts::new(),
+        revoked: Counts::new(),
         total_results: None,
         next_start_index: None,
         next_after: None,
@@ -434,7 +450,7 @@ async fn read_page(
     deadline: Instant,
 ) -> Result<(UserPage, u64), String> {
     loop {
-        let attributes = engine.policy.needs().attributes();
+        let attributes = engine.read_attributes(true);
         match engine
             .client
             .list_users(&job.domain, filter, start, count, &attributes, deadline)
@@ -505,6 +521,8 @@ async fn run_page(
 
 fn count(report: &mut ReconcileReport, entry: UserEntry) {
     report.scanned += 1;
+    add_counts(&mut report.lingering, &entry.lingering);
+    add_counts(&mut report.revoked, &entry.revoked);
     match entry.outcome {
         Outcome::Applied => report.applied += 1,
         Outcome::Unchanged | Outcome::Ignored => report.unchanged += 1,
@@ -618,6 +636,8 @@ async fn reconcile_one(
         outcome,
         policy: Vec::new(),
         changed: Default::default(),
+        lingering: Counts::new(),
+        revoked: Counts::new(),
         reason,
         request_ids: Vec::new(),
     };
@@ -642,12 +662,17 @@ async fn reconcile_one(
             ))
         }
     };
+    // The listing asked every user's credentials (one attribute list serves the page); an exempt
+    // user's are dropped unexamined by `apply_decision`.
+    let credentials = (!engine.credential_attributes.is_empty()).then_some(user);
     let done = engine
-        .apply_decision(&job.domain, &id, &decision, &current, deadline)
+        .apply_decision(&job.domain, &id, &decision, &current, credentials, deadline)
         .await;
     Some(UserEntry {
         policy: done.policy,
         changed: done.changed,
+        lingering: done.lingering,
+        revoked: done.revoked,
         request_ids: done.ecids,
         ..entry(done.outcome, done.reason)
     })

@@ -332,6 +332,8 @@ mod tests {
             rejected: 0,
             failed: 0,
             dry_run: false,
+            lingering: Default::default(),
+            revoked: Default::default(),
             total_results: Some(10),
             next_start_index: Some(8),
             next_after: None,

@@ -4,6 +4,7 @@
 // `pub` here marks what the test modules share with each other, not an API.
 #![allow(unreachable_pub)]
 mod cli;
+mod credentials;
 mod demo;
 mod enforcement;
 mod events;
@@ -18,6 +19,7 @@ mod policy;
 mod real_api;
 mod reconcile;
 mod reliability;
+mod report;
 mod support;
 mod tenancy;
 mod transport;
