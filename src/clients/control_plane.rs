@@ -305,34 +305,37 @@ impl ControlPlane {
 }
 
 impl ControlPlane {
-    /// `root` and every ACTIVE compartment under it that the caller may see
-    /// (`ListCompartments` with `compartmentIdInSubtree=true`, `accessLevel=ACCESSIBLE`).
+    /// `root` and every ACTIVE compartment under it that the caller may see. From the tenancy, one
+    /// `ListCompartments` with `compartmentIdInSubtree=true` returns the whole tree; IAM honours
+    /// that flag only on the tenancy, so below it the tree is walked a level at a time.
     pub async fn compartment_tree(
         &self,
         root: &CompartmentOcid,
         deadline: Instant,
     ) -> Result<Vec<CompartmentOcid>, String> {
-        let items = self
-            .list_all(
-                "compartments",
-                &[
-                    ("compartmentId", root.as_str()),
-                    ("compartmentIdInSubtree", "true"),
-                    ("accessLevel", "ACCESSIBLE"),
-                ],
-                deadline,
-            )
-            .await?;
+        let whole_tree = root.as_str().starts_with("ocid1.tenancy.");
         let mut tree = vec![root.clone()];
-        for item in items {
-            if item.get("lifecycleState").and_then(|v| v.as_str()) != Some("ACTIVE") {
-                continue;
-            }
-            let id = item.get("id").and_then(|v| v.as_str()).unwrap_or_default();
-            let id = CompartmentOcid::parse(id)
-                .map_err(|e| format!("ListCompartments answered an unusable id: {e}"))?;
-            if !tree.contains(&id) {
-                tree.push(id);
+        let mut parents = vec![root.clone()];
+        while let Some(parent) = parents.pop() {
+            let subtree = if whole_tree { "true" } else { "false" };
+            let items = self
+                .list_all(
+                    "compartments",
+                    &[
+                        ("compartmentId", parent.as_str()),
+                        ("compartmentIdInSubtree", subtree),
+                        ("accessLevel", "ACCESSIBLE"),
+                    ],
+                    deadline,
+                )
+                .await?;
+            for id in active_ids(&items)? {
+                if !tree.contains(&id) {
+                    tree.push(id.clone());
+                    if !whole_tree {
+                        parents.push(id);
+                    }
+                }
             }
         }
         Ok(tree)
@@ -425,6 +428,19 @@ impl ControlPlane {
             "listing {resource}: more than {MAX_LIST_PAGES} pages; stopped"
         ))
     }
+}
+
+/// The ACTIVE compartments of a `ListCompartments` answer, their ids checked.
+fn active_ids(items: &[serde_json::Value]) -> Result<Vec<CompartmentOcid>, String> {
+    items
+        .iter()
+        .filter(|item| item.get("lifecycleState").and_then(|v| v.as_str()) == Some("ACTIVE"))
+        .map(|item| {
+            let id = item.get("id").and_then(|v| v.as_str()).unwrap_or_default();
+            CompartmentOcid::parse(id)
+                .map_err(|e| format!("ListCompartments answered an unusable id: {e}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

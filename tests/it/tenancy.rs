@@ -501,6 +501,27 @@ async fn the_cli_reconciles_every_active_domain_one_after_another() {
         );
     }
     assert_eq!(t.inactive.requests().len(), 0);
+    // Below the tenancy the tree is walked a level at a time: PROD holds domain 1 and the
+    // inactive one, TEAM none.
+    let out = crate::cli::run(
+        home.path(),
+        &[
+            "reconcile",
+            "--all-domains",
+            "--compartment",
+            PROD,
+            "--dry-run",
+        ],
+        &[("IDENTITY_CONTROL_PLANE_URL", &t.plane.base_url())],
+        None,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("2 identity domains in 2 compartments"),
+        "{stderr}"
+    );
     // A compartment that is not an OCID is a usage error.
     let out = crate::cli::run(
         home.path(),
