@@ -120,8 +120,17 @@ async fn platform() -> FunctionsPlatform {
     FunctionsPlatform::start(&test_key_pem(), vec![format!("ST${}", test_rpst())], FN_ID).await
 }
 
-/// The JSON log lines of every container with this message.
+/// The JSON log lines of every container with this message (waiting briefly for the first: the
+/// log is read from a pipe, a little behind the answer).
 fn log_lines(logs: &[Captured], message: &str) -> Vec<Value> {
+    let needle = format!("\"message\":\"{message}\"");
+    let start = Instant::now();
+    while !logs.iter().any(|l| l.text().contains(&needle))
+        && start.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
     logs.iter()
         .flat_map(|l| {
             l.text()
