@@ -566,3 +566,40 @@ async fn the_cli_reconciles_every_active_domain_one_after_another() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--compartment: compartment: expected"));
 }
+
+/// `DOMAINS`, when set, still limits which domains act: the fan-out starts only those it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_limits_which_domains_the_tenancy_run_starts() {
+    let t = tenancy(2, 300, format!("ST${}", test_rpst())).await;
+    let platform = platform().await;
+    let only = domain_ocid(1);
+    let c = container(
+        &t.plane,
+        &platform,
+        &[("DOMAINS", only.as_str()), ("MAX_REQUESTS_PER_SECOND", "0")],
+    );
+    let logs = vec![c.stderr.clone()];
+    platform.serve_with(vec![c], Duration::from_secs(20));
+    platform.invoke(&json!({"reconcile": {"domains": "all"}}));
+    assert!(
+        platform
+            .wait_idle(Duration::from_millis(300), Duration::from_secs(60))
+            .await
+    );
+    let answers: Vec<_> = platform.invocations().iter().map(|i| i.answered).collect();
+    assert_eq!(answers, [Some(200), Some(200)], "the fan-out and domain 1");
+    let lines = log_lines(&logs, "tenancy reconcile: domain");
+    let skipped: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "skipped")
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert!(skipped.contains(&"not listed in DOMAINS"), "{lines:?}");
+    assert_eq!(
+        t.domains[0].requests().len(),
+        0,
+        "domain 0 is outside DOMAINS"
+    );
+    assert_eq!(puts_per_user(&t.domains[1]).len() as u64, t.needs_write[1]);
+    assert_eq!(t.inactive.requests().len(), 0);
+}
