@@ -342,3 +342,29 @@ async fn a_reconcile_that_stops_on_an_error_says_it_on_stderr() {
         Some(crate::support::fixtures::PROFILE_APPLIED)
     );
 }
+
+#[test]
+fn plan_predicted_counts_add_up_to_the_records() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/payloads/sch-batch.json"
+    );
+    let out = std::process::Command::new(FN_BINARY)
+        .args(["plan", sample])
+        .output()
+        .expect("plan runs");
+    assert!(out.status.success());
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let predicted = plan["predicted"].as_object().expect("predicted");
+    let sum: u64 = predicted.values().filter_map(Value::as_u64).sum();
+    assert_eq!(Some(sum), plan["received"].as_u64(), "{predicted:?}");
+    assert_eq!(
+        plan["predicted"],
+        json!({"appliedOrUnchanged": 3, "unchanged": 1, "ignored": 1, "rejected": 1})
+    );
+    // Each record's own prediction still lists what it could end with.
+    assert_eq!(
+        plan["results"][0]["predictedOutcome"],
+        json!(["applied", "unchanged"])
+    );
+}
