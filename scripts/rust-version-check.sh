@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The workspace's declared minimum Rust (`rust-version` in Cargo.toml, shared by the three packages)
+# The workspace's declared minimum Rust (`rust-version` in Cargo.toml, shared by the four packages)
 # must be at least what every locked dependency declares, or a newcomer on the declared toolchain
 # gets an error deep in the build. Run by .ci/run; needs only cargo, grep, sed and sort.
 set -euo pipefail
@@ -13,7 +13,7 @@ if [ -z "$declared" ]; then
   echo "rust-version-check: Cargo.toml declares no rust-version" >&2
   exit 1
 fi
-for member in crates/fdk/Cargo.toml crates/oci-signer/Cargo.toml; do
+for member in crates/fdk/Cargo.toml crates/oci-signer/Cargo.toml crates/oci-transport/Cargo.toml; do
   if ! grep -q '^rust-version.workspace *= *true' "$member"; then
     echo "rust-version-check: $member must take rust-version from the workspace (rust-version.workspace = true)" >&2
     exit 1

@@ -323,7 +323,7 @@ impl Engine {
             format!("{KEY_CONTROL_PLANE} is unset and no region is known to derive it from")
         });
         Engine {
-            control_plane: ControlPlane::new(control_plane, client.clone()),
+            control_plane: ControlPlane::new(control_plane, client.transport().clone()),
             client,
             policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
@@ -333,7 +333,7 @@ impl Engine {
 
     /// Resolves domain OCIDs at `base` (`Err`: why there is no control plane to ask).
     pub fn with_control_plane(mut self, base: Result<DomainUrl, String>) -> Self {
-        self.control_plane = ControlPlane::new(base, self.client.clone());
+        self.control_plane = ControlPlane::new(base, self.client.transport().clone());
         self
     }
 
@@ -479,7 +479,7 @@ impl Engine {
                     }
                     _ => format!("reading the user: {failure}"),
                 };
-                let ecids = failure.ecids;
+                let ecids = failure.request_ids;
                 return fail_all(reason, ecids, outcome);
             }
         };
@@ -662,7 +662,7 @@ impl Engine {
                     settled_outcome(&failure),
                     Some(format!("writing capabilities: {failure}")),
                 )
-                .with_ecids(failure.ecids)
+                .with_ecids(failure.request_ids)
             },
         }
     }

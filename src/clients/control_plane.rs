@@ -1,8 +1,8 @@
 //! The IAM control plane, asked for one thing: the URL of an identity domain named by its OCID
 //! (`GET /20160918/domains/{ocid}`, `GetDomain`, field `url`).
 //!
-//! The call is signed with the function's own credentials and goes through the identity-domain
-//! client's send path, so it is retried and classified like every other call. Each OCID is asked
+//! The call is signed with the function's own credentials and goes through the shared transport
+//! ([`crate::transport`]), so it is paced, retried and classified like every other call. Each OCID is asked
 //! once for the life of the process: concurrent askers wait for the first answer (single flight);
 //! a failure is not remembered, so a later record can try again.
 //!
@@ -31,15 +31,18 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::clients::identity_domain::IdentityDomainClient;
+use crate::clients::identity_domain::unauthorized_hint;
 use crate::intake::names::{shown, DomainOcid, DomainUrl};
-use reqwest::StatusCode;
+use crate::transport::{Call, Hints, StatusCode, Transport};
 
 /// The IAM API version in the control plane's paths.
 const API_VERSION: &str = "20160918";
 /// The realm domain of the commercial realm (oc1).
 const COMMERCIAL_REALM_DOMAIN: &str = "oraclecloud.com";
 const DOMAIN_PREFIX: &str = "idcs-";
+/// The policy that lets the function read domains.
+const READ_DOMAINS: &str =
+    "the function may not read it (policy: allow dynamic-group <group> to read domains in tenancy)";
 
 /// Why a domain OCID has no usable URL.
 #[derive(Debug)]
@@ -186,18 +189,18 @@ pub struct ControlPlane {
 struct Inner {
     /// `Err`: why there is no control plane (no URL configured and no region to derive it from).
     base: Result<DomainUrl, String>,
-    client: IdentityDomainClient,
+    transport: Transport,
     resolved: Mutex<HashMap<DomainOcid, Arc<OnceCell<DomainUrl>>>>,
 }
 
 impl ControlPlane {
     /// `base` is IDENTITY_CONTROL_PLANE_URL or the region's default; `Err` says why neither is
     /// known, and every OCID is then rejected with that reason.
-    pub fn new(base: Result<DomainUrl, String>, client: IdentityDomainClient) -> Self {
+    pub fn new(base: Result<DomainUrl, String>, transport: Transport) -> Self {
         Self {
             inner: Arc::new(Inner {
                 base,
-                client,
+                transport,
                 resolved: Mutex::new(HashMap::new()),
             }),
         }
@@ -233,30 +236,39 @@ impl ControlPlane {
         deadline: Instant,
     ) -> Result<DomainUrl, ResolveError> {
         let url = base.endpoint(&[API_VERSION, "domains", ocid.as_str()], &[]);
-        let answer = match self.inner.client.get_json(url, deadline).await {
-            Ok(answer) => answer,
-            Err(failure) => {
-                let reason = format!("resolving domain {ocid} (GetDomain): {failure}");
-                return Err(match failure.error.status() {
-                    // IAM answers 404 both for an unknown domain and for one the caller may not
-                    // read: name the policy that makes it readable.
-                    Some(StatusCode::NOT_FOUND) => ResolveError::Rejected(format!(
-                        "{reason}; the domain does not exist or the function may not read it \
-                         (policy: allow dynamic-group <group> to read domains in tenancy)"
-                    )),
-                    _ if failure.is_rejected() => ResolveError::Rejected(reason),
-                    _ => ResolveError::Failed {
-                        reason,
-                        ecids: failure.ecids,
-                    },
-                });
+        let call = Call::get(url)
+            .with_service("the identity control plane")
+            .with_hints(Hints {
+                forbidden: Some(READ_DOMAINS),
+                unauthorized: Some(unauthorized_hint),
+            });
+        let failed = |failure: crate::transport::Failure| {
+            let reason = format!("resolving domain {ocid} (GetDomain): {failure}");
+            match failure.error.status() {
+                // IAM answers 404 both for an unknown domain and for one the caller may not
+                // read: name the policy that makes it readable.
+                Some(StatusCode::NOT_FOUND) => ResolveError::Rejected(format!(
+                    "{reason}; the domain does not exist or {READ_DOMAINS}"
+                )),
+                _ if failure.is_rejected() => ResolveError::Rejected(reason),
+                _ => ResolveError::Failed {
+                    reason,
+                    ecids: failure.request_ids,
+                },
             }
         };
-        let Some(url) = answer.value.get("url").and_then(serde_json::Value::as_str) else {
+        let answer = self
+            .inner
+            .transport
+            .send(&call, deadline)
+            .await
+            .map_err(failed)?;
+        let value = answer.json_object().map_err(failed)?;
+        let Some(url) = value.get("url").and_then(serde_json::Value::as_str) else {
             // A 200 that is not the answer asked for: most often a proxy or a hiccup.
             return Err(ResolveError::Failed {
                 reason: format!("resolving domain {ocid} (GetDomain): the answer has no url"),
-                ecids: answer.ecids,
+                ecids: answer.request_ids,
             });
         };
         let url = identity_domain_url(url, base)

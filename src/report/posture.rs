@@ -14,11 +14,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::action::apply::Engine;
-use crate::clients::identity_domain::{list_attributes, Call, UserPage};
+use crate::clients::identity_domain::{calls, list_attributes, UserPage};
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Capability, CurrentCapabilities};
 use crate::intake::names::DomainUrl;
-use crate::transport::retry::Purpose;
+use crate::transport::{Call, Intent, PAGE_ANSWER_LIMIT};
 
 /// The service's largest page.
 pub const PAGE_SIZE: u64 = 1000;
@@ -363,12 +363,8 @@ fn page_call(
     if let Some(f) = filter {
         query.insert(0, ("filter", f));
     }
-    Call {
-        method: Method::GET,
-        url: domain.endpoint(&["admin", "v1", "Users"], &query),
-        body: None,
-        purpose: Purpose::ListUsers,
-    }
+    let url = domain.endpoint(&["admin", "v1", "Users"], &query);
+    calls::call(Method::GET, url, Intent::Read).with_answer_limit(PAGE_ANSWER_LIMIT)
 }
 
 /// What a scan reads and how it reports its way through the listing.
@@ -448,7 +444,7 @@ async fn read_page(engine: &Engine, call: &Call, deadline: Instant) -> Result<Us
         .send(call, deadline)
         .await
         .map_err(|f| f.to_string())?;
-    serde_json::from_slice(&answer.value).map_err(|e| format!("user list: {e}"))
+    serde_json::from_slice(&answer.body).map_err(|e| format!("user list: {e}"))
 }
 
 /// The report as CSV (RFC 4180, CRLF line ends), one row per user, the same rows as the JSON.

@@ -499,7 +499,7 @@ async fn concurrent_lookups_of_one_ocid_share_one_get_domain() {
     .unwrap();
     let cp = ControlPlane::new(
         Ok(DomainUrl::parse(&plane.base_url()).unwrap()),
-        client.clone(),
+        client.transport().clone(),
     );
     let ocid = DomainOcid::parse(DOMAIN_OCID).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -515,7 +515,7 @@ async fn concurrent_lookups_of_one_ocid_share_one_get_domain() {
     assert!(plane.requests().iter().all(|r| r.auth_ok));
 
     // Without a control plane, the reason is given and nothing is sent.
-    let none = ControlPlane::new(Err("no region".to_owned()), client);
+    let none = ControlPlane::new(Err("no region".to_owned()), client.transport().clone());
     match none.domain_url(&ocid, deadline).await {
         Err(ResolveError::Rejected(reason)) => assert!(reason.contains("no region"), "{reason}"),
         other => panic!("{other:?}"),

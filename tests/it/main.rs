@@ -17,3 +17,4 @@ mod real_api;
 mod reconcile;
 mod reliability;
 mod support;
+mod transport;

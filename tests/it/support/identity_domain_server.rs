@@ -148,6 +148,10 @@ pub struct RecordedRequest {
     /// The status answered; `None` when the connection was reset instead.
     pub status: Option<u16>,
     pub arrived: Instant,
+    /// The wall-clock time it arrived, to compare with its signed `date`.
+    pub arrived_at: SystemTime,
+    /// The `date` header as sent (signed).
+    pub date: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -494,6 +498,7 @@ impl Drop for InFlight<'_> {
 
 async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
     let arrived = Instant::now();
+    let arrived_at = SystemTime::now();
     let _in_flight = InFlight::enter(&state);
     let (parts, body) = request.into_parts();
     let target = parts
@@ -637,6 +642,12 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
         auth_error: verdict.err(),
         status,
         arrived,
+        arrived_at,
+        date: parts
+            .headers
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         body: body.to_vec(),
     });
     response

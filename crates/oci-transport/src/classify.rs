@@ -1,57 +1,33 @@
 //! What each answer from an OCI service means for the call that got it: one pure classifier, the
 //! backoff between attempts, and `Retry-After`.
 //!
-//! Every call the function makes (read a user, write its capabilities, list a page of users, look
-//! up a domain) is judged here and nowhere else, row by row as PRODUCT.md's "How each answer from a
-//! server is treated" table has it. Nothing here does I/O or reads the clock, so every row is a unit
-//! test.
+//! Every call is judged here and nowhere else, row by row as the product's table "How each answer
+//! from a server is treated" has it. Nothing here does I/O or reads the clock, so every row is a
+//! unit test. The same table judges a whole answer and, for a batch API such as SCIM Bulk, each
+//! operation's own status inside it.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 
-/// What a call is for: the same answer means different things to a read and to a write.
+/// What a call does to the service, which decides what a 403 means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    /// `GET /admin/v1/Users/{id}`.
-    ReadUser,
-    /// `PUT /admin/v1/UserCapabilitiesChanger/{id}`, after a successful read.
-    WriteCapabilities,
-    /// One page of `GET /admin/v1/Users`.
-    ListUsers,
-    /// The control plane's `GetDomain`.
-    LookupDomain,
+pub enum Intent {
+    /// Reads (a GET, a search by POST): a 403 means a role missing or not yet propagated, which an
+    /// administrator's fix or time can cure, so the call ends `failed`.
+    Read,
+    /// Changes something after the caller has read it: a 403 is about this object (the role may
+    /// not change it), so the call ends `rejected`.
+    Write,
 }
 
-/// The most of an answer that is read for a user, a write or a domain.
+/// The most of a successful answer read for one object (a user, a write's echo, a domain).
 pub const SMALL_ANSWER_LIMIT: usize = 1024 * 1024;
-/// The most of an answer that is read for one page of a user listing (1,000 users with their
+/// The most of a successful answer read for one page of a listing (1,000 users with their
 /// extensions stay far below it).
 pub const PAGE_ANSWER_LIMIT: usize = 32 * 1024 * 1024;
 /// How much of an error answer is read for its `detail`; the rest is never looked at.
 pub const ERROR_ANSWER_LIMIT: usize = 64 * 1024;
-
-impl Purpose {
-    /// The largest successful answer accepted; reading stops past it.
-    pub fn answer_limit(self) -> usize {
-        match self {
-            Purpose::ListUsers => PAGE_ANSWER_LIMIT,
-            Purpose::ReadUser | Purpose::WriteCapabilities | Purpose::LookupDomain => {
-                SMALL_ANSWER_LIMIT
-            }
-        }
-    }
-
-    /// For messages: what was being done.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Purpose::ReadUser => "reading the user",
-            Purpose::WriteCapabilities => "writing capabilities",
-            Purpose::ListUsers => "listing users",
-            Purpose::LookupDomain => "looking up the domain",
-        }
-    }
-}
 
 /// One attempt's answer, reduced to what the decision needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +65,7 @@ pub enum Verdict {
 }
 
 /// The table in PRODUCT.md, "How each answer from a server is treated".
-pub fn classify(purpose: Purpose, observed: Observed) -> Verdict {
+pub fn classify(intent: Intent, observed: Observed) -> Verdict {
     let (status, retry_after) = match observed {
         Observed::Timeout | Observed::Network => return Verdict::RetryAfter(None),
         Observed::TooLarge => return Verdict::Fail,
@@ -107,11 +83,11 @@ pub fn classify(purpose: Purpose, observed: Observed) -> Verdict {
     }
     match status {
         StatusCode::UNAUTHORIZED => Verdict::RefreshCredentials,
-        StatusCode::FORBIDDEN => match purpose {
-            // After a successful read, a refused write is about this user (an administrator, say).
-            Purpose::WriteCapabilities => Verdict::Reject,
+        StatusCode::FORBIDDEN => match intent {
+            // After a successful read, a refused write is about this object (an administrator, say).
+            Intent::Write => Verdict::Reject,
             // A role missing or not yet propagated: an administrator's fix, or time, helps.
-            Purpose::ReadUser | Purpose::ListUsers | Purpose::LookupDomain => Verdict::Fail,
+            Intent::Read => Verdict::Fail,
         },
         StatusCode::NOT_FOUND => Verdict::Reject,
         StatusCode::REQUEST_TIMEOUT
@@ -126,20 +102,12 @@ pub fn classify(purpose: Purpose, observed: Observed) -> Verdict {
     }
 }
 
-/// A sentence for the report when the status alone does not say what to do about it.
-pub fn hint(purpose: Purpose, status: StatusCode) -> Option<&'static str> {
-    match (purpose, status) {
-        (Purpose::WriteCapabilities, StatusCode::FORBIDDEN) => Some(
-            "the function's role may not change this user (an administrator, say); change it by hand or widen the role",
-        ),
-        (_, StatusCode::FORBIDDEN) => Some(
-            "grant the function's dynamic group the User Administrator role in this domain (a new grant can take minutes to apply)",
-        ),
-        (_, s) if s.is_redirection() => {
-            Some("redirects are not followed: a signed request goes to no other host")
-        }
-        _ => None,
-    }
+/// A sentence for the report when the status alone does not say what to do about it, and the
+/// call gave no hint of its own.
+pub fn generic_hint(status: StatusCode) -> Option<&'static str> {
+    status
+        .is_redirection()
+        .then_some("redirects are not followed: a signed request goes to no other host")
 }
 
 /// Exponential backoff with full jitter: a uniform delay below `base · 2^attempt`, capped at `max`.
@@ -168,12 +136,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    const ALL: [Purpose; 4] = [
-        Purpose::ReadUser,
-        Purpose::WriteCapabilities,
-        Purpose::ListUsers,
-        Purpose::LookupDomain,
-    ];
+    const ALL: [Intent; 2] = [Intent::Read, Intent::Write];
 
     fn status(code: u16) -> Observed {
         Observed::Status {
@@ -182,20 +145,20 @@ mod tests {
         }
     }
 
-    fn every_purpose(observed: Observed) -> Vec<Verdict> {
+    fn every_intent(observed: Observed) -> Vec<Verdict> {
         ALL.iter().map(|p| classify(*p, observed)).collect()
     }
 
     #[test]
     fn row_network_timeout_and_transient_statuses_are_retried() {
         let retried = Verdict::RetryAfter(None);
-        assert_eq!(every_purpose(Observed::Network), [retried; 4]);
-        assert_eq!(every_purpose(Observed::Timeout), [retried; 4]);
+        assert_eq!(every_intent(Observed::Network), [retried; 2]);
+        assert_eq!(every_intent(Observed::Timeout), [retried; 2]);
         let transient = [
             408, 409, 425, 429, 500, 502, 503, 504, 506, 507, 508, 510, 511, 599,
         ];
         for code in transient {
-            assert_eq!(every_purpose(status(code)), [retried; 4], "{code}");
+            assert_eq!(every_intent(status(code)), [retried; 2], "{code}");
         }
     }
 
@@ -208,8 +171,8 @@ mod tests {
                 retry_after: after,
             };
             assert_eq!(
-                every_purpose(observed),
-                [Verdict::RetryAfter(after); 4],
+                every_intent(observed),
+                [Verdict::RetryAfter(after); 2],
                 "{code}"
             );
         }
@@ -217,36 +180,25 @@ mod tests {
 
     #[test]
     fn row_401_refreshes_credentials() {
-        assert_eq!(every_purpose(status(401)), [Verdict::RefreshCredentials; 4]);
+        assert_eq!(every_intent(status(401)), [Verdict::RefreshCredentials; 2]);
     }
 
     #[test]
     fn row_403_fails_a_read_and_rejects_a_write() {
-        assert_eq!(classify(Purpose::ReadUser, status(403)), Verdict::Fail);
-        assert_eq!(classify(Purpose::ListUsers, status(403)), Verdict::Fail);
-        assert_eq!(classify(Purpose::LookupDomain, status(403)), Verdict::Fail);
-        assert_eq!(
-            classify(Purpose::WriteCapabilities, status(403)),
-            Verdict::Reject
-        );
-        assert!(hint(Purpose::ReadUser, StatusCode::FORBIDDEN)
-            .unwrap()
-            .contains("User Administrator role"));
-        assert!(hint(Purpose::WriteCapabilities, StatusCode::FORBIDDEN)
-            .unwrap()
-            .contains("may not change this user"));
+        assert_eq!(classify(Intent::Read, status(403)), Verdict::Fail);
+        assert_eq!(classify(Intent::Write, status(403)), Verdict::Reject);
     }
 
     #[test]
     fn row_404_is_rejected() {
-        assert_eq!(every_purpose(status(404)), [Verdict::Reject; 4]);
+        assert_eq!(every_intent(status(404)), [Verdict::Reject; 2]);
     }
 
     #[test]
     fn row_3xx_is_never_followed_and_fails() {
         for code in [300, 301, 302, 303, 304, 307, 308] {
-            assert_eq!(every_purpose(status(code)), [Verdict::Fail; 4], "{code}");
-            assert!(hint(Purpose::ReadUser, StatusCode::from_u16(code).unwrap()).is_some());
+            assert_eq!(every_intent(status(code)), [Verdict::Fail; 2], "{code}");
+            assert!(generic_hint(StatusCode::from_u16(code).unwrap()).is_some());
         }
     }
 
@@ -255,23 +207,21 @@ mod tests {
         for code in [
             400, 402, 405, 406, 410, 411, 412, 413, 415, 422, 428, 431, 451, 499, 501, 505,
         ] {
-            assert_eq!(every_purpose(status(code)), [Verdict::Reject; 4], "{code}");
+            assert_eq!(every_intent(status(code)), [Verdict::Reject; 2], "{code}");
         }
     }
 
     #[test]
     fn row_oversized_answers_fail() {
-        assert_eq!(every_purpose(Observed::TooLarge), [Verdict::Fail; 4]);
-        assert_eq!(Purpose::ReadUser.answer_limit(), 1 << 20);
-        assert_eq!(Purpose::WriteCapabilities.answer_limit(), 1 << 20);
-        assert_eq!(Purpose::LookupDomain.answer_limit(), 1 << 20);
-        assert_eq!(Purpose::ListUsers.answer_limit(), 32 << 20);
+        assert_eq!(every_intent(Observed::TooLarge), [Verdict::Fail; 2]);
+        assert_eq!(SMALL_ANSWER_LIMIT, 1 << 20);
+        assert_eq!(PAGE_ANSWER_LIMIT, 32 << 20);
     }
 
     #[test]
     fn success_is_any_2xx() {
         for code in [200, 201, 204] {
-            assert_eq!(every_purpose(status(code)), [Verdict::Success; 4], "{code}");
+            assert_eq!(every_intent(status(code)), [Verdict::Success; 2], "{code}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! A client-side request-rate limiter that finds the server's limit by itself.
 //!
-//! Identity domains answer 429 once a tenancy's tier is over its request rate (a Free domain allows
-//! about 150 requests a minute, paid tiers more), and nothing tells the client the figure in advance.
+//! OCI services answer 429 once a caller is over its request rate (a Free identity domain allows
+//! about 150 requests a minute to its user APIs, paid tiers more), and nothing tells the client the
+//! figure in advance.
 //! So the limiter learns it, much as the AWS SDKs' "adaptive" retry mode and TCP CUBIC do:
 //!
 //! * Requests are spaced evenly at the current rate (no bursts), across every task that shares the
@@ -57,6 +58,8 @@ pub struct Grant {
 /// service.
 #[derive(Debug)]
 pub struct RateLimiter {
+    /// For logs: the host and rate group it paces.
+    label: String,
     ceiling: Option<f64>,
     state: Mutex<State>,
 }
@@ -83,8 +86,14 @@ impl RateLimiter {
     /// `ceiling` is `MAX_REQUESTS_PER_SECOND`; `None` (or anything not a positive number) turns the
     /// limiter off.
     pub fn new(ceiling: Option<f64>) -> Self {
+        Self::named(ceiling, String::new())
+    }
+
+    /// As [`new`](Self::new), with a label (host and rate group) for its log lines.
+    pub fn named(ceiling: Option<f64>, label: String) -> Self {
         let ceiling = ceiling.filter(|c| c.is_finite() && *c > 0.0);
         RateLimiter {
+            label,
             ceiling,
             state: Mutex::new(State {
                 rate: ceiling,
@@ -164,8 +173,9 @@ impl RateLimiter {
         });
         // The slots already booked at the old spacing stay; later ones use the new spacing.
         tracing::info!(
+            limiter = %self.label,
             rate_per_second = rate,
-            "identity domain answered 429: sending rate lowered"
+            "answered 429: sending rate lowered"
         );
     }
 
