@@ -184,7 +184,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("oci-user-capabilities: {e}");
+            eprintln!(
+                "oci-user-capabilities: {}",
+                oci_user_capabilities::signer::ErrorChain(&e)
+            );
             e.exit_code()
         }
     }
@@ -227,11 +230,11 @@ enum CliError {
     Start(#[from] StartError),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Client(#[from] BuildError),
-    #[error("the server failed: {0}")]
+    #[error("the server failed")]
     Serve(#[source] RunError),
 }
 

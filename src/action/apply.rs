@@ -566,7 +566,7 @@ impl Engine {
             if let Some((first, outcome, reason)) = &acted {
                 results.push(RecordResult {
                     policy: decision.policy().to_vec(),
-                    ..duplicate_of(*index, target, *first, *outcome, reason)
+                    ..duplicate_of(*index, target, *first, *outcome, reason, self.dry_run)
                 });
             }
         }
@@ -638,7 +638,7 @@ impl Engine {
         };
         let note = profile.omits_console(current).then_some(CONSOLE_LEFT_OUT);
         if self.dry_run {
-            let reason = ["dry run: not written"]
+            let reason = ["dry run: would be written"]
                 .into_iter()
                 .chain(note)
                 .collect::<Vec<_>>();
@@ -673,15 +673,18 @@ const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an ident
      before the attribute) and console is unmanaged, so the write left it out";
 
 /// A later record for a user already acted on: the first record's outcome class, never `unchanged`
-/// for a user that was not made compliant.
+/// for a user that was not made compliant. In a dry run nothing was written, so a duplicate of a
+/// would-be write says what its first record says (`applied`, would be written), not `unchanged`.
 fn duplicate_of(
     index: usize,
     target: &Target,
     first: usize,
     first_outcome: Outcome,
     first_reason: &str,
+    dry_run: bool,
 ) -> RecordResult {
     let outcome = match first_outcome {
+        Outcome::Applied if dry_run => Outcome::Applied,
         Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
         Outcome::Rejected => Outcome::Rejected,
         Outcome::Failed => Outcome::Failed,

@@ -141,10 +141,12 @@ enum Action {
     Exempt,
 }
 
-/// A `userName` pattern: `*` matches any run of characters; compared case-insensitively.
+/// A `userName` pattern: `*` matches any run of characters; compared ASCII case-insensitively, so a
+/// look-alike such as the Kelvin sign (U+212A, which Unicode folds to `k`) never matches `k`: names
+/// come from the identity provider, and an exemption must not be reachable by a homoglyph.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pattern {
-    /// The lower-cased pattern split at every `*`.
+    /// The ASCII-lower-cased pattern split at every `*`.
     parts: Vec<String>,
 }
 
@@ -152,7 +154,7 @@ impl Pattern {
     fn new(pattern: &str) -> Self {
         Self {
             parts: pattern
-                .to_lowercase()
+                .to_ascii_lowercase()
                 .split('*')
                 .map(str::to_owned)
                 .collect(),
@@ -160,7 +162,7 @@ impl Pattern {
     }
 
     fn matches(&self, text: &str) -> bool {
-        let text = text.to_lowercase();
+        let text = text.to_ascii_lowercase();
         let (first, rest) = match self.parts.split_first() {
             Some(split) => split,
             None => return text.is_empty(),
@@ -377,7 +379,9 @@ struct GroupMembership {
 struct DefinedTag {
     namespace: String,
     key: String,
-    value: String,
+    /// `None` when the value is not a string (null, a number, missing): only a tag of the
+    /// configured namespace is ever looked at, and then it is noted as unusable.
+    value: Option<String>,
 }
 
 /// What the policy may look at for one user. Attributes the read did not ask for are empty.
@@ -424,7 +428,7 @@ impl UserFacts {
         let defined_tags = match user.get(TAGS_URN).map(|t| (t, t.get("definedTags"))) {
             None | Some((Value::Null, _)) | Some((_, None | Some(Value::Null))) => Vec::new(),
             Some((Value::Object(_), Some(Value::Array(tags)))) => {
-                tags.iter().map(defined_tag).collect::<Result<_, _>>()?
+                tags.iter().filter_map(defined_tag).collect()
             }
             Some(_) => return Err("the user's OCITags definedTags is not a list".into()),
         };
@@ -452,18 +456,16 @@ fn group_membership(item: &Value) -> Result<GroupMembership, String> {
     })
 }
 
-fn defined_tag(item: &Value) -> Result<DefinedTag, String> {
+/// One `definedTags` entry; `None` for an entry with no string namespace or key, which no namespace
+/// can claim. A tag of another namespace is kept whatever its value and never looked at: only the
+/// configured namespace's tags may fail a user's decision, and none does (see [`read_tags`]).
+fn defined_tag(item: &Value) -> Option<DefinedTag> {
     let text = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_owned);
-    match (text("namespace"), text("key"), text("value")) {
-        (Some(namespace), Some(key), Some(value)) => Ok(DefinedTag {
-            namespace,
-            key,
-            value,
-        }),
-        _ => {
-            Err("an entry of the user's definedTags lacks a string namespace, key or value".into())
-        }
-    }
+    Some(DefinedTag {
+        namespace: text("namespace")?,
+        key: text("key")?,
+        value: text("value"),
+    })
 }
 
 /// What the policy decided for one user.
@@ -536,10 +538,13 @@ fn read_tags(namespace: &TagNamespace, tags: &[DefinedTag]) -> TagReading {
         if !is_exempt_key && capability.is_none() {
             continue; // other keys of the namespace are not ours
         }
-        let Some(on) = tag_switch(&tag.value) else {
+        let Some(on) = tag.value.as_deref().and_then(tag_switch) else {
+            let value = tag
+                .value
+                .as_deref()
+                .map_or("that is not text".to_owned(), shown);
             reading.notes.push(format!(
-                "tag {label} ignored: value {} is not yes/on/true or no/off/false",
-                shown(&tag.value)
+                "tag {label} ignored: value {value} is not yes/on/true or no/off/false"
             ));
             continue;
         };
@@ -1143,7 +1148,12 @@ mod tests {
             ("*", "", true),
             ("a**", "a", true),
             ("*aa", "a", false),
-            ("ÄRGER*", "ärger-1", true),
+            // ASCII case folding only: other letters compare exactly, and the Kelvin sign
+            // (U+212A) is not `k`.
+            ("ÄRGER*", "ärger-1", false),
+            ("ärger*", "ärger-1", true),
+            ("breakglass-*", "brea\u{212A}glass-x", false),
+            ("breakglass-*", "BREAKGLASS-x", true),
         ] {
             assert_eq!(
                 Pattern::new(pattern).matches(text),
@@ -1240,7 +1250,7 @@ mod tests {
                 .map(|(n, k, v)| DefinedTag {
                     namespace: (*n).into(),
                     key: (*k).into(),
-                    value: (*v).into(),
+                    value: Some((*v).into()),
                 })
                 .collect(),
             groups: vec![group("dev", "dev", "direct")],
@@ -1341,10 +1351,42 @@ mod tests {
             json!({"groups": ["dev"]}),
             json!({"urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User": {"isFederatedUser": "yes"}}),
             json!({"urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags": {"definedTags": {}}}),
-            json!({"urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags": {"definedTags": [{"key": "k"}]}}),
         ] {
             assert!(UserFacts::from_scim(&bad, Vec::new()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tags_of_other_namespaces_are_ignored_whatever_their_values() {
+        let user = json!({
+            "userName": "ana",
+            "urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags": {"definedTags": [
+                {"namespace": "Finance", "key": "CostCenter", "value": null},
+                {"namespace": "Finance", "key": "Budget", "value": 42},
+                {"namespace": "Finance", "key": "Owner"},
+                {"key": "no-namespace"},
+                "not an object",
+                {"namespace": "Security", "key": "api_keys", "value": "off"},
+                {"namespace": "Security", "key": "auth_tokens", "value": 1},
+                {"namespace": "Security", "key": "unrelated", "value": null}
+            ]}
+        });
+        let facts = UserFacts::from_scim(&user, Vec::new()).unwrap();
+        let p = Policy::parse(
+            DEFAULT_ALL_OFF,
+            None,
+            Some(TagNamespace::parse("Security").unwrap()),
+        )
+        .unwrap();
+        let Decision::Enforce { policy, notes, .. } = p.decide(&facts) else {
+            panic!("not exempt");
+        };
+        assert_eq!(policy, ["tag:Security.api_keys"]);
+        // Our namespace's number is not a switch (1 is not `yes`): noted, not used.
+        assert_eq!(
+            notes,
+            ["tag Security.auth_tokens ignored: value that is not text is not yes/on/true or no/off/false"]
+        );
     }
 
     #[test]
@@ -1416,7 +1458,7 @@ mod tests {
                     .map(|(n, k, v)| DefinedTag {
                         namespace: n,
                         key: k,
-                        value: v,
+                        value: Some(v),
                     })
                     .collect(),
             })
@@ -1489,7 +1531,7 @@ mod tests {
             let tags_on = p.tag_namespace.is_some();
             let tag_exempt = tags_on && facts.defined_tags.iter().any(|t| {
                 t.namespace.eq_ignore_ascii_case("Security") && t.key == "exempt"
-                    && tag_switch(&t.value) == Some(true)
+                    && t.value.as_deref().and_then(tag_switch) == Some(true)
             });
             match p.decide(&facts) {
                 Decision::Exempt { policy, reason } => {
@@ -1506,7 +1548,7 @@ mod tests {
                         let tag = if tags_on {
                             let values: Vec<bool> = facts.defined_tags.iter()
                                 .filter(|t| t.namespace.eq_ignore_ascii_case("Security") && t.key == c.name())
-                                .filter_map(|t| tag_switch(&t.value))
+                                .filter_map(|t| t.value.as_deref().and_then(tag_switch))
                                 .collect();
                             if values.is_empty() { None } else { Some(values.iter().all(|v| *v)) }
                         } else { None };

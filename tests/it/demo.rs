@@ -92,7 +92,8 @@ async fn demo_dry_run_reports_without_writing() {
         [
             "applied",
             "applied",
-            "unchanged",
+            // a duplicate of record 0, which would be written: nothing was, so not `unchanged`
+            "applied",
             "rejected",
             "ignored",
             "unchanged"

@@ -10,6 +10,7 @@ mod events;
 mod fdk_platform;
 mod first_hour;
 mod hardening;
+mod hostile;
 mod idd_server;
 mod platform_harness;
 mod policy;

@@ -123,16 +123,15 @@ impl CallContext {
     }
 }
 
-/// Reads `Fn-Deadline`: RFC 3339 with `Z` or an offset, with or without a fraction.
+/// Reads `Fn-Deadline`: RFC 3339 with `Z` or an offset, with or without a fraction. Every time at or
+/// before 1970-01-01 reads as the epoch: all are long past, and all must leave the same (zero) budget,
+/// whether `0001-01-01` or `1969-12-31` (nanoseconds before the epoch do not fit a `u64` for years
+/// before about 1385, which once made `0001-01-01` read as "no deadline").
 pub fn parse_deadline(value: &str) -> Option<SystemTime> {
     let parsed = OffsetDateTime::parse(value.trim(), &Rfc3339).ok()?;
-    let nanos = parsed.unix_timestamp_nanos();
-    if nanos >= 0 {
-        let nanos = u64::try_from(nanos).ok()?;
-        SystemTime::UNIX_EPOCH.checked_add(Duration::from_nanos(nanos))
-    } else {
-        let nanos = u64::try_from(-nanos).ok()?;
-        SystemTime::UNIX_EPOCH.checked_sub(Duration::from_nanos(nanos))
+    match u64::try_from(parsed.unix_timestamp_nanos()) {
+        Ok(nanos) => SystemTime::UNIX_EPOCH.checked_add(Duration::from_nanos(nanos)),
+        Err(_) => Some(SystemTime::UNIX_EPOCH),
     }
 }
 
@@ -169,7 +168,15 @@ mod tests {
         assert!(parse_deadline("").is_none());
         assert!(parse_deadline("tomorrow").is_none());
         assert!(parse_deadline("2030-13-01T00:00:00Z").is_none());
-        assert!(parse_deadline("1960-01-01T00:00:00Z").is_some());
+        // Every past deadline alike: the epoch, whatever year before it.
+        for past in [
+            "1960-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00.000000001+23:59",
+            "1969-12-31T23:59:59.999Z",
+        ] {
+            assert_eq!(parse_deadline(past), Some(SystemTime::UNIX_EPOCH), "{past}");
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub enum StartError {
     #[error("FN_FORMAT is {0:?}; only 'http-stream' is supported")]
     UnsupportedFormat(String),
     /// A file-system step of binding the socket failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// The step (`bind`, `chmod`, `symlink`, `remove stale`).
         action: &'static str,

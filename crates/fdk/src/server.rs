@@ -187,7 +187,7 @@ async fn entry(State(inner): State<Arc<Inner>>, request: Request) -> Response {
     match call.await {
         Ok(response) => response,
         Err(e) => {
-            tracing::error!(error = %e, "the call's task ended abnormally");
+            tracing::error!(error = %Chain(&e), "the call's task ended abnormally");
             platform_error(
                 &inner,
                 StatusCode::BAD_GATEWAY,
@@ -229,7 +229,7 @@ async fn handle(inner: Arc<Inner>, request: Request) -> Response {
             );
         }
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "could not read the request body");
+            tracing::error!(error = %Chain(&e), "could not read the request body");
             return platform_error(
                 &inner,
                 StatusCode::BAD_GATEWAY,
@@ -250,7 +250,7 @@ async fn handle(inner: Arc<Inner>, request: Request) -> Response {
     match inner.handler.call(ctx, payload).await {
         Ok(response) => success(&inner, response, gateway),
         Err(error) if error.is::<DeadlineExceeded>() => {
-            tracing::error!(error = %error, "handler failed");
+            tracing::error!(error = %Chain(&*error), "handler failed");
             platform_error(
                 &inner,
                 StatusCode::GATEWAY_TIMEOUT,
@@ -258,7 +258,7 @@ async fn handle(inner: Arc<Inner>, request: Request) -> Response {
             )
         }
         Err(error) => {
-            tracing::error!(error = %error, "handler failed");
+            tracing::error!(error = %Chain(&*error), "handler failed");
             platform_error(
                 &inner,
                 StatusCode::BAD_GATEWAY,
@@ -405,6 +405,22 @@ fn stamp(inner: &Inner, mut response: Response) -> Response {
     headers.insert("fn-fdk-version", inner.fdk_version.clone());
     headers.insert("fn-fdk-runtime", inner.runtime.clone());
     response
+}
+
+/// An error and its causes, `: `-separated: errors say only their own part in `Display`, so the log
+/// line prints the chain once.
+struct Chain<'a>(&'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

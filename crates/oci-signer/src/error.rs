@@ -140,7 +140,7 @@ pub enum CredentialError {
         found: String,
     },
     /// A file could not be read.
-    #[error("{what}: cannot read {path}: {source}")]
+    #[error("{what}: cannot read {path}")]
     ReadFile {
         /// What was being loaded (a variable or setting name).
         what: String,
@@ -159,7 +159,7 @@ pub enum CredentialError {
         reason: String,
     },
     /// The private key could not be loaded.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Key {
         /// What was being loaded (a variable or setting name).
         what: String,
@@ -222,4 +222,41 @@ pub enum CredentialError {
     /// A panic elsewhere poisoned the credential cache.
     #[error("credential cache: lock poisoned by a panic in another thread")]
     Poisoned,
+}
+
+/// An error and each of its causes, `: `-separated: what a log line or a command line prints. Every
+/// error here says only its own part in `Display` and gives its cause as `source()`, so the chain is
+/// printed once, at the edge, and never repeats itself.
+///
+/// ```
+/// use oci_signer::ErrorChain;
+///
+/// #[derive(Debug)]
+/// struct Load(std::io::Error);
+/// impl std::fmt::Display for Load {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("cannot read key.pem")
+///     }
+/// }
+/// impl std::error::Error for Load {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+/// let error = Load(std::io::Error::other("permission denied"));
+/// assert_eq!(ErrorChain(&error).to_string(), "cannot read key.pem: permission denied");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }

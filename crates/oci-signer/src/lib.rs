@@ -47,7 +47,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use error::{CredentialError, KeyError, SignError};
+pub use error::{CredentialError, ErrorChain, KeyError, SignError};
 pub use key::{PrivateKey, RsaSha256Signer, MAX_KEY_BITS, MIN_KEY_BITS};
 pub use oci_config::{default_oci_config_path, ApiKeyProvider};
 pub use resource_principal::ResourcePrincipal;

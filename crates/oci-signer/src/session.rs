@@ -184,7 +184,7 @@ impl SessionCache {
             // valid keeps that session: failing every request for minutes would help no one.
             Err(error) if session.claims.exp > unix_seconds(now) => {
                 tracing::warn!(
-                    error = %error,
+                    error = %crate::ErrorChain(&error),
                     exp = session.claims.exp,
                     "re-reading the session token failed; the cached session is used until it expires"
                 );

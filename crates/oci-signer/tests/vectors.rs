@@ -12,8 +12,9 @@ use aws_lc_rs::signature::{
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use oci_signer::{
-    sign_request, ApiKeyProvider, CredentialError, Credentials, CredentialsProvider, KeyError,
-    KeyId, PrivateKey, ResourcePrincipal, RsaSha256Signer, Secret, SignError, SignableRequest,
+    sign_request, ApiKeyProvider, CredentialError, Credentials, CredentialsProvider, ErrorChain,
+    KeyError, KeyId, PrivateKey, ResourcePrincipal, RsaSha256Signer, Secret, SignError,
+    SignableRequest,
 };
 use pkcs8::der::{Decode, Document};
 use proptest::prelude::*;
@@ -303,7 +304,7 @@ fn keys_of_2048_to_4096_bits_load_and_others_are_refused_by_size() {
             matches!(err, KeyError::UnsupportedSize { bits: b } if b == bits),
             "{err:?}"
         );
-        let shown = err.to_string();
+        let shown = ErrorChain(&err).to_string();
         assert!(
             shown.contains(&format!("{bits}-bit"))
                 && shown.contains("2048")
@@ -503,7 +504,7 @@ fn fake_jwt(claims: &str) -> String {
 }
 
 fn err_text(err: &CredentialError) -> String {
-    format!("{err} | {err:?}")
+    format!("{} | {err:?}", ErrorChain(err))
 }
 
 #[test]
@@ -519,7 +520,7 @@ fn rp_missing_variables_are_named() {
             .collect();
         let err = rp_from(vars).unwrap_err();
         assert!(matches!(err, CredentialError::MissingVar { .. }), "{err:?}");
-        assert!(err.to_string().contains(missing), "{err}");
+        assert!(ErrorChain(&err).to_string().contains(missing), "{err}");
     }
     // Region is optional.
     let vars: Vec<_> = rp_files_env("rp_session_key_pkcs1.pem")
@@ -531,7 +532,9 @@ fn rp_missing_variables_are_named() {
     let mut vars = rp_files_env("rp_session_key_pkcs1.pem");
     vars[1].1 = "  ".to_owned();
     let err = rp_from(vars).unwrap_err();
-    assert!(err.to_string().contains("OCI_RESOURCE_PRINCIPAL_RPST"));
+    assert!(ErrorChain(&err)
+        .to_string()
+        .contains("OCI_RESOURCE_PRINCIPAL_RPST"));
 }
 
 #[test]
@@ -541,7 +544,7 @@ fn rp_version_other_than_2_2_is_refused() {
         vars[0].1 = version.to_owned();
         let err = rp_from(vars).unwrap_err();
         assert!(matches!(err, CredentialError::UnsupportedVersion { .. }));
-        let msg = err.to_string();
+        let msg = ErrorChain(&err).to_string();
         assert!(
             msg.contains("OCI_RESOURCE_PRINCIPAL_VERSION")
                 && msg.contains(version)
@@ -634,7 +637,9 @@ fn collect_error_and_debug_strings() -> Vec<String> {
             matches!(err, CredentialError::MalformedToken { .. }),
             "{err:?}"
         );
-        assert!(err.to_string().contains("OCI_RESOURCE_PRINCIPAL_RPST"));
+        assert!(ErrorChain(&err)
+            .to_string()
+            .contains("OCI_RESOURCE_PRINCIPAL_RPST"));
         shown.push(err_text(&err));
     }
 
@@ -656,7 +661,7 @@ fn collect_error_and_debug_strings() -> Vec<String> {
             ),
             "{err:?}"
         );
-        let msg = err.to_string();
+        let msg = ErrorChain(&err).to_string();
         assert!(
             msg.contains("openssl pkcs8 -topk8")
                 && msg.contains("OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM"),
@@ -677,7 +682,10 @@ fn collect_error_and_debug_strings() -> Vec<String> {
         shown.push(err_text(&err));
     }
     let err = content(token.clone(), encrypted.clone(), Some("wrong")).unwrap_err();
-    assert!(err.to_string().contains("wrong passphrase"), "{err}");
+    assert!(
+        ErrorChain(&err).to_string().contains("wrong passphrase"),
+        "{err}"
+    );
 
     // A damaged key body.
     let pkcs1 = vector_file("rp_session_key_pkcs1.pem");
@@ -872,7 +880,8 @@ fn failed_reread_keeps_the_previous_credentials() {
     .unwrap();
     let err = fx.provider.refresh(at(T0)).unwrap_err();
     assert!(
-        err.to_string()
+        ErrorChain(&err)
+            .to_string()
             .contains("OCI_RESOURCE_PRINCIPAL_PRIVATE_PEM"),
         "{err}"
     );

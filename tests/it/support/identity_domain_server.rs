@@ -1106,3 +1106,13 @@ fn put_capabilities(state: &State, id: &str, headers: &HeaderMap, body: &[u8]) -
     }
     json_response(StatusCode::OK, &Value::Object(out))
 }
+
+// Issue 24 (hostile answers): raw values a test places in a user's answer verbatim.
+impl IdentityDomainServer {
+    /// Adds a `definedTags` entry exactly as given (a null, numeric or missing `value` included).
+    pub fn add_defined_tag_raw(&self, user_id: &str, entry: Value) {
+        if let Some(user) = self.state.lock().users.get_mut(user_id) {
+            user.defined_tags.push(entry);
+        }
+    }
+}
