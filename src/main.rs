@@ -1,5 +1,5 @@
-//! Command line: `serve` (the function), `plan` (offline), and the operator commands `apply` and
-//! `reconcile`. Exit codes: 0 done, 1 some record failed, 2 bad usage or configuration.
+//! Command line: `serve` (the function), `plan` (offline), and the operator commands `apply`,
+//! `reconcile` and `report` (read only). Exit codes: 0 done, 1 some record failed, 2 bad usage or configuration.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -23,6 +23,8 @@ use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::intake::audit::{parse_invocation, Invocation};
 use oci_user_capabilities::intake::names::DomainUrl;
+use oci_user_capabilities::report::html;
+use oci_user_capabilities::report::posture::{self, PolicyShown, ScanJob};
 use oci_user_capabilities::report::progress::Progress;
 use oci_user_capabilities::report::telemetry;
 use oci_user_capabilities::signer::{
@@ -90,6 +92,25 @@ enum Command {
         #[command(flatten)]
         run: RunOptions,
     },
+    /// Write a read-only posture report of one identity domain: every user against the policy.
+    #[command(long_about = REPORT_HELP)]
+    Report {
+        /// The identity domain: its URL, a name in DOMAINS, a domain name or its OCID.
+        #[arg(long)]
+        domain: String,
+        /// SCIM filter narrowing the users [default: every user]
+        #[arg(long)]
+        filter: Option<String>,
+        /// Where to write it: FILE.html, FILE.csv or FILE.json (the name decides the format); `-`
+        /// or nothing prints JSON on standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Users per page (at most 1000).
+        #[arg(long, default_value_t = MAX_PAGE_SIZE, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        page_size: u64,
+        #[command(flatten)]
+        auth: AuthOptions,
+    },
 }
 
 /// Every variable `serve` reads, with its default (PRODUCT.md's configuration table).
@@ -133,6 +154,30 @@ Set by the platform:
   OCI_RESOURCE_PRINCIPAL_REGION       the region, e.g. us-ashburn-1 (also names the control plane)
   OCI_REGION_METADATA                 JSON naming the realm's domain [default: oraclecloud.com]
 A value starting with / is a path; anything else is the content itself.";
+
+const REPORT_HELP: &str = "Write a read-only posture report of one identity domain: every user (or those \
+--filter selects) against the profile the policy decides for it, the rule or tag that decided, and \
+exemptions. The listing is read page by page (GET /admin/v1/Users, sorted by creation); nothing is \
+written to the domain. --output FILE.html is one self-contained page (inline CSS, an inline SVG chart, \
+no script, nothing fetched); FILE.csv and FILE.json carry the same rows. Progress goes to stderr. \
+Exit 1 when the listing could not be read to its end (the report says where it stopped).";
+
+/// How an operator command signs (the part of [`RunOptions`] that `report` shares).
+#[derive(Args, Debug)]
+struct AuthOptions {
+    /// Policy file (TOML) replacing the baked-in policy and POLICY.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// How to sign requests [default: resource-principal when its variables are set, else api-key]
+    #[arg(long, value_enum)]
+    auth: Option<AuthKind>,
+    /// OCI config file for api-key and security-token auth [default: ~/.oci/config]
+    #[arg(long)]
+    config_file: Option<PathBuf>,
+    /// Profile in the OCI config file.
+    #[arg(long, default_value = "DEFAULT")]
+    profile: String,
+}
 
 #[derive(Args, Debug)]
 struct RunOptions {
@@ -215,7 +260,42 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             operator(run, move |ctx| Box::pin(reconcile_command(ctx, job)))
         }
+        Command::Report {
+            domain,
+            filter,
+            output,
+            page_size,
+            auth,
+        } => report(domain, filter, output, page_size, auth),
     }
+}
+
+fn report(
+    domain: String,
+    filter: Option<String>,
+    output: Option<PathBuf>,
+    page_size: u64,
+    auth: AuthOptions,
+) -> Result<ExitCode, CliError> {
+    // Usage mistakes stop before any credential is read or request sent.
+    let output = report_output(output)?;
+    let args = ReportArgs {
+        domain,
+        filter,
+        output,
+        page_size,
+        policy_source: policy_source(auth.policy.as_deref()),
+    };
+    // Reading only: the dry-run switch is on as a second guard.
+    let run = RunOptions {
+        dry_run: true,
+        policy: auth.policy,
+        auth: auth.auth,
+        config_file: auth.config_file,
+        profile: auth.profile,
+        output: None,
+    };
+    operator(run, move |ctx| Box::pin(report_command(ctx, args)))
 }
 
 /// Why a command stopped before doing its job: bad usage or configuration (exit 2), or a server that
@@ -639,6 +719,148 @@ async fn reconcile_command(
     }
     print_reconcile(&report, ctx.output);
     Ok(exit_for(report.needs_retry()))
+}
+
+/// `report`: what it reads and where it writes.
+struct ReportArgs {
+    domain: String,
+    filter: Option<String>,
+    output: Option<(PathBuf, ReportFormat)>,
+    page_size: u64,
+    policy_source: String,
+}
+
+/// The report's file format, from the `--output` file's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReportFormat {
+    Html,
+    Csv,
+    Json,
+}
+
+/// `--output FILE.html|.csv|.json`; `-` (or no flag) is JSON on stdout.
+fn report_output(output: Option<PathBuf>) -> Result<Option<(PathBuf, ReportFormat)>, CliError> {
+    let Some(path) = output.filter(|p| p.as_os_str() != "-") else {
+        return Ok(None);
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let format = match ext.as_deref() {
+        Some("html" | "htm") => ReportFormat::Html,
+        Some("csv") => ReportFormat::Csv,
+        Some("json") => ReportFormat::Json,
+        _ => {
+            return Err(CliError::usage(format_args!(
+                "--output: {}: the name must end in .html, .csv or .json (the format follows it)",
+                path.display()
+            )))
+        }
+    };
+    Ok(Some((path, format)))
+}
+
+/// Says where the policy came from, for the report's "policy applied".
+fn policy_source(policy: Option<&std::path::Path>) -> String {
+    let base = match (policy, env("POLICY").filter(|v| !v.trim().is_empty())) {
+        (Some(path), _) => format!("--policy {}", path.display()),
+        (None, Some(_)) => "the POLICY configuration key".to_owned(),
+        (None, None) => "the built-in policies/capabilities.toml".to_owned(),
+    };
+    match env("CAPABILITIES").filter(|v| !v.trim().is_empty()) {
+        Some(_) => format!("{base}, its default replaced by CAPABILITIES"),
+        None => base,
+    }
+}
+
+/// The domain an operator command names: what the function accepts (a domain name, a DOMAINS
+/// name, a domain OCID, an allowed URL), and beyond that any identity-domain URL. `Err(code)` when
+/// an OCID could not be resolved for a reason a retry can fix.
+async fn operator_domain(
+    ctx: &OperatorContext,
+    domain: &str,
+) -> Result<Result<DomainUrl, ExitCode>, CliError> {
+    let route = ctx
+        .config
+        .domains
+        .resolve_for_reconcile(domain)
+        .or_else(|reason| {
+            DomainUrl::parse(domain)
+                .map(DomainRoute::Url)
+                .map_err(|_| reason)
+        })
+        .map_err(|e| CliError::usage(format_args!("--domain: {e}")))?;
+    let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+    match ctx.engine.domain_url(&route, deadline).await {
+        Ok(url) => Ok(Ok(url)),
+        Err(ResolveError::Rejected(reason)) => {
+            Err(CliError::usage(format_args!("--domain: {reason}")))
+        }
+        Err(ResolveError::Failed { reason, .. }) => {
+            eprintln!("oci-user-capabilities: --domain: {reason}");
+            Ok(Err(ExitCode::from(1)))
+        }
+    }
+}
+
+async fn report_command(ctx: OperatorContext, args: ReportArgs) -> Result<ExitCode, CliError> {
+    let domain = match operator_domain(&ctx, &args.domain).await? {
+        Ok(url) => url,
+        Err(code) => return Ok(code),
+    };
+    let job = ScanJob {
+        domain_values: domain_values(&args.domain, &domain),
+        domain,
+        filter: args.filter,
+        page_size: args.page_size,
+    };
+    let shown = PolicyShown::new(&ctx.config.policy, args.policy_source);
+    let mut progress = Progress::stderr("report");
+    let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+    let report = posture::scan(&ctx.engine, &job, shown, deadline, &mut |done, total| {
+        progress.set_total(total);
+        progress.set_done(done);
+    })
+    .await;
+    progress.finish();
+    let text = match args.output.as_ref().map(|(_, f)| *f) {
+        Some(ReportFormat::Html) => html::render(&report),
+        Some(ReportFormat::Csv) => posture::to_csv(&report),
+        Some(ReportFormat::Json) | None => {
+            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+        }
+    };
+    let s = &report.summary;
+    let written = match &args.output {
+        Some((path, _)) => {
+            std::fs::write(path, text).map_err(|e| {
+                CliError::usage(format_args!(
+                    "--output: cannot write {}: {e}",
+                    path.display()
+                ))
+            })?;
+            format!("; written to {}", path.display())
+        }
+        None => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            String::new()
+        }
+    };
+    eprintln!(
+        "report: {} users: {} to change, {} compliant, {} exempt, {} unreadable{written}{}",
+        s.users,
+        s.to_change,
+        s.compliant,
+        s.exempt,
+        s.unreadable,
+        report
+            .error
+            .as_ref()
+            .map(|e| format!("; INCOMPLETE: {e}"))
+            .unwrap_or_default()
+    );
+    Ok(exit_for(!report.complete))
 }
 
 /// Folds one step's report into the running total.

@@ -23,7 +23,7 @@ table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #d0d7de;pad
 th{background:#f6f8fa;position:sticky;top:0}tbody tr:nth-child(even){background:#fafbfc}
 td.c{text-align:center;white-space:nowrap}.s-compliant{color:#2e7d32}.s-to_change{background:#fff4e5;color:#bf360c;font-weight:600}
 .s-exempt{color:#1565c0}.s-unmanaged{color:#8c959f}.s-unknown,.s-unreadable{color:#b71c1c}
-code{background:#f6f8fa;padding:1px 4px;border-radius:4px}ul.rules{margin:4px 0}
+code{background:#f6f8fa;padding:1px 4px;border-radius:4px;overflow-wrap:anywhere}ul.rules{margin:4px 0}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px}
 ";
 
@@ -104,7 +104,7 @@ fn summary(page: &mut String, r: &PostureReport) {
 /// (grey) left alone by the profile.
 fn chart(page: &mut String, r: &PostureReport) {
     const LABEL: u32 = 190;
-    const WIDTH: u32 = 460;
+    const WIDTH: u32 = 420;
     const ROW: u32 = 30;
     let height = ROW * Capability::ALL.len() as u32 + 10;
     let total = r.summary.users.max(1);
@@ -120,7 +120,7 @@ fn chart(page: &mut String, r: &PostureReport) {
         "</p>\n<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"chart\" width=\"{w}\" height=\"{height}\" \
          viewBox=\"0 0 {w} {height}\" role=\"img\" aria-label=\"Users per capability: compliant, to change, exempt, unmanaged\" \
          font-family=\"system-ui,sans-serif\" font-size=\"12\">",
-        w = LABEL + WIDTH + 170
+        w = LABEL + WIDTH + 290
     );
     for (i, c) in Capability::ALL.iter().enumerate() {
         let counts = r

@@ -214,9 +214,15 @@ impl PostureReport {
     /// An empty report for `domain`, to fill with [`PostureReport::push`].
     pub fn new(domain: &DomainUrl, filter: Option<String>, policy: PolicyShown) -> Self {
         let now = time::OffsetDateTime::now_utc();
-        let generated_at = now
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let generated_at = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
         Self {
             domain: domain.as_str().to_owned(),
             generated_at,

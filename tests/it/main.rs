@@ -17,5 +17,6 @@ mod policy;
 mod real_api;
 mod reconcile;
 mod reliability;
+mod report;
 mod support;
 mod transport;

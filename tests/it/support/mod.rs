@@ -2,3 +2,4 @@
 pub mod demo;
 pub mod fixtures;
 pub mod identity_domain_server;
+pub mod png;
