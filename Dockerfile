@@ -26,22 +26,22 @@ RUN find . -type f ! -name Cargo.toml ! -name Cargo.lock ! -name build.rs ! -pat
  && printf 'fn main() {}\n' > src/main.rs
 
 FROM toolchain AS build
-# Layer 1: the whole dependency tree (AWS-LC's C code included), rebuilt only when a manifest, the lock
-# file, a build script or .cargo/config.toml changes.
-COPY --from=skeleton /src/ ./
-RUN cargo build --release --locked --bin oci-user-capabilities
-# Layer 2: our three crates. COPY keeps the sources' own times, which may be older than the stubs
-# built above; touching them makes cargo rebuild exactly the workspace's crates and nothing else.
-COPY . .
-RUN find . -name '*.rs' -exec touch {} + \
- && cargo build --release --locked --bin oci-user-capabilities \
- && install -D -m 0555 target/release/oci-user-capabilities /out/oci-user-capabilities
 # OCI Functions starts every function container as user fn (uid 1000) and group fn (gid 1000), and its page
 # on unprivileged functions asks custom images to define both; scratch has no groupadd/adduser, so the two
 # entries are written directly.
 RUN mkdir -p /out/etc \
  && printf 'fn:x:1000:1000:fn:/home/fn:/sbin/nologin\n' > /out/etc/passwd \
  && printf 'fn:x:1000:\n' > /out/etc/group
+# Layer 1: the whole dependency tree (AWS-LC's C code included), rebuilt only when a manifest, the lock
+# file, a build script or .cargo/config.toml changes.
+COPY --from=skeleton /src/ ./
+RUN cargo build --release --locked --bin oci-user-capabilities
+# Layer 2: the workspace's own crates. COPY keeps the sources' own times, which may be older than the stubs
+# built above; touching them makes cargo rebuild exactly the workspace's crates and nothing else.
+COPY . .
+RUN find . -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked --bin oci-user-capabilities \
+ && install -D -m 0555 target/release/oci-user-capabilities /out/oci-user-capabilities
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt

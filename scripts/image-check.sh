@@ -15,6 +15,8 @@
 #      the platform against it with the README's demo (`cargo run --example demo -- --binary …`): the
 #      local identity domain that checks every signature, the sample batch over the Unix socket.
 #
+# `scripts/image-check.sh --skeleton-only` stops after step 2 (seconds, no build).
+#
 # Needs: rustup's x86_64-unknown-linux-musl target, musl-gcc (Debian: musl-tools), unshare and mount
 # (util-linux), git. Work files go to target/image-check/ (kept, so a second run is incremental).
 set -euo pipefail
@@ -44,10 +46,12 @@ run_command() { instruction "$1" | sed -e '1s/^RUN //' -e 's/\\$//' | tr '\n' ' 
 
 # The build context: what `docker build .` sends, i.e. the repository's files minus .dockerignore.
 context=$work/context
-step "build context (git's files, less .dockerignore: $(paste -sd' ' .dockerignore))"
+# .dockerignore holds plain paths (no wildcards); each excludes itself and everything below it.
+ignored=$(grep -v -e '^#' -e '^$' .dockerignore | sed 's/[.]/\\./g' | paste -sd'|' -)
+step "build context (git's files, less .dockerignore: $(grep -v -e '^#' -e '^$' .dockerignore | paste -sd' ' -))"
 rm -rf "$context" && mkdir -p "$context"
 git ls-files -z --cached --others --exclude-standard \
-  | grep -zv -E '^(target|\.git|fuzz/target|fuzz/corpus)(/|$)' \
+  | grep -zv -E "^($ignored)(/|\$)" \
   | xargs -0 cp --parents -t "$context"
 echo "$(find "$context" -type f | wc -l) files"
 
@@ -77,6 +81,7 @@ echo "src/handler.rs edited and a module added: skeleton $src_hash ($([ "$src_ha
 echo "Cargo.lock edited:                        skeleton $lock_hash ($([ "$lock_hash" = "$base_hash" ] && echo 'identical (unexpected)' || echo 'different: dependency layer rebuilt, as it must be'))"
 [ "$src_hash" = "$base_hash" ] && [ "$lock_hash" != "$base_hash" ] || { echo "image-check: the skeleton does not isolate the dependencies" >&2; exit 1; }
 rm -rf "$changed" "$work/skeleton-changed"
+if [ "${1:-}" = "--skeleton-only" ]; then exit 0; fi
 
 # The two cargo builds of the `build` stage, for the musl target (on Alpine, musl is the host). Same
 # command and profile; AWS-LC's C code is compiled with musl-gcc as Alpine's gcc would.
