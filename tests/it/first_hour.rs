@@ -307,8 +307,8 @@ async fn a_reconcile_that_stops_on_an_error_says_it_on_stderr() {
     for n in 0..3 {
         jit_user(&idd, n);
     }
-    // The second page is refused for good.
-    idd.add_fault("GET", "startIndex=3", Fault::Status(400), None);
+    // The second page (the first one asked after the keyset cursor) is refused for good.
+    idd.add_fault("GET", "meta.created%20ge", Fault::Status(400), None);
     let home = crate::support::fixtures::operator_home("");
     let base = idd.base_url();
     let out = tokio::task::spawn_blocking(move || {
