@@ -18,6 +18,7 @@
 use crate::decision::policy::{Policy, TagNamespace, BAKED_IN, MAX_POLICY_BYTES};
 use crate::decision::profile::{parse_switch, split_list, ListError, Profile};
 use crate::intake::names::{shown, DomainName, DomainOcid, DomainUrl};
+use crate::report::metrics::MetricsConfig;
 
 // The keys of PRODUCT.md's configuration table (fn config keys, read as environment variables).
 const KEY_CAPABILITIES: &str = "CAPABILITIES";
@@ -53,9 +54,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "BULK",
     "BULK_REQUESTS_PER_SECOND",
     "CREDENTIALS",
-    "METRICS_COMPARTMENT_ID",
-    "METRICS_NAMESPACE",
-    "MONITORING_INGESTION_URL",
+    crate::report::metrics::KEY_COMPARTMENT,
+    crate::report::metrics::KEY_NAMESPACE,
+    crate::report::metrics::KEY_INGESTION_URL,
     "FUNCTION_INVOKE_ENDPOINT",
     "FUNCTIONS_URL",
     "RECONCILE_MAX_HOPS",
@@ -564,6 +565,9 @@ pub struct Config {
     /// IDENTITY_CONTROL_PLANE_URL; unset means the region's default (see
     /// `control_plane::default_url`).
     pub control_plane_url: Option<DomainUrl>,
+    /// `METRICS_COMPARTMENT_ID`, `METRICS_NAMESPACE`, `MONITORING_INGESTION_URL`: where each
+    /// invocation's counts go in OCI Monitoring; `None` posts no metrics.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Config {
@@ -682,6 +686,8 @@ impl Config {
             })
             .transpose()?;
 
+        let metrics = MetricsConfig::from_lookup(lookup)?;
+
         Ok(Self {
             policy,
             event_types,
@@ -691,6 +697,7 @@ impl Config {
             max_requests_per_second,
             log_format,
             control_plane_url,
+            metrics,
         })
     }
 }

@@ -13,11 +13,15 @@ use crate::clients::control_plane::ResolveError;
 use crate::config::Config;
 use crate::fdk::{CallContext, FnResponse, HandlerError, Payload};
 use crate::intake::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTES};
+use crate::report::metrics::{self, Counts, Metrics};
 use tokio::time::Instant;
 
 /// The engine stops this long before the FDK's own cutoff, so a slow batch ends with its report (502
 /// and every unfinished record named) rather than a bare 504.
 pub const REPORT_MARGIN: Duration = Duration::from_millis(750);
+
+/// Metrics are posted only until this long before the FDK's cutoff: the answer always leaves first.
+pub const METRICS_MARGIN: Duration = Duration::from_millis(250);
 
 /// Everything a call needs, built once at start.
 #[derive(Debug, Clone)]
@@ -26,6 +30,8 @@ pub struct Function {
     pub config: Arc<Config>,
     /// Applies the profile to targets; shared by every call (client, credentials, caches).
     pub engine: Engine,
+    /// Posts each call's counts to OCI Monitoring; `None` without `METRICS_COMPARTMENT_ID`.
+    pub metrics: Option<Metrics>,
 }
 
 /// How a call ends when it does not end with a report of final outcomes: the one place that decides
@@ -74,7 +80,26 @@ impl Function {
         ctx: CallContext,
         payload: Payload,
     ) -> Result<FnResponse, HandlerError> {
-        match self.answer(ctx, payload).await {
+        let started = Instant::now();
+        let fdk_deadline = ctx.deadline;
+        let throttled_before = self.metrics.as_ref().map(Metrics::throttled_so_far);
+        let (answer, counts) = metrics::counting(self.answer(ctx, payload)).await;
+        if let Some(m) = &self.metrics {
+            // A body that never became a report still counts as an invocation.
+            let mut counts = counts.unwrap_or_else(|| Counts {
+                kind: "batch",
+                ..Counts::default()
+            });
+            counts.throttled = m.throttled_so_far() - throttled_before.unwrap_or(0);
+            counts.invocation_ms = started.elapsed().as_millis() as u64;
+            // Bounded (metrics::POST_WAIT) and clear of the FDK's cutoff; the answer is already
+            // settled, and nothing the post does changes it.
+            let deadline = fdk_deadline
+                .checked_sub(METRICS_MARGIN)
+                .unwrap_or(fdk_deadline);
+            m.post(&counts, deadline).await;
+        }
+        match answer {
             Ok(response) => Ok(response),
             Err(e) => e.into_answer(self.config.dry_run),
         }
@@ -108,6 +133,7 @@ impl Function {
             Invocation::Reconcile(request) => return self.reconcile(request, deadline).await,
         };
         log_report(&report);
+        metrics::note(Counts::from_batch(&report));
         if report.needs_retry() {
             // The platform discards a 502 body: the full report goes to the log.
             tracing::error!(report = %to_json(&report), "records failed; the invocation fails so the platform retries it");
@@ -159,6 +185,7 @@ impl Function {
             error = report.error.as_deref().unwrap_or(""),
             "reconcile summary"
         );
+        metrics::note(Counts::from_reconcile(&report, &job.domain_values));
         if report.needs_retry() {
             tracing::error!(report = %to_json(&report), "reconcile incomplete; the invocation fails so it can be retried from nextStartIndex");
             return Err(CallError::RetryNeeded {

@@ -12,6 +12,7 @@ mod first_hour;
 mod hardening;
 mod hostile;
 mod idd_server;
+mod metrics;
 mod platform_harness;
 mod policy;
 mod real_api;
