@@ -15,6 +15,7 @@
 //! assert_eq!(config.domains.resolve("Other"), DomainDecision::OutsideAllowList);
 //! ```
 
+use crate::decision::credentials::CredentialsMode;
 use crate::decision::policy::{Policy, TagNamespace, BAKED_IN, MAX_POLICY_BYTES};
 use crate::decision::profile::{parse_switch, split_list, ListError, Profile};
 use crate::intake::names::{shown, DomainName, DomainOcid, DomainUrl};
@@ -31,6 +32,7 @@ const KEY_MAX_RPS: &str = "MAX_REQUESTS_PER_SECOND";
 const KEY_LOG_FORMAT: &str = "LOG_FORMAT";
 const KEY_POLICY: &str = "POLICY";
 const KEY_TAG_NAMESPACE: &str = "TAG_NAMESPACE";
+const KEY_CREDENTIALS: &str = "CREDENTIALS";
 /// How a policy file given on the command line is named in errors.
 pub const KEY_POLICY_FILE: &str = "--policy";
 /// The key that overrides the IAM control plane's endpoint (used to resolve domain OCIDs).
@@ -53,7 +55,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     KEY_CONTROL_PLANE,
     "BULK",
     "BULK_REQUESTS_PER_SECOND",
-    "CREDENTIALS",
+    KEY_CREDENTIALS,
     crate::report::metrics::KEY_COMPARTMENT,
     crate::report::metrics::KEY_NAMESPACE,
     crate::report::metrics::KEY_INGESTION_URL,
@@ -565,6 +567,8 @@ pub struct Config {
     /// IDENTITY_CONTROL_PLANE_URL; unset means the region's default (see
     /// `control_plane::default_url`).
     pub control_plane_url: Option<DomainUrl>,
+    /// `CREDENTIALS`: report (the default), revoke or never read lingering credentials.
+    pub credentials: CredentialsMode,
     /// `METRICS_COMPARTMENT_ID`, `METRICS_NAMESPACE`, `MONITORING_INGESTION_URL`: where each
     /// invocation's counts go in OCI Monitoring; `None` posts no metrics.
     pub metrics: Option<MetricsConfig>,
@@ -685,6 +689,15 @@ impl Config {
                 })
             })
             .transpose()?;
+        let credentials = match get(KEY_CREDENTIALS) {
+            Some(v) => CredentialsMode::parse(&v).ok_or_else(|| {
+                ConfigError::new(
+                    KEY_CREDENTIALS,
+                    format!("expected report, revoke or off, got {}", shown(&v)),
+                )
+            })?,
+            None => CredentialsMode::default(),
+        };
 
         let metrics = MetricsConfig::from_lookup(lookup)?;
 
@@ -697,6 +710,7 @@ impl Config {
             max_requests_per_second,
             log_format,
             control_plane_url,
+            credentials,
             metrics,
         })
     }
@@ -860,6 +874,23 @@ mod tests {
         assert_eq!(c.max_concurrency, 4);
         assert_eq!(c.max_requests_per_second, Some(20.0));
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.credentials, CredentialsMode::Report);
+    }
+
+    #[test]
+    fn credentials_mode_is_read_and_checked() {
+        for (v, mode) in [
+            ("report", CredentialsMode::Report),
+            (" Revoke ", CredentialsMode::Revoke),
+            ("OFF", CredentialsMode::Off),
+        ] {
+            assert_eq!(config(&[(KEY_CREDENTIALS, v)]).unwrap().credentials, mode);
+        }
+        let err = config(&[(KEY_CREDENTIALS, "delete")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CREDENTIALS: expected report, revoke or off, got \"delete\""
+        );
     }
 
     #[test]
@@ -877,6 +908,7 @@ mod tests {
             KEY_LOG_FORMAT,
             KEY_POLICY,
             KEY_TAG_NAMESPACE,
+            KEY_CREDENTIALS,
         ];
         let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (*k, "")).collect();
         let c = config(&pairs).unwrap();

@@ -181,6 +181,8 @@ impl Function {
             unchanged = report.unchanged,
             rejected = report.rejected,
             failed = report.failed,
+            lingering = %serde_json::to_string(&report.lingering).unwrap_or_default(),
+            revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
             next_start_index = report.next_start_index,
             error = report.error.as_deref().unwrap_or(""),
             "reconcile summary"

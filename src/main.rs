@@ -19,6 +19,7 @@ use oci_user_capabilities::clients::identity_domain::{
 use oci_user_capabilities::config::{
     near_misses, Config, ConfigError, DomainRoute, LogFormat, PolicyFile, KEY_CONTROL_PLANE,
 };
+use oci_user_capabilities::decision::credentials::{add_counts, Counts};
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
 use oci_user_capabilities::intake::audit::{parse_invocation, Invocation};
@@ -44,7 +45,7 @@ use oci_user_capabilities::signer::{
         The profile and the other settings come from the same environment variables as the function's \
         configuration (CAPABILITIES, EVENT_TYPES, DOMAINS, IDENTITY_DOMAIN_URL_TEMPLATE, DRY_RUN, \
         MAX_CONCURRENCY, MAX_REQUESTS_PER_SECOND, LOG_FORMAT, IDENTITY_CONTROL_PLANE_URL, POLICY, \
-        TAG_NAMESPACE). The policy that decides each user's profile is the one compiled in from \
+        TAG_NAMESPACE, CREDENTIALS). The policy that decides each user's profile is the one compiled in from \
         policies/capabilities.toml, replaced whole by POLICY (the same TOML) or by --policy FILE on \
         plan, apply and reconcile."
 )]
@@ -140,6 +141,10 @@ Function configuration (fn config keys, read as environment variables):
                                 policies/capabilities.toml]
   TAG_NAMESPACE                 defined-tag namespace for per-user overrides: <ns>.<capability> = yes/no,
                                 <ns>.exempt = yes [default: unset]
+  CREDENTIALS                   credentials a user already holds for a capability the profile turns
+                                off: report (count them, log their ids), revoke (delete them after
+                                the capability is off; needs a role that may delete other users'
+                                credentials, see the README) or off (never read them) [default: report]
   DRY_RUN                       true: read and report, never write [default: false]
   MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
   MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
@@ -870,6 +875,8 @@ fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileRepo
     t.unchanged += part.unchanged;
     t.rejected += part.rejected;
     t.failed += part.failed;
+    add_counts(&mut t.lingering, &part.lingering);
+    add_counts(&mut t.revoked, &part.revoked);
     t.total_results = part.total_results.or(t.total_results);
     t.next_start_index = part.next_start_index;
     t.stopped_because = part.stopped_because;
@@ -914,13 +921,14 @@ fn print_apply(report: &Report, output: OutputKind) {
     }
     let _ = writeln!(
         out,
-        "received {}: applied {}, unchanged {}, ignored {}, rejected {}, failed {}{}",
+        "received {}: applied {}, unchanged {}, ignored {}, rejected {}, failed {}{}{}",
         report.received,
         report.applied,
         report.unchanged,
         report.ignored,
         report.rejected,
         report.failed,
+        credential_totals(&report.lingering, &report.revoked),
         if report.dry_run {
             " (dry run: nothing written)"
         } else {
@@ -954,13 +962,14 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
     }
     let _ = writeln!(
         out,
-        "{}: scanned {}, applied {}, unchanged {}, rejected {}, failed {}{}{}",
+        "{}: scanned {}, applied {}, unchanged {}, rejected {}, failed {}{}{}{}",
         report.domain,
         report.scanned,
         report.applied,
         report.unchanged,
         report.rejected,
         report.failed,
+        credential_totals(&report.lingering, &report.revoked),
         report
             .next_start_index
             .map(|n| format!("; continue with --start-index {n}"))
@@ -971,6 +980,24 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
             .map(|e| format!("; stopped: {e}"))
             .unwrap_or_default(),
     );
+}
+
+/// `; lingering apiKeys 2, revoked apiKeys 2` for the table's summary line; empty when none.
+fn credential_totals(lingering: &Counts, revoked: &Counts) -> String {
+    let list = |c: &Counts| {
+        c.iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::new();
+    if !lingering.is_empty() {
+        out.push_str(&format!("; lingering {}", list(lingering)));
+    }
+    if !revoked.is_empty() {
+        out.push_str(&format!("; revoked {}", list(revoked)));
+    }
+    out
 }
 
 fn show(v: Option<bool>) -> &'static str {

@@ -16,6 +16,9 @@ use tokio::time::Instant;
 use crate::clients::control_plane::{ControlPlane, ResolveError};
 use crate::clients::identity_domain::{answered_user_id, Failure, IdentityDomainClient, Settled};
 use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
+use crate::decision::credentials::{
+    add_counts, attributes_to_read, lingering, Counts, CredentialsMode,
+};
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Change, CurrentCapabilities, Profile};
 use crate::intake::audit::{Records, Target, Triage};
@@ -85,6 +88,12 @@ pub struct RecordResult {
     /// Attribute → [before, after]; `before` is null when the domain did not report a value.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub changed: BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Credentials the user holds for a capability its profile turns off, by type (`apiKeys` …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lingering: Counts,
+    /// Of those, the ones deleted (a 404 counts: already revoked), or in a dry run that would be.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: Counts,
     /// Why it ended so (e.g. "already compliant", the refusal); `None` for a plain write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -104,6 +113,8 @@ impl RecordResult {
             outcome,
             policy: Vec::new(),
             changed: BTreeMap::new(),
+            lingering: Counts::new(),
+            revoked: Counts::new(),
             reason: None,
             request_ids: Vec::new(),
         }
@@ -143,6 +154,12 @@ pub struct Report {
     pub failed: usize,
     /// True when `DRY_RUN` is on: nothing was written.
     pub dry_run: bool,
+    /// Lingering credentials of every result, by type; absent when none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lingering: Counts,
+    /// Revoked credentials of every result (in a dry run, those that would be), by type.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: Counts,
     /// One entry per record, in record order, less any that are summarised.
     pub results: Vec<RecordResult>,
     /// Set when ignored records were summarised rather than listed: reason → count.
@@ -186,6 +203,8 @@ impl Report {
             rejected: 0,
             failed: 0,
             dry_run,
+            lingering: Counts::new(),
+            revoked: Counts::new(),
             results: Vec::new(),
             ignored_summary: None,
             not_listed: None,
@@ -196,6 +215,11 @@ impl Report {
     fn from_results(mut results: Vec<RecordResult>, dry_run: bool) -> Self {
         results.sort_by_key(|r| r.index);
         let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+        let (mut lingering, mut revoked) = (Counts::new(), Counts::new());
+        for r in &results {
+            add_counts(&mut lingering, &r.lingering);
+            add_counts(&mut revoked, &r.revoked);
+        }
         let mut report = Report {
             received: results.len(),
             applied: count(Outcome::Applied),
@@ -204,6 +228,8 @@ impl Report {
             rejected: count(Outcome::Rejected),
             failed: count(Outcome::Failed),
             dry_run,
+            lingering,
+            revoked,
             results,
             ignored_summary: None,
             not_listed: None,
@@ -307,6 +333,10 @@ pub struct Engine {
     pub(crate) policy: Arc<Policy>,
     pub(crate) dry_run: bool,
     pub(crate) max_concurrency: usize,
+    /// `CREDENTIALS`: report, revoke or leave alone the credentials a profile leaves lingering.
+    pub(crate) credentials: CredentialsMode,
+    /// The `userCredentials` attributes a read asks for (none with `CREDENTIALS=off`).
+    pub(crate) credential_attributes: Vec<&'static str>,
 }
 
 /// All records that name one user: by domain URL and as the records name the user (the SCIM id,
@@ -328,6 +358,8 @@ impl Engine {
             policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
+            credentials: config.credentials,
+            credential_attributes: attributes_to_read(&config.policy, config.credentials),
         }
     }
 
@@ -464,7 +496,8 @@ impl Engine {
             );
         }
         let (domain_url, user_ref) = &work.user;
-        let wanted = self.policy.needs().attributes();
+        let ask_credentials = self.asks_credentials(&work);
+        let wanted = self.read_attributes(ask_credentials);
         let user = match self
             .client
             .get_user(domain_url, user_ref, &wanted, deadline)
@@ -531,17 +564,28 @@ impl Engine {
                 let claim = claims.claim(domain_url, &user_id);
                 let mut mine = None;
                 let first = {
-                    let (mine, ecids, user_id, current, decision) =
-                        (&mut mine, &mut ecids, &user_id, &current, &decision);
+                    let (mine, ecids, user_id, current, decision, user) = (
+                        &mut mine,
+                        &mut ecids,
+                        &user_id,
+                        &current,
+                        &decision,
+                        &user.value,
+                    );
                     claim
                         .get_or_init(|| async move {
+                            let held = ask_credentials.then_some(user);
                             let done = self
-                                .apply_decision(domain_url, user_id, decision, current, deadline)
+                                .apply_decision(
+                                    domain_url, user_id, decision, current, held, deadline,
+                                )
                                 .await;
                             ecids.extend(done.ecids);
                             let mut result = RecordResult {
                                 policy: done.policy,
                                 changed: done.changed,
+                                lingering: done.lingering,
+                                revoked: done.revoked,
                                 reason: done.reason,
                                 ..RecordResult::for_target(*index, target, done.outcome)
                             };
@@ -573,14 +617,40 @@ impl Engine {
         results
     }
 
+    /// The attributes a read (or a listing) asks for: the policy's facts, and the credentials the
+    /// profile may leave lingering when `with_credentials`.
+    pub(crate) fn read_attributes(&self, with_credentials: bool) -> Vec<&'static str> {
+        let mut wanted = self.policy.needs().attributes();
+        if with_credentials {
+            wanted.extend(&self.credential_attributes);
+        }
+        wanted
+    }
+
+    /// Whether the read of this user asks for its credentials: not with `CREDENTIALS=off`, and not
+    /// when every record names a user the policy exempts whatever the read says.
+    fn asks_credentials(&self, work: &UserWork) -> bool {
+        if self.credential_attributes.is_empty() {
+            return false;
+        }
+        let domains = work.domain_values();
+        !work.records.iter().all(|(_, t)| {
+            self.policy
+                .certainly_exempt(t.user_name.as_deref(), &domains)
+        })
+    }
+
     /// Carries out the policy's decision for one user whose current capabilities are known: an
-    /// exempt user is left alone, any other is brought to its profile.
+    /// exempt user is left alone, any other is brought to its profile, and then the credentials
+    /// its profile leaves lingering are reported or revoked (`credentials` is the user's read when
+    /// it asked for them; `None` looks at no credential).
     pub(crate) async fn apply_decision(
         &self,
         domain: &DomainUrl,
         user: &UserId,
         decision: &Decision,
         current: &CurrentCapabilities,
+        credentials: Option<&serde_json::Value>,
         deadline: Instant,
     ) -> Enforced {
         match decision {
@@ -596,6 +666,12 @@ impl Engine {
                 let mut done = self
                     .enforce_user(domain, user, profile, current, deadline)
                     .await;
+                if let Some(read) = credentials {
+                    let held = lingering(read, profile);
+                    done = self
+                        .settle_lingering(domain, user, held, done, deadline)
+                        .await;
+                }
                 done.policy = policy.clone();
                 if !notes.is_empty() {
                     let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
@@ -711,16 +787,22 @@ pub(crate) struct Enforced {
     /// What decided the profile (see [`RecordResult::policy`]).
     pub(crate) policy: Vec<String>,
     pub(crate) changed: BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Lingering credentials by type (see [`RecordResult::lingering`]).
+    pub(crate) lingering: Counts,
+    /// Revoked credentials by type (see [`RecordResult::revoked`]).
+    pub(crate) revoked: Counts,
     pub(crate) reason: Option<String>,
     pub(crate) ecids: Vec<String>,
 }
 
 impl Enforced {
-    fn new(outcome: Outcome, reason: Option<String>) -> Self {
+    pub(crate) fn new(outcome: Outcome, reason: Option<String>) -> Self {
         Enforced {
             outcome,
             policy: Vec::new(),
             changed: BTreeMap::new(),
+            lingering: Counts::new(),
+            revoked: Counts::new(),
             reason,
             ecids: Vec::new(),
         }
@@ -809,6 +891,14 @@ pub fn log_report(report: &Report) {
             serde_json::to_string(&r.changed).unwrap_or_default()
         };
         let ids = r.request_ids.join(",");
+        let counts = |c: &Counts| {
+            if c.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(c).unwrap_or_default()
+            }
+        };
+        let (lingering, revoked) = (counts(&r.lingering), counts(&r.revoked));
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
@@ -820,6 +910,8 @@ pub fn log_report(report: &Report) {
                     outcome = r.outcome.as_str(),
                     policy = %r.policy.join(","),
                     changed = %changed,
+                    lingering = %lingering,
+                    revoked = %revoked,
                     reason = r.reason.as_deref().unwrap_or(""),
                     request_ids = %ids,
                     "record"
@@ -841,6 +933,8 @@ pub fn log_report(report: &Report) {
         rejected = report.rejected,
         failed = report.failed,
         dry_run = report.dry_run,
+        lingering = %serde_json::to_string(&report.lingering).unwrap_or_default(),
+        revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
         "summary"
     );
 }

@@ -1,4 +1,6 @@
 //! Action: the work that reads and writes users. [`apply`] takes a batch's records to one outcome each;
-//! [`reconcile`] pages through a domain's existing users and applies the same decision.
+//! [`reconcile`] pages through a domain's existing users and applies the same decision; [`credentials`]
+//! reports or revokes the credentials a user's profile leaves lingering.
 pub mod apply;
+pub mod credentials;
 pub mod reconcile;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::action::apply::{Engine, Outcome, START_MARGIN};
 use crate::clients::identity_domain::UserPage;
+use crate::decision::credentials::{add_counts, Counts};
 use crate::decision::policy::UserFacts;
 use crate::decision::profile::CurrentCapabilities;
 use crate::intake::names::{DomainName, DomainUrl, UserId};
@@ -59,6 +60,12 @@ pub struct UserEntry {
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     /// Attribute → [before, after] for each capability written (or that a dry run would write).
     pub changed: std::collections::BTreeMap<&'static str, [Option<bool>; 2]>,
+    /// Credentials the user holds for a capability its profile turns off, by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub lingering: Counts,
+    /// Of those, the ones revoked (in a dry run, that would be), by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub revoked: Counts,
     /// Why it ended so, when there is more to say than the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -89,6 +96,13 @@ pub struct ReconcileReport {
     pub failed: u64,
     /// True when `DRY_RUN` is on: nothing was written.
     pub dry_run: bool,
+    /// The scanned users' lingering credentials, by type: how many credentials exist that the
+    /// policy says should not.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub lingering: Counts,
+    /// Of those, the ones revoked (in a dry run, that would be), by type.
+    #[serde(skip_serializing_if = "Counts::is_empty")]
+    pub revoked: Counts,
     /// `totalResults` of the last page read; `None` when no page was read.
     pub total_results: Option<u64>,
     /// Where to continue; absent when the domain was scanned to the end.
@@ -148,6 +162,8 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         rejected: 0,
         failed: 0,
         dry_run: engine.dry_run,
+        lingering: Counts::new(),
+        revoked: Counts::new(),
         total_results: None,
         next_start_index: None,
         stopped_because: None,
@@ -177,7 +193,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
                 &job.filter,
                 index,
                 count,
-                &engine.policy.needs().attributes(),
+                &engine.read_attributes(true),
                 deadline,
             )
             .await
@@ -228,6 +244,8 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             .map(|(pos, _)| *pos as u64);
         for entry in outcomes.into_iter().filter_map(|(_, e)| e) {
             report.scanned += 1;
+            add_counts(&mut report.lingering, &entry.lingering);
+            add_counts(&mut report.revoked, &entry.revoked);
             match entry.outcome {
                 Outcome::Applied => report.applied += 1,
                 Outcome::Unchanged | Outcome::Ignored => report.unchanged += 1,
@@ -313,6 +331,8 @@ async fn reconcile_one(
         outcome,
         policy: Vec::new(),
         changed: Default::default(),
+        lingering: Counts::new(),
+        revoked: Counts::new(),
         reason,
         request_ids: Vec::new(),
     };
@@ -337,12 +357,17 @@ async fn reconcile_one(
             ))
         }
     };
+    // The listing asked every user's credentials (one attribute list serves the page); an exempt
+    // user's are dropped unexamined by `apply_decision`.
+    let credentials = (!engine.credential_attributes.is_empty()).then_some(user);
     let done = engine
-        .apply_decision(&job.domain, &id, &decision, &current, deadline)
+        .apply_decision(&job.domain, &id, &decision, &current, credentials, deadline)
         .await;
     Some(UserEntry {
         policy: done.policy,
         changed: done.changed,
+        lingering: done.lingering,
+        revoked: done.revoked,
         request_ids: done.ecids,
         ..entry(done.outcome, done.reason)
     })

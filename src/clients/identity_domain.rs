@@ -1,4 +1,5 @@
-//! The identity-domain REST client: read a user, change its capabilities, list users.
+//! The identity-domain REST client: read a user, change its capabilities, list users, delete a
+//! credential.
 //!
 //! A thin client on the shared transport ([`crate::transport`]): it knows the identity domain's
 //! paths, attributes and answers, and builds each request as a [`Call`] (method, URL, body, what a
@@ -10,8 +11,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::decision::credentials::CredentialType;
 use crate::decision::profile::{Capability, CAPABILITIES_URN, USER_EXTENSION_URN};
-use crate::intake::names::{DomainUrl, UserId, UserRef};
+use crate::intake::names::{CredentialId, DomainUrl, UserId, UserRef};
 use crate::signer::{CredentialKind, CredentialsProvider};
 use crate::transport::{Call, Error, Hints, Intent, Method, Transport, PAGE_ANSWER_LIMIT};
 
@@ -33,6 +35,14 @@ const READ_HINTS: Hints = Hints {
 const WRITE_HINTS: Hints = Hints {
     forbidden: Some(
         "the function's role may not change this user (an administrator, say); change it by hand or widen the role",
+    ),
+    unauthorized: Some(unauthorized_hint),
+};
+
+/// A credential delete refused with 403: the role may not delete other users' credentials.
+const REVOKE_HINTS: Hints = Hints {
+    forbidden: Some(
+        "deleting another user's credentials needs the Identity Domain Administrator or Security Administrator role in this domain (User Administrator may not be enough); grant one to the function's dynamic group, or set CREDENTIALS=report",
     ),
     unauthorized: Some(unauthorized_hint),
 };
@@ -152,6 +162,14 @@ pub mod calls {
         call(Method::PUT, url, Intent::Write).with_body(body)
     }
 
+    /// `DELETE /admin/v1/<type>/{id}`: revokes one of a user's credentials, after the user was read
+    /// and its capabilities written (a 403 is final, naming the role). The id was validated as
+    /// [`CredentialId`] and the type's path segment is a constant.
+    pub fn delete_credential(domain: &DomainUrl, kind: CredentialType, id: &CredentialId) -> Call {
+        let url = domain.endpoint(&["admin", "v1", kind.endpoint(), id.as_str()], &[]);
+        call(Method::DELETE, url, Intent::Write).with_hints(REVOKE_HINTS)
+    }
+
     /// One page of `GET /admin/v1/Users`, sorted by creation time so pages stay stable while users
     /// are added during the scan.
     pub fn list_page(
@@ -248,6 +266,22 @@ impl IdentityDomainClient {
         deadline: Instant,
     ) -> Result<Answer<()>, Failure> {
         let call = calls::write_capabilities(domain, user, body);
+        let answer = self.transport.send(&call, deadline).await?;
+        Ok(Answer {
+            value: (),
+            ecids: answer.request_ids,
+        })
+    }
+
+    /// `DELETE /admin/v1/<type>/{id}` (see [`calls::delete_credential`]).
+    pub async fn delete_credential(
+        &self,
+        domain: &DomainUrl,
+        kind: CredentialType,
+        id: &CredentialId,
+        deadline: Instant,
+    ) -> Result<Answer<()>, Failure> {
+        let call = calls::delete_credential(domain, kind, id);
         let answer = self.transport.send(&call, deadline).await?;
         Ok(Answer {
             value: (),
@@ -376,6 +410,16 @@ mod tests {
         let write = calls::write_capabilities(&domain, &user, b"{}".to_vec());
         assert_eq!(write.method, Method::PUT);
         assert_eq!(write.body.as_deref(), Some(&b"{}"[..]));
+        let key = CredentialId::parse("fedcba9876543210fedcba9876543210").unwrap();
+        let delete = calls::delete_credential(&domain, CredentialType::DbCredentials, &key);
+        assert_eq!(
+            (delete.method.clone(), delete.intent, delete.body.is_none()),
+            (Method::DELETE, Intent::Write, true)
+        );
+        assert_eq!(
+            delete.url.path(),
+            "/admin/v1/UserDbCredentials/fedcba9876543210fedcba9876543210"
+        );
         let page = calls::list_page(&domain, "userName pr", 51, 100, &[]);
         assert_eq!(page.answer_limit, PAGE_ANSWER_LIMIT);
         let query = page.url.query().unwrap();

@@ -638,6 +638,26 @@ impl Policy {
         }
     }
 
+    /// True when some user's decided profile may turn `c` off: the default or a rule does, or a
+    /// per-user tag can (any capability, with `TAG_NAMESPACE`).
+    pub(crate) fn may_turn_off(&self, c: Capability) -> bool {
+        self.default.get(c) == Some(false)
+            || self.tag_namespace.is_some()
+            || self
+                .rules
+                .iter()
+                .any(|r| matches!(&r.action, Action::Capabilities(p) if p.get(c) == Some(false)))
+    }
+
+    /// True when the record alone settles that the user is exempt: an exempt rule applies whatever a
+    /// read would say (a matching exempt rule wins over every other rule and tag). Such a user's
+    /// read does not ask for credentials.
+    pub(crate) fn certainly_exempt(&self, user_name: Option<&str>, domains: &[String]) -> bool {
+        self.rules.iter().any(|r| {
+            r.action == Action::Exempt && r.prospect(user_name, domains) == Prospect::Applies
+        })
+    }
+
     /// The profile for one user: `default`, each matching rule's capabilities in file order,
     /// then the user's tags; a matching exempt rule or an `exempt` tag leaves the user alone.
     pub fn decide(&self, facts: &UserFacts) -> Decision {

@@ -90,6 +90,12 @@ pub enum NameError {
         /// The refused text, in full.
         value: String,
     },
+    /// A credential id (an API key's, an auth token's, …) that is not 32 lower-case hex digits.
+    #[error("credential id: expected 32 lower-case hex digits, got {}", shown(.value))]
+    CredentialId {
+        /// The refused text, in full.
+        value: String,
+    },
     /// Not a global `ocid1.domain.<realm>..<id>`.
     #[error("domain OCID: expected ocid1.domain.<realm>..<id> (lower-case letters and digits), got {}", shown(.value))]
     DomainOcid {
@@ -138,6 +144,30 @@ impl UserId {
             Ok(Self(s.to_owned()))
         } else {
             Err(NameError::UserId {
+                value: s.to_owned(),
+            })
+        }
+    }
+
+    /// The validated text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The SCIM id of one of a user's credentials (API key, auth token, customer secret key, SMTP
+/// credential, OAuth2 client credential, DB credential): 32 lower-case hex digits, like a user id,
+/// because it goes into a `DELETE /admin/v1/<type>/{id}` path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CredentialId(String);
+
+impl CredentialId {
+    /// Accepts `s` only if it is 32 lower-case hex digits; the error repeats it.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if s.len() == HEX_ID_LEN && is_lower_hex(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::CredentialId {
                 value: s.to_owned(),
             })
         }
@@ -424,6 +454,7 @@ macro_rules! string_like {
 
 string_like!(DomainName);
 string_like!(UserId);
+string_like!(CredentialId);
 string_like!(DomainUrl);
 string_like!(UserOcid);
 string_like!(DomainOcid);
@@ -442,6 +473,25 @@ mod tests {
         assert_eq!(d.as_str(), name);
         assert_eq!(d.to_string(), name);
         assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{name}\""));
+    }
+
+    #[test]
+    fn credential_ids_are_32_lower_hex_digits_and_nothing_else() {
+        assert_eq!(CredentialId::parse(HEX).unwrap().as_str(), HEX);
+        for bad in [
+            "",
+            "../../admin/v1/Users",
+            &HEX[1..],
+            &format!("{HEX}0"),
+            &HEX.to_uppercase(),
+            &format!("{}/", &HEX[1..]),
+            &format!("{}%2f", &HEX[3..]),
+            &HEX.replacen('c', "\u{441}", 1),
+            "ocid1.credential.oc1..aaaa",
+        ] {
+            let err = CredentialId::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with("credential id: expected 32"), "{err}");
+        }
     }
 
     #[test]

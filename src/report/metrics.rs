@@ -201,6 +201,8 @@ impl Counts {
     pub fn from_batch(report: &Report) -> Self {
         let mut counts = Counts {
             kind: "batch",
+            lingering: by_type(&report.lingering),
+            revoked: by_type(&report.revoked),
             ..Counts::default()
         };
         for r in &report.results {
@@ -240,6 +242,8 @@ impl Counts {
             .unwrap_or_else(|| INVALID_DOMAIN.to_owned());
         let mut counts = Counts {
             kind: "reconcile",
+            lingering: by_type(&report.lingering),
+            revoked: by_type(&report.revoked),
             ..Counts::default()
         };
         for (outcome, n) in [
@@ -254,6 +258,15 @@ impl Counts {
         }
         counts
     }
+}
+
+/// Credential counts by type (the credentials extension's attribute names, a fixed set).
+fn by_type(counts: &crate::decision::credentials::Counts) -> BTreeMap<String, u64> {
+    counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(kind, n)| ((*kind).to_owned(), *n as u64))
+        .collect()
 }
 
 /// A record's domain as a dimension value: a valid domain name or OCID as it is, else `invalid`.

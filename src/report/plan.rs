@@ -12,6 +12,9 @@ use crate::action::apply::Outcome;
 use crate::action::reconcile::{domain_values, DEFAULT_FILTER};
 use crate::clients::identity_domain::{list_attributes, user_attributes};
 use crate::config::{Config, DomainRoute};
+use crate::decision::credentials::{
+    attributes_to_read, types_to_read, CredentialType, CredentialsMode,
+};
 use crate::decision::policy::{Candidate, Decision, Fact, Policy};
 use crate::decision::profile::Profile;
 use crate::intake::audit::{parse_invocation, Invocation, Target, Triage};
@@ -45,15 +48,23 @@ struct PolicySummary {
 }
 
 impl PolicySummary {
-    fn of(policy: &Policy) -> Self {
+    fn of(policy: &Policy, credentials: CredentialsMode) -> Self {
         Self {
             default: policy.default.describe(),
             unmanaged: policy.default.unmanaged_names(),
             rules: policy.rules.iter().map(|r| r.name.clone()).collect(),
             tag_namespace: policy.tag_namespace.as_ref().map(|t| t.to_string()),
-            read_attributes: user_attributes(&policy.needs().attributes()),
+            read_attributes: user_attributes(&read_attributes(policy, credentials)),
         }
     }
+}
+
+/// What a read or a listing asks for: the policy's facts and, unless `CREDENTIALS=off`, the
+/// credentials some profile may leave lingering (as the function's `Engine::read_attributes`).
+fn read_attributes(policy: &Policy, credentials: CredentialsMode) -> Vec<&'static str> {
+    let mut wanted = policy.needs().attributes();
+    wanted.extend(attributes_to_read(policy, credentials));
+    wanted
 }
 
 /// A batch's plan: the predicted counts and each record's plan, in record order.
@@ -203,9 +214,9 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
                     filter: request.filter.unwrap_or_else(|| DEFAULT_FILTER.to_owned()),
                     start_index: request.start_index.unwrap_or(1),
                     max_users: request.max_users,
-                    list_attributes: list_attributes(&policy.needs().attributes()),
+                    list_attributes: list_attributes(&read_attributes(policy, config.credentials)),
                 },
-                policy: PolicySummary::of(policy),
+                policy: PolicySummary::of(policy, config.credentials),
                 note:
                     "reconcile pages through the domain's users, decides each user's profile with \
                        the policy from the listing, and writes only where a user differs from it",
@@ -262,7 +273,7 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
         }
     }
     Ok(Plan::Records(RecordsPlan {
-        policy: PolicySummary::of(policy),
+        policy: PolicySummary::of(policy, config.credentials),
         dry_run: config.dry_run,
         received: records.len(),
         predicted,
@@ -302,7 +313,13 @@ fn acting(index: usize, target: &Target) -> PlannedRecord {
 fn enforce(index: usize, target: &Target, domains: &[String], config: &Config) -> PlannedRecord {
     let policy = &config.policy;
     let outlook = policy.outlook(target.user_name.as_deref(), domains);
-    let mut attributes = user_attributes(&policy.needs().attributes());
+    let exempt = policy.certainly_exempt(target.user_name.as_deref(), domains);
+    let credentials = if exempt {
+        CredentialsMode::Off
+    } else {
+        config.credentials
+    };
+    let mut attributes = user_attributes(&read_attributes(policy, credentials));
     if matches!(target.user_id, UserRef::Ocid(_)) {
         attributes.push_str(",ocid");
     }
@@ -360,26 +377,61 @@ fn enforce(index: usize, target: &Target, domains: &[String], config: &Config) -
             )
         }
     };
+    let revocations = revocation_steps(target, config, profile.as_ref());
+    let mut steps = vec![
+        Step {
+            method: "GET",
+            url: get_url,
+            then: check,
+            when: None,
+            body: None,
+        },
+        Step {
+            method: "PUT",
+            url: put_url,
+            then: None,
+            when: Some(when),
+            body: profile.map(|p| p.plan_body()),
+        },
+    ];
+    steps.extend(revocations);
     PlannedRecord {
         policy: Some(view),
-        steps: vec![
-            Step {
-                method: "GET",
-                url: get_url,
-                then: check,
-                when: None,
-                body: None,
-            },
-            Step {
-                method: "PUT",
-                url: put_url,
-                then: None,
-                when: Some(when),
-                body: profile.map(|p| p.plan_body()),
-            },
-        ],
+        steps,
         ..acting(index, target)
     }
+}
+
+/// With `CREDENTIALS=revoke`, one `DELETE` per credential type the profile (decided, or so far) may
+/// leave lingering; none for an exempt user (`profile` is `None`).
+fn revocation_steps(target: &Target, config: &Config, profile: Option<&Profile>) -> Vec<Step> {
+    let Some(profile) = profile.filter(|_| config.credentials == CredentialsMode::Revoke) else {
+        return Vec::new();
+    };
+    types_to_read(&config.policy, config.credentials)
+        .into_iter()
+        .filter(|t: &CredentialType| profile.get(t.capability()) != Some(true))
+        .map(|t| Step {
+            method: "DELETE",
+            url: route_endpoint(
+                &target.route,
+                &["admin", "v1", t.endpoint(), "CREDENTIAL_ID"],
+                &[],
+            ),
+            then: None,
+            when: Some(if config.dry_run {
+                "never (DRY_RUN)".to_owned()
+            } else {
+                format!(
+                    "for each of the user's {} the read lists, once the capabilities are right, \
+                     if the user's profile turns {} off",
+                    t.attribute(),
+                    t.capability()
+                )
+            }),
+            body: None,
+        })
+        .collect()
 }
 
 /// Stands in for a URL the control plane gives only at run time.
@@ -546,6 +598,35 @@ mod tests {
             1
         );
         let get = plan["results"][0]["steps"][0]["url"].as_str().unwrap();
-        assert!(get.ends_with("%2Cgroups"), "{get}");
+        // The policy's facts, then the credentials a profile may leave lingering (API keys here).
+        assert!(
+            get.ends_with("%2Cgroups%2Curn%3Aietf%3Aparams%3Ascim%3Aschemas%3Aoracle%3Aidcs%3Aextension%3AuserCredentials%3AUser%3AapiKeys"),
+            "{get}"
+        );
+    }
+
+    #[test]
+    fn revoke_plans_a_delete_per_lingering_type_and_none_for_an_exempt_user() {
+        let mut config = config_with(
+            "default = \"api_keys=on,smtp_credentials=off\"\n[[rule]]\nname = \"bg\"\nusers = [\"li.*\"]\nexempt = true\n",
+        );
+        config.credentials = CredentialsMode::Revoke;
+        let plan = records_plan(plan(SAMPLE.as_bytes(), &config).unwrap());
+        let steps = |i: usize| plan["results"][i]["steps"].as_array().cloned().unwrap();
+        let ana = steps(0);
+        assert_eq!(ana.len(), 3, "{plan}");
+        assert_eq!(ana[2]["method"], "DELETE");
+        assert!(ana[2]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/admin/v1/SmtpCredentials/CREDENTIAL_ID"));
+        assert!(ana[0]["url"].as_str().unwrap().contains("smtpCredentials"));
+        // li.wei is exempt by name: the read asks for no credential, and nothing is deleted.
+        let li = steps(1);
+        assert_eq!(li.len(), 2, "{plan}");
+        assert!(!li[0]["url"].as_str().unwrap().contains("userCredentials"));
+        config.credentials = CredentialsMode::Off;
+        let plan = records_plan(super::plan(SAMPLE.as_bytes(), &config).unwrap());
+        assert!(!plan.to_string().contains("userCredentials"), "{plan}");
     }
 }

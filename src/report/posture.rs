@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::action::apply::Engine;
 use crate::clients::identity_domain::{calls, list_attributes, UserPage};
+use crate::decision::credentials::{counts, lingering};
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Capability, CurrentCapabilities};
 use crate::intake::names::DomainUrl;
@@ -329,6 +330,17 @@ pub fn row(user: &Value, policy: &Policy, domain_values: &[String]) -> Row {
             notes,
         } => {
             row.decided_by = policy;
+            let mut notes = notes;
+            // The extension is absent when the listing did not ask for it: nothing is counted then.
+            match lingering(user, &profile) {
+                Ok(held) => {
+                    row.lingering = counts(&held)
+                        .into_iter()
+                        .map(|(kind, n)| (kind.to_owned(), n as u64))
+                        .collect();
+                }
+                Err(e) => notes.push(format!("credentials not counted: {e}")),
+            }
             row.reason = (!notes.is_empty()).then(|| notes.join("; "));
             row.capabilities = cells(&|c| match profile.get(c) {
                 None => (None, CellState::Unmanaged),
@@ -396,7 +408,10 @@ pub async fn scan(
     on_page: &mut dyn FnMut(u64, Option<u64>),
 ) -> PostureReport {
     let mut report = PostureReport::new(&job.domain, job.filter.clone(), policy);
-    let attributes = list_attributes(&engine.policy.needs().attributes());
+    // Credentials as the function reads them (none with CREDENTIALS=off); exempt users' are dropped
+    // unexamined by `row`.
+    report.credentials_read = !engine.credential_attributes.is_empty();
+    let attributes = list_attributes(&engine.read_attributes(true));
     let count = job.page_size.clamp(1, PAGE_SIZE);
     let mut seen = HashSet::new();
     let mut index = 1u64;
@@ -553,6 +568,43 @@ capabilities = "api_keys=on"
             .map(|c| (c.attribute().to_owned(), json!(on)))
             .collect();
         json!({"id": "0123456789abcdef0123456789abcdef", "userName": name, CAPABILITIES_URN: caps})
+    }
+
+    #[test]
+    fn lingering_credentials_are_counted_for_capabilities_turned_off_only() {
+        let p = policy();
+        let with_credentials = |name: &str| {
+            let mut u = user(name, true);
+            u[crate::decision::credentials::USER_CREDENTIALS_URN] = json!({
+                "apiKeys": [{"value": "0123456789abcdef0123456789abcdef"}],
+                "smtpCredentials": [{"value": "fedcba9876543210fedcba9876543210"}]
+            });
+            u
+        };
+        // Developers keep API keys: only the SMTP credential lingers.
+        let dev = row(&with_credentials("dev1"), &p, &[]);
+        assert_eq!(
+            dev.lingering,
+            BTreeMap::from([("smtpCredentials".to_owned(), 1)])
+        );
+        let other = row(&with_credentials("ana"), &p, &[]);
+        assert_eq!(other.lingering.values().sum::<u64>(), 2);
+        // An exempt user's credentials are never counted.
+        assert!(row(&with_credentials("breakglass-1"), &p, &[])
+            .lingering
+            .is_empty());
+        let mut report = PostureReport::new(
+            &DomainUrl::parse(
+                "https://idcs-0123456789abcdef0123456789abcdef.identity.oraclecloud.com",
+            )
+            .unwrap(),
+            None,
+            PolicyShown::new(&p, "test"),
+        );
+        report.push(dev);
+        report.push(other);
+        assert_eq!(report.summary.lingering["smtpCredentials"], 2);
+        assert_eq!(report.summary.lingering["apiKeys"], 1);
     }
 
     #[test]

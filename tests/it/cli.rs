@@ -391,6 +391,7 @@ async fn serve_help_lists_every_key_it_reads() {
         "IDENTITY_CONTROL_PLANE_URL",
         "POLICY",
         "TAG_NAMESPACE",
+        "CREDENTIALS",
         "DRY_RUN",
         "MAX_CONCURRENCY",
         "MAX_REQUESTS_PER_SECOND",

@@ -2,14 +2,21 @@
 //! same code against the real binary so the demo (and the output the README shows) cannot rot.
 
 use crate::platform_harness::FN_BINARY;
-use crate::support::demo::{self, DemoRun, Options, SEED};
+use crate::support::demo::{self, DemoRun, Options, SEED, SEED_CREDENTIALS};
 use crate::support::fixtures::PROFILE_APPLIED;
 
 async fn run(dry_run: bool) -> DemoRun {
+    run_with(dry_run, &[]).await
+}
+
+async fn run_with(dry_run: bool, config: &[(&str, &str)]) -> DemoRun {
     demo::run(&Options {
         binary: FN_BINARY.into(),
         dry_run,
-        config: Vec::new(),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     })
     .await
     .unwrap_or_else(|e| panic!("demo failed: {e}"))
@@ -111,6 +118,58 @@ async fn demo_dry_run_reports_without_writing() {
     assert!(text.contains("DRY_RUN=true"), "{text}");
     assert!(
         text.contains("console_password           on (→ off)            on (→ off)          off"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_a_lingering_credential_counted_then_revoked() {
+    let [(ana, _, api_key), (li, _, secret_key)] = SEED_CREDENTIALS;
+    let report = run(false).await;
+    assert_eq!(
+        report.acting(li).map(|r| r["lingering"].clone()),
+        Some(serde_json::json!({"customerSecretKeys": 1}))
+    );
+    assert!(report
+        .users
+        .iter()
+        .all(|u| u.credentials_before == u.credentials_after));
+    let text = demo::render(&report);
+    assert!(
+        text.contains(&format!(
+            "{secret_key}  lingering, kept (CREDENTIALS=report)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{api_key}  kept (its capability stays on)")),
+        "{text}"
+    );
+
+    let revoke = run_with(false, &[("CREDENTIALS", "revoke")]).await;
+    assert_eq!(revoke.status, 200, "{}", revoke.log);
+    let li_row = revoke.users.iter().find(|u| u.id == li).expect("li");
+    assert!(
+        li_row.credentials_after.is_empty(),
+        "the lingering key is deleted"
+    );
+    let ana_row = revoke.users.iter().find(|u| u.id == ana).expect("ana");
+    assert_eq!(
+        ana_row.credentials_after, ana_row.credentials_before,
+        "the API key stays"
+    );
+    let deletes: Vec<_> = revoke
+        .requests
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert!(deletes[0]
+        .target
+        .ends_with(&format!("/admin/v1/CustomerSecretKeys/{secret_key}")));
+    let text = demo::render(&revoke);
+    assert!(
+        text.contains(&format!("{secret_key}  lingering → revoked (deleted)")),
         "{text}"
     );
 }

@@ -4,6 +4,7 @@
 // `pub` here marks what the test modules share with each other, not an API.
 #![allow(unreachable_pub)]
 mod cli;
+mod credentials;
 mod demo;
 mod enforcement;
 mod events;

@@ -67,7 +67,12 @@ async fn a_batch_posts_signed_metrics_of_the_documented_shape() {
             ("MONITORING_INGESTION_URL", &mon.base_url()),
         ],
     );
-    let (status, report) = invoke(&f, &batch(&idd)).await;
+    let body = batch(&idd);
+    // User 0 holds an SMTP credential and two customer secret keys, which the profile turns off.
+    idd.add_credential(&hex_id(0), "smtpCredentials", &hex_id(500));
+    idd.add_credential(&hex_id(0), "customerSecretKeys", &hex_id(501));
+    idd.add_credential(&hex_id(0), "customerSecretKeys", &hex_id(502));
+    let (status, report) = invoke(&f, &body).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         (&report["applied"], &report["ignored"], &report["rejected"]),
@@ -98,6 +103,22 @@ async fn a_batch_posts_signed_metrics_of_the_documented_shape() {
     // The hostile domain name is never echoed into a dimension.
     assert_eq!(records("ignored", "invalid"), 1.0);
     assert!(!serde_json::to_string(&streams).unwrap().contains("evil"));
+    let lingering = |kind: &str| {
+        value(stream(
+            &streams,
+            "lingering_credentials",
+            json!({"credential_type": kind}),
+        ))
+    };
+    assert_eq!(
+        (
+            lingering("smtpCredentials"),
+            lingering("customerSecretKeys")
+        ),
+        (1.0, 2.0)
+    );
+    // CREDENTIALS=report (the default) revokes nothing, so no stream says it did.
+    assert!(!streams.iter().any(|s| s["name"] == "revoked_credentials"));
     let batch = json!({"kind": "batch"});
     assert_eq!(
         value(stream(&streams, "throttled_requests", batch.clone())),
@@ -224,4 +245,37 @@ fn metrics_keys_are_checked_at_start_naming_the_key() {
             Ok(_) => panic!("{key}={value}: the function started"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_credentials_are_posted_by_type() {
+    let idd = server().await;
+    let mon = monitoring(Mode::Accept).await;
+    let f = function_for(
+        &[(DOMAIN_A, &idd)],
+        &[
+            ("METRICS_COMPARTMENT_ID", COMPARTMENT),
+            ("MONITORING_INGESTION_URL", &mon.base_url()),
+            ("CREDENTIALS", "revoke"),
+        ],
+    );
+    let records = jit_users(&idd, 0..1);
+    idd.add_credential(&hex_id(0), "smtpCredentials", &hex_id(600));
+    let (status, report) = invoke(&f, &Value::Array(records)).await;
+    assert_eq!(status, 200, "{report}");
+    assert!(idd.credentials(&hex_id(0)).is_empty(), "{report}");
+    let streams = mon.streams();
+    let revoked = json!({"credential_type": "smtpCredentials"});
+    assert_eq!(
+        value(stream(&streams, "revoked_credentials", revoked.clone())),
+        1.0
+    );
+    assert_eq!(
+        value(stream(&streams, "lingering_credentials", revoked)),
+        1.0
+    );
+    assert!(mon
+        .posted()
+        .iter()
+        .all(|p| p.signature.is_ok() && p.shape.is_ok()));
 }

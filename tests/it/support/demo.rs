@@ -60,6 +60,24 @@ pub const SEED: [(&str, &str, [Option<bool>; 8]); 3] = [
     ),
 ];
 
+/// Credentials the sample users hold before the call, `(user id, userCredentials attribute, id)`:
+/// Ana's API key (API keys stay on in the built-in profile, so it is kept whatever `CREDENTIALS`
+/// says) and a customer secret key Li made in the seconds between the JIT login and the function's
+/// write (customer secret keys go off, so it lingers: counted under `report`, deleted under
+/// `revoke`).
+pub const SEED_CREDENTIALS: [(&str, &str, &str); 2] = [
+    (
+        "5e0a1c2b3d4e4f60718293a4b5c6d7e8",
+        "apiKeys",
+        "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
+    ),
+    (
+        "9b8a7c6d5e4f40312a1b2c3d4e5f6071",
+        "customerSecretKeys",
+        "7f6e5d4c3b2a41908f7e6d5c4b3a2918",
+    ),
+];
+
 /// How long the function may take to create its socket (Fn allows 5 s).
 const READY_LIMIT: Duration = Duration::from_secs(5);
 
@@ -79,11 +97,16 @@ pub struct UserRow {
     pub user_name: String,
     pub before: [Option<bool>; 8],
     pub after: [Option<bool>; 8],
+    /// `(userCredentials attribute, id)` before and after the call.
+    pub credentials_before: Vec<(String, String)>,
+    pub credentials_after: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
 pub struct DemoRun {
     pub dry_run: bool,
+    /// The `CREDENTIALS` the function ran with (`report` unless the options set it).
+    pub credentials_mode: String,
     pub users: Vec<UserRow>,
     /// The status the function answered (200 or 502).
     pub status: u16,
@@ -138,7 +161,11 @@ pub async fn run(options: &Options) -> Result<DemoRun, String> {
     for (id, name, caps) in SEED {
         idd.add_user(id, name, caps, "samljit", true);
     }
+    for (user, kind, id) in SEED_CREDENTIALS {
+        idd.add_credential(user, kind, id);
+    }
     let before: Vec<_> = SEED.iter().map(|(id, ..)| idd.user_caps(id)).collect();
+    let credentials_before: Vec<_> = SEED.iter().map(|(id, ..)| idd.credentials(id)).collect();
 
     let dir = tempfile::Builder::new()
         .prefix("fn-demo")
@@ -184,18 +211,28 @@ pub async fn run(options: &Options) -> Result<DemoRun, String> {
     let users = SEED
         .iter()
         .zip(before)
-        .map(|((id, name, _), before)| UserRow {
+        .zip(credentials_before)
+        .map(|(((id, name, _), before), credentials_before)| UserRow {
             id: id.to_string(),
             user_name: name.to_string(),
             before: before.unwrap_or_default(),
             after: idd.user_caps(id).unwrap_or_default(),
+            credentials_before,
+            credentials_after: idd.credentials(id),
         })
         .collect();
+    let credentials_mode = options
+        .config
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "CREDENTIALS")
+        .map_or("report".to_string(), |(_, v)| v.trim().to_ascii_lowercase());
     let report = (status == 200)
         .then(|| serde_json::from_str(&body).ok())
         .flatten();
     Ok(DemoRun {
         dry_run: options.dry_run,
+        credentials_mode,
         users,
         status,
         report,
@@ -338,6 +375,42 @@ pub fn capability_table(run: &DemoRun) -> String {
     out
 }
 
+/// Each credential a sample user held, and what became of it: kept (its capability stays on),
+/// lingering (its capability went off) and still there, revoked, or in a dry run what would be.
+pub fn credential_lines(run: &DemoRun) -> String {
+    let name_width = run
+        .users
+        .iter()
+        .map(|u| u.user_name.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for u in &run.users {
+        let lingering = run.acting(&u.id).map(|r| &r["lingering"]);
+        let would_revoke = run.acting(&u.id).map(|r| &r["revoked"]);
+        for (kind, id) in &u.credentials_before {
+            let is_lingering = lingering.is_some_and(|l| l.get(kind).is_some());
+            let gone = !u.credentials_after.contains(&(kind.clone(), id.clone()));
+            let fate = match (is_lingering, gone) {
+                (_, true) => "lingering → revoked (deleted)".to_string(),
+                (true, false)
+                    if run.dry_run && would_revoke.is_some_and(|r| r.get(kind).is_some()) =>
+                {
+                    "lingering (→ revoked: a real run deletes it)".to_string()
+                }
+                (true, false) => format!("lingering, kept (CREDENTIALS={})", run.credentials_mode),
+                (false, false) => "kept (its capability stays on)".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<name_width$}  {kind:<18}  {id}  {fate}",
+                u.user_name
+            );
+        }
+    }
+    out
+}
+
 /// One line per record of the report.
 pub fn record_lines(run: &DemoRun) -> String {
     let mut out = String::new();
@@ -456,6 +529,18 @@ pub fn render(run: &DemoRun) -> String {
         let _ = writeln!(out, "Capabilities before → after:");
     }
     out.push_str(&capability_table(run));
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "Credentials the users held (CREDENTIALS={}{}):",
+        run.credentials_mode,
+        match run.credentials_mode.as_str() {
+            "revoke" => ": lingering ones are deleted once the capability is off",
+            "off" => ": not even read",
+            _ => ": lingering ones are counted and logged, none is deleted",
+        }
+    );
+    out.push_str(&credential_lines(run));
     out.push('\n');
     let _ = writeln!(out, "Records:");
     out.push_str(&record_lines(run));

@@ -7,8 +7,10 @@
 //! and sends another is caught. A bad signature answers 401 like the real service.
 //!
 //! It serves the calls the product makes: `GET /admin/v1/Users/{id or OCID}`, `GET /admin/v1/Users`
-//! (filter, sort by creation, `startIndex`/`count` paging) and
-//! `PUT /admin/v1/UserCapabilitiesChanger/{id}` (by SCIM id only), with injectable latency and
+//! (filter, sort by creation, `startIndex`/`count` paging),
+//! `PUT /admin/v1/UserCapabilitiesChanger/{id}` (by SCIM id only) and `DELETE` of a user's credentials
+//! (`/admin/v1/ApiKeys/{id}` and the five other types; the users' credentials are listed in the
+//! `userCredentials` extension only when a read names it), with injectable latency and
 //! faults, and records every request so tests can count calls, check concurrency and measure
 //! request rates. It can also play the IAM control plane: `GET /20160918/domains/{ocid}`
 //! (`GetDomain`) answers the `url` registered with [`IdentityDomainServer::add_domain`], signed
@@ -37,6 +39,22 @@ pub const CAPABILITIES_URN: &str =
 pub const USER_EXTENSION_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User";
 pub const CHANGER_SCHEMA: &str = "urn:ietf:params:scim:schemas:oracle:idcs:UserCapabilitiesChanger";
 pub const TAGS_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags";
+pub const CREDENTIALS_URN: &str =
+    "urn:ietf:params:scim:schemas:oracle:idcs:extension:userCredentials:User";
+
+/// The `userCredentials` attributes and the `/admin/v1/` resource each one's credentials live under.
+pub const CREDENTIAL_TYPES: [(&str, &str); 6] = [
+    ("apiKeys", "ApiKeys"),
+    ("authTokens", "AuthTokens"),
+    ("customerSecretKeys", "CustomerSecretKeys"),
+    ("smtpCredentials", "SmtpCredentials"),
+    ("oAuth2ClientCredentials", "OAuth2ClientCredentials"),
+    ("dbCredentials", "UserDbCredentials"),
+];
+
+/// What every API key the server lists carries as its (public) key: tests check it never reaches
+/// the function's answer or log.
+pub const API_KEY_MATERIAL: &str = "-----BEGIN PUBLIC KEY-----MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtestkeymaterial-----END PUBLIC KEY-----";
 const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 
 /// The eight capability attributes, in the order tests index `[Option<bool>; 8]` arrays.
@@ -169,6 +187,8 @@ struct User {
     groups: Vec<Value>,
     /// OCITags `definedTags` entries (returned only when asked for).
     defined_tags: Vec<Value>,
+    /// `(userCredentials attribute, credential id)`, in the order added (returned only when asked for).
+    credentials: Vec<(String, String)>,
     created: u64,
 }
 
@@ -337,6 +357,28 @@ impl IdentityDomainServer {
         }
     }
 
+    /// Gives the user a credential: `kind` is a `userCredentials` attribute (`apiKeys`, …), `id` the
+    /// credential's id (any text, so tests can list ids the function must refuse).
+    pub fn add_credential(&self, user_id: &str, kind: &str, id: &str) {
+        assert!(
+            CREDENTIAL_TYPES.iter().any(|(k, _)| *k == kind),
+            "unknown credential type {kind}"
+        );
+        if let Some(user) = self.state.lock().users.get_mut(user_id) {
+            user.credentials.push((kind.to_string(), id.to_string()));
+        }
+    }
+
+    /// The user's credentials as `(attribute, id)`, in the order added.
+    pub fn credentials(&self, user_id: &str) -> Vec<(String, String)> {
+        self.state
+            .lock()
+            .users
+            .get(user_id)
+            .map(|u| u.credentials.clone())
+            .unwrap_or_default()
+    }
+
     /// Marks the user as a service user (the user extension's `serviceUser`).
     pub fn set_service_user(&self, user_id: &str, service_user: bool) {
         if let Some(user) = self.state.lock().users.get_mut(user_id) {
@@ -476,6 +518,7 @@ fn new_user(
         service_user: false,
         groups: Vec::new(),
         defined_tags: Vec::new(),
+        credentials: Vec::new(),
         created: inner.next_created,
     }
 }
@@ -848,6 +891,7 @@ fn route(
         (&Method::PUT, ["admin", "v1", "UserCapabilitiesChanger", id]) => {
             put_capabilities(state, id, headers, body)
         }
+        (&Method::DELETE, ["admin", "v1", resource, id]) => delete_credential(state, resource, id),
         _ => scim_error(
             StatusCode::NOT_FOUND,
             &format!("The URI {path} does not exist"),
@@ -893,6 +937,9 @@ fn user_json(user: &User, attributes: &str) -> Value {
     // SCIM leaves out an empty multi-valued attribute.
     if wanted.contains(&"groups") && !user.groups.is_empty() {
         out.insert("groups".into(), Value::Array(user.groups.clone()));
+    }
+    if let Some(credentials) = credentials_json(user, &wanted) {
+        out.insert(CREDENTIALS_URN.into(), credentials);
     }
     let tags_asked =
         wanted.contains(&TAGS_URN) || wanted.contains(&format!("{TAGS_URN}:definedTags").as_str());
@@ -1105,6 +1152,67 @@ fn put_capabilities(state: &State, id: &str, headers: &HeaderMap, body: &[u8]) -
         }
     }
     json_response(StatusCode::OK, &Value::Object(out))
+}
+
+/// The `userCredentials` extension with the types `wanted` names (the whole extension, or
+/// `<urn>:<attribute>`), as the service gives it: only when asked, empty lists left out, each entry
+/// `{value, ocid, $ref}` (API keys also `fingerprint` and their public `key`). `None` when nothing
+/// asked for is held.
+fn credentials_json(user: &User, wanted: &[&str]) -> Option<Value> {
+    let whole = wanted.contains(&CREDENTIALS_URN);
+    let mut ext = Map::new();
+    for (kind, resource) in CREDENTIAL_TYPES {
+        if !whole && !wanted.contains(&format!("{CREDENTIALS_URN}:{kind}").as_str()) {
+            continue;
+        }
+        let entries: Vec<Value> = user
+            .credentials
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, id)| {
+                let mut entry = json!({
+                    "value": id,
+                    "ocid": format!("ocid1.credential.oc1..{}", id.len()),
+                    "$ref": format!("/admin/v1/{resource}/{id}"),
+                });
+                if kind == "apiKeys" {
+                    entry["fingerprint"] = json!("12:34:56:78:9a:bc:de:f0:12:34:56:78:9a:bc:de:f0");
+                    entry["key"] = json!(API_KEY_MATERIAL);
+                }
+                entry
+            })
+            .collect();
+        if !entries.is_empty() {
+            ext.insert(kind.into(), Value::Array(entries));
+        }
+    }
+    (!ext.is_empty()).then_some(Value::Object(ext))
+}
+
+/// `DELETE /admin/v1/<resource>/{id}`: removes the credential of that resource type with that id
+/// from whichever user holds it; 204, or 404 when there is none.
+fn delete_credential(state: &State, resource: &str, id: &str) -> Response<Body> {
+    let Some((kind, _)) = CREDENTIAL_TYPES.iter().find(|(_, r)| *r == resource) else {
+        return scim_error(
+            StatusCode::NOT_FOUND,
+            &format!("The URI /admin/v1/{resource}/{id} does not exist"),
+        );
+    };
+    let mut inner = state.lock();
+    for user in inner.users.values_mut() {
+        if let Some(at) = user
+            .credentials
+            .iter()
+            .position(|(k, i)| k == kind && i == id)
+        {
+            user.credentials.remove(at);
+            return Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Body::empty())
+                .expect("response");
+        }
+    }
+    scim_error(StatusCode::NOT_FOUND, &format!("Resource {id} not found."))
 }
 
 // Issue 24 (hostile answers): raw values a test places in a user's answer verbatim.
