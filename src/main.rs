@@ -461,6 +461,7 @@ fn serve() -> Result<ExitCode, CliError> {
         let metrics = metrics_endpoint
             .map(|(settings, url)| Metrics::new(settings, url, client.transport().clone()));
         let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
+        stop_on_signal(engine.ledger());
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
@@ -475,6 +476,28 @@ fn serve() -> Result<ExitCode, CliError> {
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// On SIGTERM or SIGINT (the FDK stops accepting calls on the same signals and lets the one in
+/// flight finish), the ledger logs what the call has settled and what it has not, and no user is
+/// started and no write sent after it: the platform may kill the process any moment now, and a write
+/// whose answer is never read would go unrecorded.
+fn stop_on_signal(ledger: Arc<oci_user_capabilities::action::ledger::Ledger>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM; a stop will not be logged");
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        ledger.stop();
+    });
 }
 
 fn read_payload(file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::action::ledger::{Ledger, OpenCall, Stage};
 use crate::clients::control_plane::{ControlPlane, ResolveError};
 use crate::clients::identity_domain::{answered_user_id, Failure, IdentityDomainClient, Settled};
 use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
@@ -333,15 +334,22 @@ pub struct Engine {
     pub(crate) policy: Arc<Policy>,
     pub(crate) dry_run: bool,
     pub(crate) max_concurrency: usize,
+    /// The calls in progress, for a SIGTERM to report on; set, it stops new users and writes.
+    pub(crate) ledger: Arc<Ledger>,
     /// `CREDENTIALS`: report, revoke or leave alone the credentials a profile leaves lingering.
     pub(crate) credentials: CredentialsMode,
     /// The `userCredentials` attributes a read asks for (none with `CREDENTIALS=off`).
     pub(crate) credential_attributes: Vec<&'static str>,
 }
 
-/// All records that name one user: by domain URL and as the records name the user (the SCIM id,
-/// or the OCID).
-type UserWork = UserRecords<(DomainUrl, UserRef)>;
+/// All records that name one user: by the way to its domain and as the records name the user (the
+/// SCIM id, or the OCID). Two routes to one domain, or an id and an OCID for one user, are separate
+/// work until the read: [`Claims`] then lets only the first act.
+type RouteWork = UserRecords<(DomainRoute, UserRef)>;
+
+/// The reason of a user not started because the process is stopping.
+const STOPPING_BEFORE_START: &str =
+    "the function was stopping (SIGTERM) before this user was started; nothing was written";
 
 impl Engine {
     /// An engine that enforces `config`'s policy with `client`.
@@ -358,9 +366,15 @@ impl Engine {
             policy: Arc::new(config.policy.clone()),
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
+            ledger: Arc::default(),
             credentials: config.credentials,
             credential_attributes: attributes_to_read(&config.policy, config.credentials),
         }
+    }
+
+    /// The calls in progress: [`Ledger::stop`] on SIGTERM logs what is unsettled and stops new work.
+    pub fn ledger(&self) -> Arc<Ledger> {
+        Arc::clone(&self.ledger)
     }
 
     /// Resolves domain OCIDs at `base` (`Err`: why there is no control plane to ask).
@@ -369,7 +383,8 @@ impl Engine {
         self
     }
 
-    /// Processes a batch of raw records and returns one result per record.
+    /// Processes a batch of raw records and returns one result per record. Each record's log line
+    /// is written the moment its outcome is settled, not when the batch ends.
     pub async fn process_records(
         &self,
         records: &Records,
@@ -377,44 +392,78 @@ impl Engine {
         domains: &DomainPolicy,
         deadline: Instant,
     ) -> Report {
-        let mut results = Vec::with_capacity(records.len());
+        let call = self.ledger.open(records.len());
+        let mut results = SettledResults::new(&call, records.len());
         let acting = acting_records(records, events, domains, |index, triaged| {
             results.push(settled_result(index, triaged))
         });
+        let work = group_by_user(acting.into_iter().map(|(index, target)| {
+            (
+                (target.route.clone(), target.user_id.clone()),
+                index,
+                target,
+            )
+        }));
+        self.run_users(work, &call, &mut results, deadline).await;
+        Report::from_results(results.into_inner(), self.dry_run)
+    }
+
+    /// Works through the users, at most `max_concurrency` at once. A user whose domain must first be
+    /// resolved waits for that lookup outside those slots (each domain OCID asked once, at most
+    /// `max_concurrency` lookups at once), so a slow control plane never holds up the users of a
+    /// domain that needs no lookup.
+    async fn run_users(
+        &self,
+        work: Vec<RouteWork>,
+        call: &OpenCall,
+        results: &mut SettledResults<'_>,
+        deadline: Instant,
+    ) {
         let concurrency = self.max_concurrency.max(1);
-        let urls = self.resolve_domains(&acting, deadline).await;
-        let mut keyed = Vec::with_capacity(acting.len());
-        for (index, target) in acting {
-            let domain_url = match &target.route {
-                DomainRoute::Url(url) => url.clone(),
-                DomainRoute::Ocid(ocid) => match urls.get(ocid) {
-                    Some(Ok(url)) => url.clone(),
-                    Some(Err(error)) => {
-                        results.push(unresolved(index, &target, error));
-                        continue;
-                    }
-                    None => {
-                        results.push(
-                            RecordResult::for_target(index, &target, Outcome::Failed)
-                                .reason("the domain OCID was not resolved"),
-                        );
-                        continue;
+        let mut ready = std::collections::VecDeque::new();
+        let mut by_ocid: HashMap<DomainOcid, Vec<RouteWork>> = HashMap::new();
+        for w in work {
+            match &w.user.0 {
+                DomainRoute::Url(url) => ready.push_back((url.clone(), w)),
+                DomainRoute::Ocid(ocid) => by_ocid.entry(ocid.clone()).or_default().push(w),
+            }
+        }
+        let lookups: Vec<_> = by_ocid
+            .into_iter()
+            .map(|(ocid, users)| async move {
+                let url = self.control_plane.domain_url(&ocid, deadline).await;
+                (url, users)
+            })
+            .collect();
+        let mut lookups = futures_util::stream::iter(lookups).buffer_unordered(concurrency);
+        let mut lookups_done = false;
+        let claims = Claims::default();
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < concurrency {
+                let Some((url, w)) = ready.pop_front() else {
+                    break;
+                };
+                running.push(self.process_user(url, w, &claims, call, deadline));
+            }
+            if running.is_empty() && lookups_done {
+                return;
+            }
+            tokio::select! {
+                Some(user_results) = running.next(), if !running.is_empty() => {
+                    user_results.into_iter().for_each(|r| results.push(r));
+                }
+                resolved = lookups.next(), if !lookups_done => match resolved {
+                    None => lookups_done = true,
+                    Some((Ok(url), users)) => ready.extend(users.into_iter().map(|w| (url.clone(), w))),
+                    Some((Err(error), users)) => {
+                        for (index, target) in users.iter().flat_map(|w| &w.records) {
+                            results.push(unresolved(*index, target, &error));
+                        }
                     }
                 },
-            };
-            keyed.push(((domain_url, target.user_id.clone()), index, target));
+            }
         }
-        let work = group_by_user(keyed);
-        let claims = Claims::default();
-        let pending: Vec<_> = work
-            .into_iter()
-            .map(|w| self.process_user(w, &claims, deadline))
-            .collect();
-        let mut done = futures_util::stream::iter(pending).buffer_unordered(concurrency);
-        while let Some(user_results) = done.next().await {
-            results.extend(user_results);
-        }
-        Report::from_results(results, self.dry_run)
     }
 
     /// The identity-domain URL a route leads to (asking the control plane for an OCID).
@@ -429,45 +478,12 @@ impl Engine {
         }
     }
 
-    /// The URL of every distinct domain OCID the acting records name, each asked once.
-    async fn resolve_domains(
-        &self,
-        acting: &[(usize, Target)],
-        deadline: Instant,
-    ) -> HashMap<DomainOcid, Result<DomainUrl, ResolveError>> {
-        let mut ocids: Vec<DomainOcid> = acting
-            .iter()
-            .filter_map(|(_, t)| match &t.route {
-                DomainRoute::Ocid(ocid) => Some(ocid.clone()),
-                DomainRoute::Url(_) => None,
-            })
-            .collect();
-        ocids.sort();
-        ocids.dedup();
-        // Futures are made up front (they start only when polled) so none borrows from a closure.
-        let pending: Vec<_> = ocids
-            .into_iter()
-            .map(|ocid| self.resolve_one(ocid, deadline))
-            .collect();
-        futures_util::stream::iter(pending)
-            .buffer_unordered(self.max_concurrency.max(1))
-            .collect()
-            .await
-    }
-
-    async fn resolve_one(
-        &self,
-        ocid: DomainOcid,
-        deadline: Instant,
-    ) -> (DomainOcid, Result<DomainUrl, ResolveError>) {
-        let url = self.control_plane.domain_url(&ocid, deadline).await;
-        (ocid, url)
-    }
-
     async fn process_user(
         &self,
-        work: UserWork,
+        domain_url: DomainUrl,
+        work: RouteWork,
         claims: &Claims,
+        call: &OpenCall,
         deadline: Instant,
     ) -> Vec<RecordResult> {
         // The first record carries the reason; each later one is a duplicate of it.
@@ -495,7 +511,15 @@ impl Engine {
                 Outcome::Failed,
             );
         }
-        let (domain_url, user_ref) = &work.user;
+        if call.stopping() {
+            return fail_all(STOPPING_BEFORE_START.into(), Vec::new(), Outcome::Failed);
+        }
+        let (_, user_ref) = &work.user;
+        let domain_url = &domain_url;
+        let in_flight = call.start(
+            user_ref.as_str(),
+            work.records.iter().map(|(index, _)| *index).collect(),
+        );
         let ask_credentials = self.asks_credentials(&work);
         let wanted = self.read_attributes(ask_credentials);
         let user = match self
@@ -562,6 +586,7 @@ impl Engine {
                 // separate work until the read gives the id, so the first to get here acts and
                 // every other waits for its outcome.
                 let claim = claims.claim(domain_url, &user_id);
+                in_flight.stage(Stage::Writing);
                 let mut mine = None;
                 let first = {
                     let (mine, ecids, user_id, current, decision, user) = (
@@ -629,7 +654,7 @@ impl Engine {
 
     /// Whether the read of this user asks for its credentials: not with `CREDENTIALS=off`, and not
     /// when every record names a user the policy exempts whatever the read says.
-    fn asks_credentials(&self, work: &UserWork) -> bool {
+    fn asks_credentials(&self, work: &RouteWork) -> bool {
         if self.credential_attributes.is_empty() {
             return false;
         }
@@ -713,6 +738,9 @@ impl Engine {
             }
         };
         let note = profile.omits_console(current).then_some(CONSOLE_LEFT_OUT);
+        if !self.dry_run && self.ledger.stopping() {
+            return Enforced::new(Outcome::Failed, Some(STOPPING_BEFORE_WRITE.into()));
+        }
         if self.dry_run {
             let reason = ["dry run: would be written"]
                 .into_iter()
@@ -743,6 +771,10 @@ impl Engine {
         }
     }
 }
+
+/// The reason of a write not sent because the process is stopping.
+const STOPPING_BEFORE_WRITE: &str =
+    "the function was stopping (SIGTERM) before this user's write was sent; nothing was written";
 
 /// The reason of a write that left `canUseConsole` out ([`Profile::omits_console`]).
 const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an identity domain from \
@@ -881,50 +913,51 @@ fn changed_map(changes: &[Change]) -> BTreeMap<&'static str, [Option<bool>; 2]> 
         .collect()
 }
 
-/// Logs one line per record and one summary line.
-pub fn log_report(report: &Report) {
-    let quiet_ignored = report.received > 1000;
-    for r in &report.results {
-        let changed = if r.changed.is_empty() {
+/// Logs one record's outcome: called the moment the outcome is settled, so a record's line never
+/// waits for the batch (or the report, which may leave the record out) and survives a kill.
+pub fn log_record(r: &RecordResult) {
+    let changed = if r.changed.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&r.changed).unwrap_or_default()
+    };
+    let ids = r.request_ids.join(",");
+    let counts = |c: &Counts| {
+        if c.is_empty() {
             String::new()
         } else {
-            serde_json::to_string(&r.changed).unwrap_or_default()
-        };
-        let ids = r.request_ids.join(",");
-        let counts = |c: &Counts| {
-            if c.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(c).unwrap_or_default()
-            }
-        };
-        let (lingering, revoked) = (counts(&r.lingering), counts(&r.revoked));
-        macro_rules! line {
-            ($level:ident) => {
-                tracing::$level!(
-                    index = r.index,
-                    event_id = r.event_id.as_deref().unwrap_or(""),
-                    domain = r.domain.as_deref().unwrap_or(""),
-                    user_id = r.user_id.as_deref().unwrap_or(""),
-                    user_name = r.user_name.as_deref().unwrap_or(""),
-                    outcome = r.outcome.as_str(),
-                    policy = %r.policy.join(","),
-                    changed = %changed,
-                    lingering = %lingering,
-                    revoked = %revoked,
-                    reason = r.reason.as_deref().unwrap_or(""),
-                    request_ids = %ids,
-                    "record"
-                )
-            };
+            serde_json::to_string(c).unwrap_or_default()
         }
-        match r.outcome {
-            Outcome::Failed => line!(error),
-            Outcome::Rejected => line!(warn),
-            Outcome::Ignored if quiet_ignored => line!(debug),
-            _ => line!(info),
-        }
+    };
+    let (lingering, revoked) = (counts(&r.lingering), counts(&r.revoked));
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                index = r.index,
+                event_id = r.event_id.as_deref().unwrap_or(""),
+                domain = r.domain.as_deref().unwrap_or(""),
+                user_id = r.user_id.as_deref().unwrap_or(""),
+                user_name = r.user_name.as_deref().unwrap_or(""),
+                outcome = r.outcome.as_str(),
+                policy = %r.policy.join(","),
+                changed = %changed,
+                lingering = %lingering,
+                revoked = %revoked,
+                reason = r.reason.as_deref().unwrap_or(""),
+                request_ids = %ids,
+                "record"
+            )
+        };
     }
+    match r.outcome {
+        Outcome::Failed => line!(error),
+        Outcome::Rejected => line!(warn),
+        _ => line!(info),
+    }
+}
+
+/// Logs the summary line (each record's line was logged as it settled).
+pub fn log_report(report: &Report) {
     tracing::info!(
         received = report.received,
         applied = report.applied,
@@ -937,6 +970,31 @@ pub fn log_report(report: &Report) {
         revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
         "summary"
     );
+}
+
+/// A batch's results as they settle: each is logged at once and counted in the call's ledger.
+struct SettledResults<'a> {
+    call: &'a OpenCall,
+    results: Vec<RecordResult>,
+}
+
+impl<'a> SettledResults<'a> {
+    fn new(call: &'a OpenCall, capacity: usize) -> Self {
+        SettledResults {
+            call,
+            results: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn push(&mut self, result: RecordResult) {
+        log_record(&result);
+        self.call.settled(1);
+        self.results.push(result);
+    }
+
+    fn into_inner(self) -> Vec<RecordResult> {
+        self.results
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::transport::StatusCode;
 
 /// What deleting a user's lingering credentials came to.
 #[derive(Debug, Default)]
-struct Revocation {
+pub(crate) struct Revocation {
     /// Deleted (or already gone), by type; in a dry run, what would be.
     revoked: Counts,
     /// The worst end of a credential that was not revoked, and why, one reason per credential.
@@ -38,6 +38,15 @@ impl Revocation {
     }
 }
 
+/// A user's lingering credentials, noted, and what is left to do about them.
+#[derive(Debug)]
+pub(crate) enum Lingering {
+    /// Nothing more: none held, `report` mode, a dry run, or capabilities not written.
+    Settled(Enforced),
+    /// Delete these (ids checked or not), then [`conclude`] with what became of them.
+    Revoke(Enforced, Vec<Held>),
+}
+
 impl Engine {
     /// Adds the user's lingering credentials (`held`, from the read) to `done`, the outcome of its
     /// capabilities, and under `CREDENTIALS=revoke` deletes them once the capabilities are right.
@@ -46,9 +55,28 @@ impl Engine {
         domain: &DomainUrl,
         user: &UserId,
         held: Result<Vec<Held>, String>,
-        mut done: Enforced,
+        done: Enforced,
         deadline: Instant,
     ) -> Enforced {
+        match self.note_lingering(domain, user, held, done) {
+            Lingering::Settled(done) => done,
+            Lingering::Revoke(done, held) => {
+                let revocation = self.revoke(domain, user, &held, deadline).await;
+                conclude(done, revocation)
+            }
+        }
+    }
+
+    /// Counts and logs the user's lingering credentials into `done`, and says whether any must
+    /// still be deleted (only under `CREDENTIALS=revoke`, outside a dry run, and once the
+    /// capabilities are right: applied or already compliant).
+    pub(crate) fn note_lingering(
+        &self,
+        domain: &DomainUrl,
+        user: &UserId,
+        held: Result<Vec<Held>, String>,
+        mut done: Enforced,
+    ) -> Lingering {
         let held = match held {
             Ok(held) => held,
             Err(e) => {
@@ -57,31 +85,29 @@ impl Engine {
                     "the identity domain's userCredentials answer is not the shape expected ({e}); \
                      credentials were not examined"
                 );
-                return worse(done, Outcome::Rejected, reason);
+                return Lingering::Settled(worse(done, Outcome::Rejected, reason));
             }
         };
         if held.is_empty() {
-            return done;
+            return Lingering::Settled(done);
         }
         done.lingering = counts(&held);
         for h in &held {
             tracing::info!(domain = domain.as_str(), user_id = user.as_str(), credential_type = h.kind.attribute(), credential_id = %h.shown_id(), mode = self.credentials.as_str(), "lingering credential");
         }
         if self.credentials != CredentialsMode::Revoke {
-            return done;
+            return Lingering::Settled(done);
         }
         if !matches!(done.outcome, Outcome::Applied | Outcome::Unchanged) {
             // Revoked only once the capability is off, so a user cannot make a new one meanwhile.
             let reason = "lingering credentials not revoked: the capabilities were not written";
             done.reason = Some(joined(done.reason.take(), reason));
-            return done;
+            return Lingering::Settled(done);
         }
-        let revocation = if self.dry_run {
-            would_revoke(&held)
-        } else {
-            self.revoke(domain, user, &held, deadline).await
-        };
-        merge(done, revocation, self.dry_run)
+        if self.dry_run {
+            return Lingering::Settled(merge(done, would_revoke(&held), true));
+        }
+        Lingering::Revoke(done, held)
     }
 
     /// Deletes each credential in turn; every one is tried whatever became of the others.
@@ -159,6 +185,11 @@ fn would_revoke(held: &[Held]) -> Revocation {
         }
     }
     revocation
+}
+
+/// The user's outcome once its lingering credentials were deleted (or not): see [`merge`].
+pub(crate) fn conclude(done: Enforced, revocation: Revocation) -> Enforced {
+    merge(done, revocation, false)
 }
 
 /// The user's outcome once its credentials are settled: a compliant user whose credentials were

@@ -152,3 +152,154 @@ async fn a_failure_reason_never_repeats_its_source() {
     assert!(line.contains("not PEM text"), "{line}");
     assert_eq!(line.matches("not PEM text").count(), 1, "{line}");
 }
+
+/// Every `record` log line of the process so far, as JSON.
+fn record_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "record")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_has_its_log_line_even_when_the_report_leaves_it_out() {
+    let idd = server().await;
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    // 36,000 selected records naming no user (each rejected with a long reason) push the report
+    // past 5 MiB, so the 20 users written after them are only counted in `notListed`.
+    let rejected = r#"{"type":"com.oraclecloud.identitysignon.userjit"}"#;
+    let mut body = vec![rejected.to_string(); 36_000];
+    body.extend((0..20).map(|n| crate::enforcement::jit_user(&idd, 100 + n).to_string()));
+    let received = body.len();
+    let reply = f.call(Call::new(format!("[{}]", body.join(",")))).await;
+    assert_eq!(reply.status, 200);
+    let report = reply.json();
+    assert_eq!(report["applied"], 20, "{}", report["notListed"]);
+    assert!(report["notListed"]["count"].as_u64().unwrap() >= 20);
+    assert_eq!(idd.count("PUT", "/"), 20);
+    let lines = record_lines(&f.stderr.wait_for("\"summary\""));
+    assert_eq!(lines.len(), received, "one line per record");
+    let applied = lines.iter().filter(|l| l["outcome"] == "applied").count();
+    assert_eq!(applied, 20, "every write has its line");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_then_sigkill_leaves_no_accepted_write_without_its_line() {
+    let idd = server().await;
+    let batch = crate::enforcement::jit_users(&idd, 0..40);
+    // Each request takes 150 ms: 40 users, a read and a write each, four at a time: about 3 s.
+    idd.set_latency(std::time::Duration::from_millis(150));
+    let mut f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let call = {
+        let conn = f.connect().await;
+        let body = Value::Array(batch).to_string();
+        tokio::spawn(async move {
+            let mut conn = conn;
+            conn.send(Call::new(body)).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    f.signal(15);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let _ = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(f.pid().to_string())
+        .status();
+    f.wait_exit(std::time::Duration::from_secs(5));
+    call.abort();
+    let log = f.stderr.text();
+    let written: Vec<String> = (0..40)
+        .map(crate::support::identity_domain_server::hex_id)
+        .filter(|id| idd.user_caps(id) == Some(PROFILE_APPLIED))
+        .collect();
+    assert!(
+        !written.is_empty(),
+        "some writes were accepted before SIGTERM"
+    );
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    for id in &written {
+        let recorded = lines.iter().any(|l| {
+            l["user_id"] == id.as_str()
+                && (l["outcome"] == "applied" || l["message"] == "record not settled at SIGTERM")
+        });
+        assert!(recorded, "user {id} was written with no line:\n{log}");
+    }
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("stopping (SIGTERM)"))),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_domain_lookup_never_holds_up_users_of_a_domain_that_needs_none() {
+    use crate::support::identity_domain_server::{hex_id, Fault};
+    const SLOW: &str = "ocid1.domain.oc1..aaaaaaaaslowdomain00000000000000000000000000000000";
+    let idd = server().await;
+    let plane = server().await;
+    plane.add_domain(SLOW, &idd.base_url());
+    plane.add_fault(
+        "GET",
+        "/20160918/domains/",
+        Fault::Stall(std::time::Duration::from_secs(30)),
+        None,
+    );
+    // Six users of the slow domain come first and would fill every slot (MAX_CONCURRENCY 4).
+    let mut batch: Vec<Value> = (0..6)
+        .map(|n| {
+            let id = hex_id(200 + n);
+            let name = format!("s{n}@example.com");
+            idd.add_user(&id, &name, ALL_ON, "samljit", true);
+            let mut r = actor_record(DOMAIN_A, &id, &name);
+            r["data"]["additionalDetails"] = json!({
+                "actorId": id, "actorName": name, "domainId": SLOW, "eventId": "sso.user.jit.success"
+            });
+            r
+        })
+        .collect();
+    batch.extend(crate::enforcement::jit_users(&idd, 0..5));
+    let launch = crate::platform_harness::Launch::function()
+        .env("DOMAINS", format!("{DOMAIN_A}={},{SLOW}", idd.base_url()))
+        .env("IDENTITY_CONTROL_PLANE_URL", plane.base_url())
+        .env("MAX_REQUESTS_PER_SECOND", "0");
+    let f = crate::platform_harness::FnProcess::start(&launch).unwrap();
+    let started = std::time::Instant::now();
+    let call = Call::new(Value::Array(batch).to_string()).deadline(Some(
+        crate::platform_harness::deadline_in(std::time::Duration::from_secs(15)),
+    ));
+    let reply = f.call(call).await;
+    assert_eq!(
+        reply.status, 502,
+        "the slow domain's users fail at the deadline"
+    );
+    let lines = record_lines(&f.stderr.wait_for("\"summary\""));
+    for n in 0..5 {
+        let line = lines
+            .iter()
+            .find(|l| l["user_id"] == hex_id(n).as_str())
+            .unwrap_or_else(|| panic!("no line for user {n}"));
+        assert_eq!(line["outcome"], "applied", "{line}");
+        assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED));
+    }
+    let first_put = idd
+        .requests()
+        .iter()
+        .find(|r| r.method == "PUT")
+        .map(|r| r.arrived)
+        .expect("a write");
+    assert!(
+        first_put.duration_since(started) < std::time::Duration::from_secs(5),
+        "the plain domain's users were written at once, not after the lookup"
+    );
+    for n in 0..6 {
+        let line = lines
+            .iter()
+            .find(|l| l["user_id"] == hex_id(200 + n).as_str())
+            .unwrap();
+        assert_eq!(line["outcome"], "failed", "{line}");
+    }
+}

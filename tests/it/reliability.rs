@@ -16,7 +16,8 @@ pub fn logged_records(f: &FnProcess) -> HashMap<String, (String, String)> {
     let log = f.stderr.wait_for("\"summary\"");
     log.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|v| v["message"] == "record")
+        // Records that never named a user (ignored ones, logged too) are not keyed here.
+        .filter(|v| v["message"] == "record" && v["user_id"] != "")
         .map(|v| {
             let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             (text("user_id"), (text("outcome"), text("reason")))
