@@ -460,6 +460,7 @@ fn serve() -> Result<ExitCode, CliError> {
         let rules = config.policy.rules.len();
         let metrics = metrics_endpoint
             .map(|(settings, url)| Metrics::new(settings, url, client.transport().clone()));
+        let credentials = config.credentials.as_str();
         let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         stop_on_signal(engine.ledger());
         let function = Arc::new(Function {
@@ -471,7 +472,7 @@ fn serve() -> Result<ExitCode, CliError> {
             let function = Arc::clone(&function);
             async move { function.call(ctx, payload).await }
         };
-        tracing::info!(socket = %bound.socket().display(), profile = %profile, unmanaged = %unmanaged, rules, "ready");
+        tracing::info!(socket = %bound.socket().display(), profile = %profile, unmanaged = %unmanaged, rules, credentials, "ready");
         bound.serve(handler).await.map_err(CliError::Serve)?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
@@ -932,6 +933,7 @@ fn print_apply(report: &Report, output: OutputKind) {
         if !r.policy.is_empty() {
             detail.push_str(&format!(" [policy: {}]", r.policy.join(", ")));
         }
+        detail.push_str(&credential_detail(&r.lingering, &r.revoked));
         let _ = writeln!(
             out,
             "{:>5}  {:<9}  {:<32}  {:<30}  {}",
@@ -974,6 +976,7 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
         if !u.policy.is_empty() {
             detail.push_str(&format!(" [policy: {}]", u.policy.join(", ")));
         }
+        detail.push_str(&credential_detail(&u.lingering, &u.revoked));
         let _ = writeln!(
             out,
             "{:<9}  {:<32}  {:<30}  {}",
@@ -1005,22 +1008,38 @@ fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
     );
 }
 
-/// `; lingering apiKeys 2, revoked apiKeys 2` for the table's summary line; empty when none.
+/// `; lingering apiKeys 2; revoked apiKeys 2` for the table's summary line; empty when none.
 fn credential_totals(lingering: &Counts, revoked: &Counts) -> String {
-    let list = |c: &Counts| {
-        c.iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let mut out = String::new();
     if !lingering.is_empty() {
-        out.push_str(&format!("; lingering {}", list(lingering)));
+        out.push_str(&format!("; lingering {}", count_list(lingering)));
     }
     if !revoked.is_empty() {
-        out.push_str(&format!("; revoked {}", list(revoked)));
+        out.push_str(&format!("; revoked {}", count_list(revoked)));
     }
     out
+}
+
+/// ` [lingering: apiKeys 2; revoked: apiKeys 2]` for one user's table row; empty when none.
+fn credential_detail(lingering: &Counts, revoked: &Counts) -> String {
+    if lingering.is_empty() {
+        return String::new();
+    }
+    let revoked = if revoked.is_empty() {
+        String::new()
+    } else {
+        format!("; revoked: {}", count_list(revoked))
+    };
+    format!(" [lingering: {}{revoked}]", count_list(lingering))
+}
+
+/// `apiKeys 2, authTokens 1`.
+fn count_list(counts: &Counts) -> String {
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn show(v: Option<bool>) -> &'static str {

@@ -199,7 +199,7 @@ fn merge(mut done: Enforced, revocation: Revocation, dry_run: bool) -> Enforced 
     if !revocation.revoked.is_empty() && done.outcome == Outcome::Unchanged {
         done.outcome = Outcome::Applied;
         let note = if dry_run {
-            "dry run: lingering credentials not revoked"
+            "dry run: lingering credentials would be revoked"
         } else {
             "lingering credentials revoked"
         };
@@ -264,7 +264,7 @@ mod tests {
         );
         assert_eq!(
             dry.reason.as_deref(),
-            Some("already compliant; dry run: lingering credentials not revoked")
+            Some("already compliant; dry run: lingering credentials would be revoked")
         );
     }
 

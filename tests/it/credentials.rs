@@ -275,7 +275,7 @@ async fn a_dry_run_reports_what_would_be_revoked_and_deletes_nothing() {
     assert_eq!(compliant["outcome"], "applied", "{compliant}");
     assert_eq!(
         compliant["reason"],
-        "already compliant; dry run: lingering credentials not revoked"
+        "already compliant; dry run: lingering credentials would be revoked"
     );
     assert!(
         d.idd.requests().iter().all(|r| r.method == "GET"),
