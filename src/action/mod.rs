@@ -1,8 +1,10 @@
 //! Action: the work that reads and writes users. [`apply`] takes a batch's records to one outcome each;
 //! [`reconcile`] pages through a domain's existing users and applies the same decision; [`credentials`]
 //! reports or revokes the credentials a user's profile leaves lingering; [`ledger`] knows what the calls
-//! in progress have settled, for SIGTERM.
+//! in progress have settled, for SIGTERM; [`tenancy`] starts one reconcile per identity domain of a
+//! compartment tree and hands a reconcile that nears its deadline on to the next invocation.
 pub mod apply;
 pub mod credentials;
 pub mod ledger;
 pub mod reconcile;
+pub mod tenancy;
