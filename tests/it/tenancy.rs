@@ -160,6 +160,7 @@ async fn every_active_domain_of_the_tenancy_is_reconciled_hop_by_hop() {
         .map(|_| container(&t.plane, &platform, &settings))
         .collect();
     let logs: Vec<Captured> = containers.iter().map(|c| c.stderr.clone()).collect();
+    let pids: Vec<i32> = containers.iter().map(FnProcess::pid).collect();
     platform.serve_with(containers, Duration::from_secs(7));
 
     let started = Instant::now();
@@ -194,6 +195,8 @@ async fn every_active_domain_of_the_tenancy_is_reconciled_hop_by_hop() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let wall = started.elapsed();
+    // Peak RSS and CPU time of each container, from /proc, while they still run.
+    let proc_stats: Vec<(u64, f64)> = pids.iter().map(|pid| proc_peak_and_cpu(*pid)).collect();
     assert!(
         churned,
         "the churn happened during the run: {:?}\n{}",
@@ -346,15 +349,36 @@ async fn every_active_domain_of_the_tenancy_is_reconciled_hop_by_hop() {
         })
         .sum();
     eprintln!(
-        "tenancy reconcile: {} invocations ({} hand-offs), hops per domain {:?}, requests (list pages, PUTs) per domain {:?}, control plane {}, 429s {}, wall {:.1} s",
+        "tenancy reconcile: {} invocations ({} hand-offs), hops per domain {:?}, requests (list pages, PUTs) per domain {:?}, control plane {}, 429s {}, wall {:.1} s, containers (peak RSS KiB, CPU s) {:?}",
         invocations.len(),
         invocations.len() - 4,
         hops.values().map(Vec::len).collect::<Vec<_>>(),
         requests,
         t.plane.requests().len(),
         throttled,
-        wall.as_secs_f64()
+        wall.as_secs_f64(),
+        proc_stats
     );
+}
+
+/// Peak resident set (KiB) and CPU seconds (user + system) of a running process, from /proc.
+fn proc_peak_and_cpu(pid: i32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 a second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    (peak, ticks as f64 / 100.0)
 }
 
 /// Runs one domain's reconcile (`body`) on a fresh platform whose containers get `extra`, and
@@ -541,4 +565,41 @@ async fn the_cli_reconciles_every_active_domain_one_after_another() {
     .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--compartment: compartment: expected"));
+}
+
+/// `DOMAINS`, when set, still limits which domains act: the fan-out starts only those it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_limits_which_domains_the_tenancy_run_starts() {
+    let t = tenancy(2, 300, format!("ST${}", test_rpst())).await;
+    let platform = platform().await;
+    let only = domain_ocid(1);
+    let c = container(
+        &t.plane,
+        &platform,
+        &[("DOMAINS", only.as_str()), ("MAX_REQUESTS_PER_SECOND", "0")],
+    );
+    let logs = vec![c.stderr.clone()];
+    platform.serve_with(vec![c], Duration::from_secs(20));
+    platform.invoke(&json!({"reconcile": {"domains": "all"}}));
+    assert!(
+        platform
+            .wait_idle(Duration::from_millis(300), Duration::from_secs(60))
+            .await
+    );
+    let answers: Vec<_> = platform.invocations().iter().map(|i| i.answered).collect();
+    assert_eq!(answers, [Some(200), Some(200)], "the fan-out and domain 1");
+    let lines = log_lines(&logs, "tenancy reconcile: domain");
+    let skipped: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "skipped")
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert!(skipped.contains(&"not listed in DOMAINS"), "{lines:?}");
+    assert_eq!(
+        t.domains[0].requests().len(),
+        0,
+        "domain 0 is outside DOMAINS"
+    );
+    assert_eq!(puts_per_user(&t.domains[1]).len() as u64, t.needs_write[1]);
+    assert_eq!(t.inactive.requests().len(), 0);
 }
