@@ -251,6 +251,7 @@ enum OutputKind {
 }
 
 fn main() -> ExitCode {
+    oci_user_capabilities::handler::memory::limit_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -707,7 +708,7 @@ async fn apply(ctx: OperatorContext, file: Option<PathBuf>) -> Result<ExitCode, 
     let report = ctx
         .engine
         .process_records(
-            &records,
+            records,
             &ctx.config.event_types,
             &ctx.config.domains,
             deadline,
