@@ -6,8 +6,5 @@
 pub mod control_plane;
 pub mod functions;
 pub mod identity_domain;
-<<<<<<< HEAD
 pub mod monitoring;
-=======
 pub mod scim_bulk;
->>>>>>> main
