@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::action::apply::{Engine, Outcome, START_MARGIN};
 use crate::clients::identity_domain::UserPage;
 use crate::decision::credentials::{add_counts, Counts};
-use crate::decision::policy::UserFacts;
+use crate::decision::policy::{Decision, UserFacts};
 use crate::decision::profile::CurrentCapabilities;
 use crate::intake::audit::{parse_instant, Cursor, Totals};
 use crate::intake::names::{DomainName, DomainUrl, UserId};
@@ -737,7 +737,14 @@ async fn reconcile_one(
     let current = CurrentCapabilities::from_user(user);
     // The listing asked for the policy's attributes, so the page holds every fact it needs.
     let decision = match UserFacts::from_scim(user, job.domain_values.clone()) {
-        Ok(facts) => engine.policy.decide(&facts),
+        Ok(facts) => match engine.policy.decide(&facts) {
+            decision @ Decision::Exempt { .. } => decision,
+            // A rule that cannot be decided here must not act (issue 24): nothing is written.
+            decision => match engine.policy.undecided_domains(&facts) {
+                Some(reason) => return Some(entry(Outcome::Rejected, Some(reason))),
+                None => decision,
+            },
+        },
         Err(e) => {
             return Some(entry(
                 Outcome::Failed,
