@@ -58,9 +58,13 @@ impl Launch {
         }
     }
 
-    /// The product, with the throwaway resource-principal credentials it needs to start.
+    /// The product, with the throwaway resource-principal credentials it needs to start. These
+    /// tests pin the single-request path (`BULK=off`: one GET and one PUT per user, faults keyed on
+    /// them); the search and Bulk path (`BULK=auto`, the default) has its own module, `bulk`.
     pub fn function() -> Self {
-        Self::new(FN_BINARY, &["serve"]).with_resource_principal()
+        Self::new(FN_BINARY, &["serve"])
+            .with_resource_principal()
+            .env("BULK", "off")
     }
 
     pub fn echo() -> Self {
