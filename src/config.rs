@@ -31,6 +31,8 @@ const KEY_MAX_RPS: &str = "MAX_REQUESTS_PER_SECOND";
 const KEY_LOG_FORMAT: &str = "LOG_FORMAT";
 const KEY_POLICY: &str = "POLICY";
 const KEY_TAG_NAMESPACE: &str = "TAG_NAMESPACE";
+const KEY_BULK: &str = "BULK";
+const KEY_BULK_RPS: &str = "BULK_REQUESTS_PER_SECOND";
 const KEY_CREDENTIALS: &str = "CREDENTIALS";
 /// How a policy file given on the command line is named in errors.
 pub const KEY_POLICY_FILE: &str = "--policy";
@@ -61,8 +63,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     KEY_POLICY,
     KEY_TAG_NAMESPACE,
     KEY_CONTROL_PLANE,
-    "BULK",
-    "BULK_REQUESTS_PER_SECOND",
+    KEY_BULK,
+    KEY_BULK_RPS,
     KEY_CREDENTIALS,
     "METRICS_COMPARTMENT_ID",
     "METRICS_NAMESPACE",
@@ -80,6 +82,8 @@ pub const DEFAULT_TEMPLATE: &str = "https://{domain}.identity.oraclecloud.com";
 const DEFAULT_MAX_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY_LIMIT: usize = 64;
 const DEFAULT_MAX_REQUESTS_PER_SECOND: f64 = 20.0;
+/// Below Oracle's 5 `/Bulk` calls a second (and 200 a minute) on every domain type.
+const DEFAULT_BULK_REQUESTS_PER_SECOND: f64 = 3.0;
 /// Far above any identity domain's published limit; a larger value is surely a typo.
 const MAX_REQUESTS_PER_SECOND_LIMIT: f64 = 10_000.0;
 /// Below this a cap is surely a mistake (one request every ten seconds), and tiny values would
@@ -570,6 +574,8 @@ pub struct Config {
     pub max_concurrency: usize,
     /// `None` when disabled ("0" or "off").
     pub max_requests_per_second: Option<f64>,
+    /// `BULK` and `BULK_REQUESTS_PER_SECOND`.
+    pub bulk: BulkSettings,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// IDENTITY_CONTROL_PLANE_URL; unset means the region's default (see
@@ -677,9 +683,10 @@ impl Config {
             None => DEFAULT_MAX_CONCURRENCY,
         };
         let max_requests_per_second = match get(KEY_MAX_RPS) {
-            Some(v) => parse_rate(&v)?,
+            Some(v) => parse_rate(KEY_MAX_RPS, &v)?,
             None => Some(DEFAULT_MAX_REQUESTS_PER_SECOND),
         };
+        let bulk = BulkSettings::load(&get)?;
         let log_format = match get(KEY_LOG_FORMAT) {
             Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
             Some(v) if v.eq_ignore_ascii_case("text") => LogFormat::Text,
@@ -749,6 +756,7 @@ impl Config {
             dry_run,
             max_concurrency,
             max_requests_per_second,
+            bulk,
             log_format,
             control_plane_url,
             invoke_endpoint,
@@ -759,7 +767,50 @@ impl Config {
     }
 }
 
-fn parse_rate(v: &str) -> Result<Option<f64>, ConfigError> {
+/// `BULK=auto`: read a batch's users with `.search` and write them with `/Bulk`, per domain, falling
+/// back to single requests where a domain refuses them; `BULK=off`: one GET and one PUT per user.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BulkSettings {
+    /// `BULK`: `true` for `auto`.
+    pub enabled: bool,
+    /// `BULK_REQUESTS_PER_SECOND`: the ceiling of `/Bulk` calls per domain; `None` when off.
+    pub requests_per_second: Option<f64>,
+}
+
+impl Default for BulkSettings {
+    fn default() -> Self {
+        BulkSettings {
+            enabled: true,
+            requests_per_second: Some(DEFAULT_BULK_REQUESTS_PER_SECOND),
+        }
+    }
+}
+
+impl BulkSettings {
+    fn load(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let enabled = match get(KEY_BULK) {
+            Some(v) if v.eq_ignore_ascii_case("auto") => true,
+            Some(v) if v.eq_ignore_ascii_case("off") => false,
+            Some(v) => {
+                return Err(ConfigError::new(
+                    KEY_BULK,
+                    format!("expected auto or off, got {}", shown(&v)),
+                ))
+            }
+            None => true,
+        };
+        let requests_per_second = match get(KEY_BULK_RPS) {
+            Some(v) => parse_rate(KEY_BULK_RPS, &v)?,
+            None => Some(DEFAULT_BULK_REQUESTS_PER_SECOND),
+        };
+        Ok(BulkSettings {
+            enabled,
+            requests_per_second,
+        })
+    }
+}
+
+fn parse_rate(key: &'static str, v: &str) -> Result<Option<f64>, ConfigError> {
     if v.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
@@ -769,7 +820,7 @@ fn parse_rate(v: &str) -> Result<Option<f64>, ConfigError> {
             Ok(Some(r))
         }
         _ => Err(ConfigError::new(
-            KEY_MAX_RPS,
+            key,
             format!(
                 "expected a number from {MIN_REQUESTS_PER_SECOND} to {MAX_REQUESTS_PER_SECOND_LIMIT}, \
                  or 0/off to disable, got {}",
@@ -899,6 +950,30 @@ mod tests {
 
     fn url(s: &str) -> DomainUrl {
         DomainUrl::parse(s).unwrap()
+    }
+
+    #[test]
+    fn bulk_is_auto_by_default_with_its_own_rate() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.bulk, BulkSettings::default());
+        assert!(c.bulk.enabled);
+        assert_eq!(c.bulk.requests_per_second, Some(3.0));
+        let c = config(&[(KEY_BULK, "OFF"), (KEY_BULK_RPS, "4.5")]).unwrap();
+        assert!(!c.bulk.enabled);
+        assert_eq!(c.bulk.requests_per_second, Some(4.5));
+        assert!(config(&[(KEY_BULK, "auto")]).unwrap().bulk.enabled);
+        assert_eq!(
+            config(&[(KEY_BULK_RPS, "off")])
+                .unwrap()
+                .bulk
+                .requests_per_second,
+            None
+        );
+        assert_eq!(key_of(&[(KEY_BULK, "on")]), KEY_BULK);
+        for bad in ["-1", "0.01", "lots", "20000"] {
+            let e = config(&[(KEY_BULK_RPS, bad)]).unwrap_err();
+            assert_eq!(e.key, KEY_BULK_RPS, "{bad}");
+        }
     }
 
     fn default_policy() -> DomainPolicy {

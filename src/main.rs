@@ -411,6 +411,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 fn client_settings(config: &Config) -> ClientSettings {
     ClientSettings {
         max_requests_per_second: config.max_requests_per_second,
+        group_rates: vec![(
+            oci_user_capabilities::clients::scim_bulk::BULK_GROUP,
+            config.bulk.requests_per_second,
+        )],
         user_agent: format!("oci-user-capabilities/{}", env!("CARGO_PKG_VERSION")),
         ..ClientSettings::default()
     }

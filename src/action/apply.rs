@@ -13,12 +13,17 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::action::bulk::BulkState;
 use crate::action::ledger::{Ledger, OpenCall, Stage};
 use crate::clients::control_plane::{ControlPlane, ResolveError};
-use crate::clients::identity_domain::{answered_user_id, Failure, IdentityDomainClient, Settled};
-use crate::config::{Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE};
+use crate::clients::identity_domain::{
+    answered_user_id, Answer, Failure, IdentityDomainClient, Settled,
+};
+use crate::config::{
+    BulkSettings, Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE,
+};
 use crate::decision::credentials::{
-    add_counts, attributes_to_read, lingering, Counts, CredentialsMode,
+    add_counts, attributes_to_read, lingering, Counts, CredentialsMode, Held,
 };
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Change, CurrentCapabilities, Profile};
@@ -368,6 +373,10 @@ pub struct Engine {
     pub(crate) max_concurrency: usize,
     /// The calls in progress, for a SIGTERM to report on; set, it stops new users and writes.
     pub(crate) ledger: Arc<Ledger>,
+    /// `BULK` and its rate.
+    pub(crate) bulk: BulkSettings,
+    /// Per domain, for the life of the process: the Bulk lock and the endpoints it refused.
+    pub(crate) bulk_state: Arc<BulkState>,
     /// `CREDENTIALS`: report, revoke or leave alone the credentials a profile leaves lingering.
     pub(crate) credentials: CredentialsMode,
     /// The `userCredentials` attributes a read asks for (none with `CREDENTIALS=off`).
@@ -377,10 +386,10 @@ pub struct Engine {
 /// All records that name one user: by the way to its domain and as the records name the user (the
 /// SCIM id, or the OCID). Two routes to one domain, or an id and an OCID for one user, are separate
 /// work until the read: [`Claims`] then lets only the first act.
-type RouteWork = UserRecords<(DomainRoute, UserRef)>;
+pub(crate) type RouteWork = UserRecords<(DomainRoute, UserRef)>;
 
 /// The reason of a user not started because the process is stopping.
-const STOPPING_BEFORE_START: &str =
+pub(crate) const STOPPING_BEFORE_START: &str =
     "the function was stopping (SIGTERM) before this user was started; nothing was written";
 
 impl Engine {
@@ -399,6 +408,8 @@ impl Engine {
             dry_run: config.dry_run,
             max_concurrency: config.max_concurrency,
             ledger: Arc::default(),
+            bulk: config.bulk,
+            bulk_state: Arc::default(),
             credentials: config.credentials,
             credential_attributes: attributes_to_read(&config.policy, config.credentials),
         }
@@ -459,6 +470,19 @@ impl Engine {
         deadline: Instant,
     ) {
         let concurrency = self.max_concurrency.max(1);
+        if self.bulk.enabled {
+            let mut ready = Vec::new();
+            let mut by_ocid: HashMap<DomainOcid, Vec<RouteWork>> = HashMap::new();
+            for w in work {
+                match &w.user.0 {
+                    DomainRoute::Url(url) => ready.push((url.clone(), w)),
+                    DomainRoute::Ocid(ocid) => by_ocid.entry(ocid.clone()).or_default().push(w),
+                }
+            }
+            return self
+                .run_in_bulk(ready, by_ocid, call, results, deadline)
+                .await;
+        }
         let mut ocids: Vec<DomainOcid> = work
             .iter()
             .filter_map(|w| match &w.user.0 {
@@ -543,33 +567,13 @@ impl Engine {
         call: &OpenCall,
         deadline: Instant,
     ) -> Vec<RecordResult> {
-        // The first record carries the reason; each later one is a duplicate of it.
-        let fail_all = |reason: String, ecids: Vec<String>, outcome: Outcome| {
-            let first = work.records.first().map_or(0, |(index, _)| *index);
-            work.records
-                .iter()
-                .map(|(index, target)| {
-                    let reason = if *index == first {
-                        reason.clone()
-                    } else {
-                        duplicate_reason(first, &reason)
-                    };
-                    RecordResult {
-                        request_ids: ecids.clone(),
-                        ..RecordResult::for_target(*index, target, outcome).reason(reason)
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
         if Instant::now() + START_MARGIN >= deadline {
-            return fail_all(
-                "deadline reached before this user was processed".into(),
-                Vec::new(),
-                Outcome::Failed,
-            );
+            let reason = DEADLINE_BEFORE_START.into();
+            return fail_all(&work, reason, Vec::new(), Outcome::Failed);
         }
         if call.stopping() {
-            return fail_all(STOPPING_BEFORE_START.into(), Vec::new(), Outcome::Failed);
+            let reason = STOPPING_BEFORE_START.into();
+            return fail_all(&work, reason, Vec::new(), Outcome::Failed);
         }
         let (_, user_ref) = &work.user;
         let domain_url = &domain_url;
@@ -579,124 +583,103 @@ impl Engine {
         );
         let ask_credentials = self.asks_credentials(&work);
         let wanted = self.read_attributes(ask_credentials);
-        let user = match self
+        let read = self
             .client
             .get_user(domain_url, user_ref, &wanted, deadline)
-            .await
-        {
-            Ok(answer) => answer,
-            Err(failure) => {
-                let outcome = settled_outcome(&failure);
-                let reason = match failure.error.status() {
-                    Some(StatusCode::NOT_FOUND) => {
-                        "user not found in the identity domain".to_string()
-                    }
-                    _ => format!("reading the user: {failure}"),
-                };
-                let ecids = failure.request_ids;
-                return fail_all(reason, ecids, outcome);
-            }
+            .await;
+        let checked = match self.check_read(&work, read, ask_credentials) {
+            Ok(checked) => checked,
+            Err(results) => return results,
         };
-        let mut ecids = user.ecids;
-        let user_id = match answered_user_id(user_ref, &user.value) {
-            Ok(id) => id,
-            Err(reason) => return fail_all(reason, ecids, Outcome::Failed),
+        // One user may be named by id in one record and by OCID in another: they are separate
+        // work until the read gives the id, so the first to get here acts and every other waits
+        // for its outcome.
+        let claim = claims.claim(domain_url, &checked.user_id);
+        in_flight.stage(Stage::Writing);
+        let mut mine = None;
+        let first = {
+            let (mine, work, checked) = (&mut mine, &work, &checked);
+            claim
+                .get_or_init(|| async move {
+                    let done = self
+                        .apply_decision(
+                            domain_url,
+                            &checked.user_id,
+                            &checked.decision,
+                            &checked.current,
+                            checked.held.as_ref(),
+                            deadline,
+                        )
+                        .await;
+                    let (result, first) = acted_result(work, checked, done);
+                    *mine = Some(result);
+                    first
+                })
+                .await
+                .clone()
         };
+        record_results(&work, &checked, mine, &first, self.dry_run)
+    }
+
+    /// The answer to a user's read, checked as PRODUCT.md has it (the user asked for, a record
+    /// whose name matches) and decided by the policy; `Err` holds every record's result when
+    /// nothing may be written.
+    /// `keep` keeps the read (for the credentials it holds).
+    pub(crate) fn check_read(
+        &self,
+        work: &RouteWork,
+        read: Result<Answer<serde_json::Value>, Failure>,
+        keep: bool,
+    ) -> Result<Checked, Vec<RecordResult>> {
+        let user = read.map_err(|failure| {
+            let reason = match failure.error.status() {
+                Some(StatusCode::NOT_FOUND) => "user not found in the identity domain".to_string(),
+                _ => format!("reading the user: {failure}"),
+            };
+            fail_all(
+                work,
+                reason,
+                failure.request_ids.clone(),
+                settled_outcome(&failure),
+            )
+        })?;
+        let ecids = user.ecids;
+        let fail = |reason: String| fail_all(work, reason, ecids.clone(), Outcome::Failed);
+        let user_id = answered_user_id(&work.user.1, &user.value).map_err(fail)?;
         let actual_name = user
             .value
             .get("userName")
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
-        let decision = match UserFacts::from_scim(&user.value, work.domain_values()) {
-            Ok(facts) => self.policy.decide(&facts),
-            Err(e) => {
-                return fail_all(
-                    format!("reading the user: unexpected answer: {e}"),
-                    ecids,
-                    Outcome::Failed,
-                )
-            }
+        let decision = UserFacts::from_scim(&user.value, work.domain_values())
+            .map(|facts| self.policy.decide(&facts))
+            .map_err(|e| fail(format!("reading the user: unexpected answer: {e}")))?;
+        let Some(actor) = work
+            .records
+            .iter()
+            .position(|(_, target)| mismatch(target, actual_name.as_deref()).is_none())
+        else {
+            // Every record names someone else: nothing is written.
+            return Err(work
+                .records
+                .iter()
+                .filter_map(|(index, target)| {
+                    mismatch(target, actual_name.as_deref()).map(|reason| {
+                        RecordResult::for_target(*index, target, Outcome::Rejected).reason(reason)
+                    })
+                })
+                .collect());
         };
-
-        let mut results = Vec::with_capacity(work.records.len());
-        let mut acted: Option<(usize, Outcome, String)> = None;
-        for (index, target) in &work.records {
-            let mismatch = match (&target.user_name, &actual_name) {
-                (Some(named), Some(actual)) => !named.eq_ignore_ascii_case(actual),
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if mismatch {
-                let reason = format!(
-                    "identity mismatch: the record names {:?}, the identity domain has {:?} for this id",
-                    target.user_name.as_deref().unwrap_or_default(),
-                    actual_name.as_deref().unwrap_or("<no userName>")
-                );
-                results.push(
-                    RecordResult::for_target(*index, target, Outcome::Rejected).reason(reason),
-                );
-                continue;
-            }
-            if acted.is_none() {
-                // One user may be named by id in one record and by OCID in another: they are
-                // separate work until the read gives the id, so the first to get here acts and
-                // every other waits for its outcome.
-                let claim = claims.claim(domain_url, &user_id);
-                in_flight.stage(Stage::Writing);
-                let mut mine = None;
-                let first = {
-                    let (mine, ecids, user_id, current, decision, user) = (
-                        &mut mine,
-                        &mut ecids,
-                        &user_id,
-                        &current,
-                        &decision,
-                        &user.value,
-                    );
-                    claim
-                        .get_or_init(|| async move {
-                            let held = ask_credentials.then_some(user);
-                            let done = self
-                                .apply_decision(
-                                    domain_url, user_id, decision, current, held, deadline,
-                                )
-                                .await;
-                            ecids.extend(done.ecids);
-                            let mut result = RecordResult {
-                                policy: done.policy,
-                                changed: done.changed,
-                                lingering: done.lingering,
-                                revoked: done.revoked,
-                                reason: done.reason,
-                                ..RecordResult::for_target(*index, target, done.outcome)
-                            };
-                            result.request_ids = ecids.clone();
-                            let reason = result
-                                .reason
-                                .clone()
-                                .unwrap_or_else(|| result.outcome.as_str().to_string());
-                            let first = (*index, result.outcome, reason);
-                            *mine = Some(result);
-                            first
-                        })
-                        .await
-                        .clone()
-                };
-                acted = Some(first);
-                if let Some(result) = mine {
-                    results.push(result);
-                    continue;
-                }
-            }
-            if let Some((first, outcome, reason)) = &acted {
-                results.push(RecordResult {
-                    policy: decision.policy().to_vec(),
-                    ..duplicate_of(*index, target, *first, *outcome, reason, self.dry_run)
-                });
-            }
-        }
-        results
+        Ok(Checked {
+            user_id,
+            actual_name,
+            current,
+            decision,
+            ecids,
+            actor,
+            held: keep.then_some(user.value),
+        })
     }
 
     /// The attributes a read (or a listing) asks for: the policy's facts, and the credentials the
@@ -723,9 +706,9 @@ impl Engine {
     }
 
     /// Carries out the policy's decision for one user whose current capabilities are known: an
-    /// exempt user is left alone, any other is brought to its profile, and then the credentials
-    /// its profile leaves lingering are reported or revoked (`credentials` is the user's read when
-    /// it asked for them; `None` looks at no credential).
+    /// exempt user is left alone, any other is brought to its profile with a single PUT, and then
+    /// the credentials its profile leaves lingering are reported or revoked (`credentials` is the
+    /// user's read when it asked for them; `None` looks at no credential).
     pub(crate) async fn apply_decision(
         &self,
         domain: &DomainUrl,
@@ -735,99 +718,337 @@ impl Engine {
         credentials: Option<&serde_json::Value>,
         deadline: Instant,
     ) -> Enforced {
+        let planned = self.plan(decision, current, credentials);
+        let written = match &planned.plan {
+            Plan::Write { body, .. } => {
+                Some(self.put_single(domain, user, body.clone(), deadline).await)
+            }
+            Plan::Done(_) => None,
+        };
+        planned.settle(self, domain, user, written, deadline).await
+    }
+
+    /// One `PUT /admin/v1/UserCapabilitiesChanger/{id}`.
+    pub(crate) async fn put_single(
+        &self,
+        domain: &DomainUrl,
+        user: &UserId,
+        body: Vec<u8>,
+        deadline: Instant,
+    ) -> Written {
+        match self
+            .client
+            .put_capabilities(domain, user, body, deadline)
+            .await
+        {
+            Ok(answer) => Written::Done {
+                ecids: answer.ecids,
+            },
+            Err(failure) => Written::NotDone {
+                outcome: settled_outcome(&failure),
+                reason: format!("writing capabilities: {failure}"),
+                ecids: failure.request_ids,
+            },
+        }
+    }
+
+    /// What the decision asks for one user whose current capabilities are known: nothing (exempt,
+    /// already compliant, a dry run, a body that cannot be built), or a write.
+    /// `credentials` is the user's read when it asked for the credentials, so the plan knows which
+    /// linger (an exempt user's are never looked at).
+    pub(crate) fn plan(
+        &self,
+        decision: &Decision,
+        current: &CurrentCapabilities,
+        credentials: Option<&serde_json::Value>,
+    ) -> Planned {
         match decision {
-            Decision::Exempt { policy, reason } => Enforced {
+            Decision::Exempt { policy, reason } => Planned {
+                plan: Plan::Done(Enforced::new(Outcome::Unchanged, Some(reason.clone()))),
                 policy: policy.clone(),
-                ..Enforced::new(Outcome::Unchanged, Some(reason.clone()))
+                notes: Vec::new(),
+                lingering: None,
             },
             Decision::Enforce {
                 profile,
                 policy,
                 notes,
-            } => {
-                let mut done = self
-                    .enforce_user(domain, user, profile, current, deadline)
-                    .await;
-                if let Some(read) = credentials {
-                    let held = lingering(read, profile);
-                    done = self
-                        .settle_lingering(domain, user, held, done, deadline)
-                        .await;
-                }
-                done.policy = policy.clone();
-                if !notes.is_empty() {
-                    let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
-                    reason.extend(notes.iter().cloned());
-                    done.reason = Some(reason.join("; "));
-                }
-                done
-            }
+            } => Planned {
+                plan: self.plan_profile(profile, current),
+                policy: policy.clone(),
+                notes: notes.clone(),
+                lingering: credentials.map(|read| lingering(read, profile)),
+            },
         }
     }
 
     /// Brings one user whose current capabilities are known to the profile: no write when it already
     /// matches, none in dry-run.
-    async fn enforce_user(
-        &self,
-        domain: &DomainUrl,
-        user: &UserId,
-        profile: &Profile,
-        current: &CurrentCapabilities,
-        deadline: Instant,
-    ) -> Enforced {
+    fn plan_profile(&self, profile: &Profile, current: &CurrentCapabilities) -> Plan {
         let changes = profile.diff(current);
         if changes.is_empty() {
-            return Enforced::new(Outcome::Unchanged, Some("already compliant".into()));
+            return Plan::Done(Enforced::new(
+                Outcome::Unchanged,
+                Some("already compliant".into()),
+            ));
         }
         let changed = changed_map(&changes);
         // Checked before a dry run too: a dry run reports what the real run would do.
         let body = match profile.put_body(current) {
             Ok(body) => body,
             Err(missing) => {
-                return Enforced::new(
+                return Plan::Done(Enforced::new(
                     Outcome::Failed,
                     Some(format!(
                         "the identity domain's answer has no boolean {}, which the write must copy \
                          (a write carries every capability the user has); nothing was written",
                         missing.attribute()
                     )),
-                )
+                ))
             }
         };
         let note = profile.omits_console(current).then_some(CONSOLE_LEFT_OUT);
         if !self.dry_run && self.ledger.stopping() {
-            return Enforced::new(Outcome::Failed, Some(STOPPING_BEFORE_WRITE.into()));
+            return Plan::Done(Enforced::new(
+                Outcome::Failed,
+                Some(STOPPING_BEFORE_WRITE.into()),
+            ));
         }
         if self.dry_run {
             let reason = ["dry run: would be written"]
                 .into_iter()
                 .chain(note)
                 .collect::<Vec<_>>();
-            return Enforced {
+            return Plan::Done(Enforced {
                 changed,
                 ..Enforced::new(Outcome::Applied, Some(reason.join("; ")))
-            };
+            });
         }
-        match self
-            .client
-            .put_capabilities(domain, user, body, deadline)
-            .await
-        {
-            Ok(answer) => Enforced {
-                changed,
-                ecids: answer.ecids,
-                ..Enforced::new(Outcome::Applied, note.map(str::to_owned))
-            },
-            Err(failure) => Enforced {
-                ..Enforced::new(
-                    settled_outcome(&failure),
-                    Some(format!("writing capabilities: {failure}")),
-                )
-                .with_ecids(failure.request_ids)
-            },
+        Plan::Write {
+            body,
+            changed,
+            note,
         }
     }
 }
+
+/// What the read of a user established, when a record may act on it.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The SCIM id to write with.
+    pub(crate) user_id: UserId,
+    actual_name: Option<String>,
+    pub(crate) current: CurrentCapabilities,
+    pub(crate) decision: Decision,
+    /// The read's request ids.
+    ecids: Vec<String>,
+    /// The position (in the work's records) of the record that acts.
+    actor: usize,
+    /// The read itself, when it asked for the user's credentials.
+    pub(crate) held: Option<serde_json::Value>,
+}
+
+/// A decision turned into what must happen, with what decided it.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    pub(crate) plan: Plan,
+    policy: Vec<String>,
+    notes: Vec<String>,
+    /// The credentials the profile leaves lingering, when the read asked for them.
+    lingering: Option<Result<Vec<Held>, String>>,
+}
+
+/// Nothing to send (the outcome is known), or one write.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Settled without a write.
+    Done(Enforced),
+    /// The PUT body to send, and what to report once it is written.
+    Write {
+        /// The `UserCapabilitiesChanger` body.
+        body: Vec<u8>,
+        changed: BTreeMap<&'static str, [Option<bool>; 2]>,
+        note: Option<&'static str>,
+    },
+}
+
+/// What became of a write, by a single PUT or inside a Bulk request.
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// Written.
+    Done {
+        /// The request ids of the calls that carried it.
+        ecids: Vec<String>,
+    },
+    /// Not written (or not known to be).
+    NotDone {
+        outcome: Outcome,
+        reason: String,
+        ecids: Vec<String>,
+    },
+}
+
+impl Planned {
+    /// The user's result once the write (if any) is done (`written` is `None` when nothing was
+    /// sent), and the lingering credentials reported or revoked.
+    pub(crate) async fn settle(
+        self,
+        engine: &Engine,
+        domain: &DomainUrl,
+        user: &UserId,
+        written: Option<Written>,
+        deadline: Instant,
+    ) -> Enforced {
+        let Planned {
+            plan,
+            policy,
+            notes,
+            lingering,
+        } = self;
+        let mut done = finish_write(plan, written);
+        if let Some(held) = lingering {
+            done = engine
+                .settle_lingering(domain, user, held, done, deadline)
+                .await;
+        }
+        done.policy = policy;
+        if !notes.is_empty() {
+            let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
+            reason.extend(notes);
+            done.reason = Some(reason.join("; "));
+        }
+        done
+    }
+}
+
+/// The user's result from the plan and what became of its write.
+fn finish_write(plan: Plan, written: Option<Written>) -> Enforced {
+    {
+        match (plan, written) {
+            (Plan::Done(enforced), _) => enforced,
+            (Plan::Write { changed, note, .. }, Some(Written::Done { ecids })) => Enforced {
+                changed,
+                ecids,
+                ..Enforced::new(Outcome::Applied, note.map(str::to_owned))
+            },
+            (
+                Plan::Write { .. },
+                Some(Written::NotDone {
+                    outcome,
+                    reason,
+                    ecids,
+                }),
+            ) => Enforced::new(outcome, Some(reason)).with_ecids(ecids),
+            (Plan::Write { .. }, None) => Enforced::new(
+                Outcome::Failed,
+                Some("internal: a planned write was not sent".into()),
+            ),
+        }
+    }
+}
+
+/// The reason given to a user the deadline left no time for.
+pub(crate) const DEADLINE_BEFORE_START: &str = "deadline reached before this user was processed";
+
+/// Every record of `work` ends alike: the first carries the reason, each later one is a duplicate
+/// of it.
+pub(crate) fn fail_all(
+    work: &RouteWork,
+    reason: String,
+    ecids: Vec<String>,
+    outcome: Outcome,
+) -> Vec<RecordResult> {
+    let first = work.records.first().map_or(0, |(index, _)| *index);
+    work.records
+        .iter()
+        .map(|(index, target)| {
+            let reason = if *index == first {
+                reason.clone()
+            } else {
+                duplicate_reason(first, &reason)
+            };
+            RecordResult {
+                request_ids: ecids.clone(),
+                ..RecordResult::for_target(*index, target, outcome).reason(reason)
+            }
+        })
+        .collect()
+}
+
+/// Why a record may not act on the user read: it names another user.
+fn mismatch(target: &Target, actual_name: Option<&str>) -> Option<String> {
+    let differs = match (&target.user_name, actual_name) {
+        (Some(named), Some(actual)) => !named.eq_ignore_ascii_case(actual),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    differs.then(|| {
+        format!(
+            "identity mismatch: the record names {:?}, the identity domain has {:?} for this id",
+            target.user_name.as_deref().unwrap_or_default(),
+            actual_name.unwrap_or("<no userName>")
+        )
+    })
+}
+
+/// The acting record's result, and what later records of the same user repeat of it.
+pub(crate) fn acted_result(
+    work: &RouteWork,
+    checked: &Checked,
+    done: Enforced,
+) -> (RecordResult, FirstOutcome) {
+    let (index, target) = &work.records[checked.actor];
+    let mut request_ids = checked.ecids.clone();
+    request_ids.extend(done.ecids);
+    let result = RecordResult {
+        policy: done.policy,
+        changed: done.changed,
+        lingering: done.lingering,
+        revoked: done.revoked,
+        reason: done.reason,
+        request_ids,
+        ..RecordResult::for_target(*index, target, done.outcome)
+    };
+    let reason = result
+        .reason
+        .clone()
+        .unwrap_or_else(|| result.outcome.as_str().to_string());
+    let first = (*index, result.outcome, reason);
+    (result, first)
+}
+
+/// Every record's result once the user is settled: a record naming someone else is rejected,
+/// the actor gets `mine` (when it acted), every other is a duplicate of `first`.
+pub(crate) fn record_results(
+    work: &RouteWork,
+    checked: &Checked,
+    mut mine: Option<RecordResult>,
+    first: &FirstOutcome,
+    dry_run: bool,
+) -> Vec<RecordResult> {
+    let mut results = Vec::with_capacity(work.records.len());
+    for (pos, (index, target)) in work.records.iter().enumerate() {
+        if let Some(reason) = mismatch(target, checked.actual_name.as_deref()) {
+            results
+                .push(RecordResult::for_target(*index, target, Outcome::Rejected).reason(reason));
+            continue;
+        }
+        if pos == checked.actor {
+            if let Some(result) = mine.take() {
+                results.push(result);
+                continue;
+            }
+        }
+        results.push(RecordResult {
+            policy: checked.decision.policy().to_vec(),
+            ..duplicate_of(*index, target, first.0, first.1, &first.2, dry_run)
+        });
+    }
+    results
+}
+
+/// The record that acted on a user, its outcome and its reason.
+pub(crate) type FirstOutcome = (usize, Outcome, String);
 
 /// The reason of a write not sent because the process is stopping.
 const STOPPING_BEFORE_WRITE: &str =
@@ -984,7 +1205,7 @@ fn settle_unresolved(w: &RouteWork, error: &ResolveError, results: &mut SettledR
 }
 
 /// The result of a record whose domain OCID has no usable URL.
-fn unresolved(index: usize, target: &Target, error: &ResolveError) -> RecordResult {
+pub(crate) fn unresolved(index: usize, target: &Target, error: &ResolveError) -> RecordResult {
     match error {
         ResolveError::Rejected(reason) => {
             RecordResult::for_target(index, target, Outcome::Rejected).reason(reason.clone())
@@ -1063,7 +1284,7 @@ pub fn log_report(report: &Report) {
 }
 
 /// A batch's results as they settle: each is logged at once and counted in the call's ledger.
-struct SettledResults<'a> {
+pub(crate) struct SettledResults<'a> {
     call: &'a OpenCall,
     results: Vec<RecordResult>,
 }
@@ -1076,7 +1297,7 @@ impl<'a> SettledResults<'a> {
         }
     }
 
-    fn push(&mut self, result: RecordResult) {
+    pub(crate) fn push(&mut self, result: RecordResult) {
         log_record(&result);
         self.call.settled(1);
         self.results.push(result);

@@ -2,8 +2,10 @@
 //! [`reconcile`] pages through a domain's existing users and applies the same decision; [`credentials`]
 //! reports or revokes the credentials a user's profile leaves lingering; [`ledger`] knows what the calls
 //! in progress have settled, for SIGTERM; [`tenancy`] starts one reconcile per identity domain of a
-//! compartment tree and hands a reconcile that nears its deadline on to the next invocation.
+//! compartment tree and hands a reconcile that nears its deadline on to the next invocation; `bulk`
+//! reads with SCIM search and writes with SCIM Bulk for batches and reconcile (`BULK=auto`).
 pub mod apply;
+mod bulk;
 pub mod credentials;
 pub mod ledger;
 pub mod reconcile;

@@ -19,7 +19,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::action::apply::{Engine, Outcome, START_MARGIN};
+use crate::action::apply::{Enforced, Engine, Outcome, Plan, Planned, START_MARGIN};
 use crate::clients::identity_domain::UserPage;
 use crate::decision::credentials::{add_counts, Counts};
 use crate::decision::policy::UserFacts;
@@ -582,16 +582,22 @@ async fn run_page(
             seen.insert(id.to_owned());
         }
     }
-    // Futures are made up front (they start only when polled) so none borrows from a closure.
-    let pending: Vec<_> = fresh
-        .iter()
-        .map(|pos| reconcile_user(engine, job, *pos, listed[*pos].user, deadline))
-        .collect();
-    let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
-        .buffer_unordered(engine.max_concurrency.max(1))
-        .collect()
-        .await;
-    outcomes.sort_by_key(|(pos, _)| *pos);
+    let outcomes = if engine.bulk.enabled {
+        let users = fresh.iter().map(|pos| (*pos, listed[*pos].user)).collect();
+        settle_in_bulk(engine, job, users, deadline).await
+    } else {
+        // Futures are made up front (they start only when polled) so none borrows from a closure.
+        let pending: Vec<_> = fresh
+            .iter()
+            .map(|pos| reconcile_user(engine, job, *pos, listed[*pos].user, deadline))
+            .collect();
+        let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
+            .buffer_unordered(engine.max_concurrency.max(1))
+            .collect()
+            .await;
+        outcomes.sort_by_key(|(pos, _)| *pos);
+        outcomes
+    };
     let out_of_time = outcomes
         .iter()
         .find(|(_, e)| e.is_none())
@@ -688,6 +694,49 @@ fn check_page(
     Ok(listed)
 }
 
+/// The page's users planned first, then every write sent together (Bulk per domain).
+async fn settle_in_bulk(
+    engine: &Engine,
+    job: &ReconcileJob,
+    users: Vec<(usize, &serde_json::Value)>,
+    deadline: Instant,
+) -> Vec<(usize, Option<UserEntry>)> {
+    if Instant::now() + START_MARGIN >= deadline {
+        return users.into_iter().map(|(pos, _)| (pos, None)).collect();
+    }
+    let prepared: Vec<(usize, Prepared)> = users
+        .into_iter()
+        .map(|(pos, user)| (pos, prepare(engine, job, user)))
+        .collect();
+    let writes = prepared
+        .iter()
+        .filter_map(|(pos, p)| match p {
+            Prepared::Planned { id, planned, .. } => match &planned.plan {
+                Plan::Write { body, .. } => {
+                    Some((*pos, job.domain.clone(), id.clone(), body.clone()))
+                }
+                Plan::Done(_) => None,
+            },
+            Prepared::Settled(_) => None,
+        })
+        .collect();
+    let mut written = engine.write_all(writes, deadline).await;
+    let mut entries = Vec::with_capacity(prepared.len());
+    for (pos, p) in prepared {
+        let entry = match p {
+            Prepared::Settled(entry) => entry,
+            Prepared::Planned { id, planned, base } => {
+                let done = planned
+                    .settle(engine, &job.domain, &id, written.remove(&pos), deadline)
+                    .await;
+                entry_from(base, done)
+            }
+        };
+        entries.push((pos, Some(entry)));
+    }
+    entries
+}
+
 /// The user's position in its page, with `None` when the deadline left no time to start it.
 async fn reconcile_user(
     engine: &Engine,
@@ -696,18 +745,44 @@ async fn reconcile_user(
     user: &serde_json::Value,
     deadline: Instant,
 ) -> (usize, Option<UserEntry>) {
-    (pos, reconcile_one(engine, job, user, deadline).await)
+    if Instant::now() + START_MARGIN >= deadline {
+        return (pos, None);
+    }
+    let entry = match prepare(engine, job, user) {
+        Prepared::Settled(entry) => entry,
+        Prepared::Planned { id, planned, base } => {
+            let written = match &planned.plan {
+                Plan::Write { body, .. } => Some(
+                    engine
+                        .put_single(&job.domain, &id, body.clone(), deadline)
+                        .await,
+                ),
+                Plan::Done(_) => None,
+            };
+            let done = planned
+                .settle(engine, &job.domain, &id, written, deadline)
+                .await;
+            entry_from(base, done)
+        }
+    };
+    (pos, Some(entry))
 }
 
-async fn reconcile_one(
-    engine: &Engine,
-    job: &ReconcileJob,
-    user: &serde_json::Value,
-    deadline: Instant,
-) -> Option<UserEntry> {
-    if Instant::now() + START_MARGIN >= deadline {
-        return None;
-    }
+/// A listed user, settled already (no usable id, an unexpected answer), or planned.
+// One per user of the page in hand, never many pages: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Prepared {
+    Settled(UserEntry),
+    Planned {
+        id: UserId,
+        planned: Planned,
+        /// The entry, to complete with the outcome.
+        base: UserEntry,
+    },
+}
+
+/// The listing asked for the policy's attributes, so the page holds every fact the decision needs.
+fn prepare(engine: &Engine, job: &ReconcileJob, user: &serde_json::Value) -> Prepared {
     let user_name = user
         .get("userName")
         .and_then(|v| v.as_str())
@@ -726,39 +801,43 @@ async fn reconcile_one(
     };
     let id = match raw_id.map(UserId::parse) {
         Some(Ok(id)) => id,
-        Some(Err(e)) => return Some(entry(Outcome::Rejected, Some(e.to_string()))),
+        Some(Err(e)) => return Prepared::Settled(entry(Outcome::Rejected, Some(e.to_string()))),
         None => {
-            return Some(entry(
-                Outcome::Rejected,
-                Some("listed user has no id".into()),
-            ))
+            let reason = Some("listed user has no id".into());
+            return Prepared::Settled(entry(Outcome::Rejected, reason));
         }
     };
     let current = CurrentCapabilities::from_user(user);
-    // The listing asked for the policy's attributes, so the page holds every fact it needs.
-    let decision = match UserFacts::from_scim(user, job.domain_values.clone()) {
-        Ok(facts) => engine.policy.decide(&facts),
-        Err(e) => {
-            return Some(entry(
-                Outcome::Failed,
-                Some(format!("listed user: unexpected answer: {e}")),
-            ))
-        }
-    };
-    // The listing asked every user's credentials (one attribute list serves the page); an exempt
-    // user's are dropped unexamined by `apply_decision`.
-    let credentials = (!engine.credential_attributes.is_empty()).then_some(user);
-    let done = engine
-        .apply_decision(&job.domain, &id, &decision, &current, credentials, deadline)
-        .await;
-    Some(UserEntry {
+    match UserFacts::from_scim(user, job.domain_values.clone()) {
+        Ok(facts) => Prepared::Planned {
+            id,
+            // The listing asked every user's credentials (one attribute list serves the page); an
+            // exempt user's are dropped unexamined.
+            planned: engine.plan(
+                &engine.policy.decide(&facts),
+                &current,
+                (!engine.credential_attributes.is_empty()).then_some(user),
+            ),
+            base: entry(Outcome::Failed, None),
+        },
+        Err(e) => Prepared::Settled(entry(
+            Outcome::Failed,
+            Some(format!("listed user: unexpected answer: {e}")),
+        )),
+    }
+}
+
+fn entry_from(base: UserEntry, done: Enforced) -> UserEntry {
+    UserEntry {
+        outcome: done.outcome,
+        reason: done.reason,
         policy: done.policy,
         changed: done.changed,
         lingering: done.lingering,
         revoked: done.revoked,
         request_ids: done.ecids,
-        ..entry(done.outcome, done.reason)
-    })
+        ..base
+    }
 }
 
 #[cfg(test)]

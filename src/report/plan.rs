@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::action::apply::Outcome;
 use crate::action::reconcile::{domain_values, DEFAULT_FILTER};
 use crate::clients::identity_domain::{list_attributes, user_attributes};
+use crate::clients::scim_bulk::{bulk_body, chunks, search_body, BulkOperation, MAX_SEARCH_USERS};
 use crate::config::{Config, DomainRoute};
 use crate::decision::credentials::{
     attributes_to_read, types_to_read, CredentialType, CredentialsMode,
@@ -80,6 +81,23 @@ pub struct RecordsPlan {
     /// can know.
     predicted: PredictedCounts,
     results: Vec<PlannedRecord>,
+    /// With `BULK=auto`: per domain, the searches and the Bulk requests the batch leads to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bulk: Vec<BulkPlan>,
+}
+
+/// One domain's share of a batch with `BULK=auto`: the searches that read its users and the Bulk
+/// requests that would carry the writes (operations for users the read shows compliant or exempt
+/// are left out at run time).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkPlan {
+    domain_url: String,
+    /// `POST {domain}/admin/v1/Users/.search` bodies, 50 users each.
+    searches: Vec<Value>,
+    /// `POST {domain}/admin/v1/Bulk` bodies, 50 operations and 1 MB each; none with `DRY_RUN`.
+    bulk_requests: Vec<Value>,
+    note: &'static str,
 }
 
 /// Records by the outcome the function's report would give them; every record counts once.
@@ -278,13 +296,83 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
         };
         *count += 1;
     }
+    let bulk = if config.bulk.enabled {
+        bulk_plan(&results, config)
+    } else {
+        Vec::new()
+    };
     Ok(Plan::Records(RecordsPlan {
         policy: PolicySummary::of(policy, config.credentials),
         dry_run: config.dry_run,
         received: records.len(),
         predicted,
         results,
+        bulk,
     }))
+}
+
+/// The searches and Bulk requests per domain for the records to enforce (see [`BulkPlan`]).
+fn bulk_plan(results: &[PlannedRecord], config: &Config) -> Vec<BulkPlan> {
+    let mut domains: Vec<(String, Vec<(UserRef, Value)>)> = Vec::new();
+    for r in results
+        .iter()
+        .filter(|r| r.action == PlannedAction::Enforce)
+    {
+        let (Some(domain), Some(user)) = (&r.domain_url, &r.user_id) else {
+            continue;
+        };
+        let Ok(user) = UserRef::parse(user) else {
+            continue;
+        };
+        let body = r
+            .steps
+            .iter()
+            .find_map(|s| s.body.clone())
+            .unwrap_or_default();
+        match domains.iter_mut().find(|(d, _)| d == domain) {
+            Some((_, users)) => users.push((user, body)),
+            None => domains.push((domain.clone(), vec![(user, body)])),
+        }
+    }
+    let attributes = config.policy.needs().attributes();
+    domains
+        .into_iter()
+        .map(|(domain_url, users)| {
+            let refs: Vec<&UserRef> = users.iter().map(|(u, _)| u).collect();
+            let searches = refs
+                .chunks(MAX_SEARCH_USERS)
+                .map(|part| search_body(part, &attributes))
+                .collect();
+            let operations = users
+                .iter()
+                .enumerate()
+                .map(|(n, (user, body))| {
+                    let id = match user {
+                        UserRef::Id(id) => id.to_string(),
+                        UserRef::Ocid(ocid) => format!("{{id the read of {ocid} gives}}"),
+                    };
+                    BulkOperation::put(n.to_string(), format!("/UserCapabilitiesChanger/{id}"), body.clone())
+                })
+                .collect();
+            let bulk_requests = if config.dry_run {
+                Vec::new()
+            } else {
+                chunks(operations)
+                    .iter()
+                    .filter_map(|part| serde_json::from_slice(&bulk_body(part)).ok())
+                    .collect()
+            };
+            BulkPlan {
+                domain_url,
+                searches,
+                bulk_requests,
+                note: "BULK=auto: the users are read with these searches (any an answer lacks with a \
+                       single GET), and the writes go as these Bulk requests, less the operations of \
+                       users the read shows compliant or exempt; a lone write goes as a single PUT, \
+                       and DRY_RUN sends no Bulk request",
+            }
+        })
+        .collect()
 }
 
 /// The outcomes the function's report could give a record, as far as the record alone tells.

@@ -26,7 +26,9 @@ pub async fn run(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option
     cmd.args(args)
         .env_clear()
         .env("HOME", home)
-        .env("PATH", "/usr/bin:/bin");
+        .env("PATH", "/usr/bin:/bin")
+        // The single-request path (see `Launch::function`).
+        .env("BULK", "off");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -51,19 +51,26 @@ async fn demo_enforces_the_profile_on_the_sample_batch() {
     }
     assert_ne!(run.users[0].before, run.users[0].after);
     assert_eq!(run.users[2].before, run.users[2].after);
-    let puts: Vec<_> = run.requests.iter().filter(|r| r.method == "PUT").collect();
-    assert_eq!(puts.len(), 2, "one write per non-compliant user");
+    // BULK=auto (the default): one search reads the three users, one Bulk request writes both.
+    let paths: Vec<&str> = run.requests.iter().map(|r| r.target.as_str()).collect();
     assert_eq!(
-        run.requests.len(),
-        5,
-        "3 reads, 2 writes, nothing for the rejected record"
+        paths,
+        ["/admin/v1/Users/.search", "/admin/v1/Bulk"],
+        "nothing for the rejected record"
+    );
+    let text = demo::render(&run);
+    assert!(text.contains("(one search for 3 users)"), "{text}");
+    assert!(text.contains("(2 operations)"), "{text}");
+    assert_eq!(
+        text.matches("PUT /UserCapabilitiesChanger/").count(),
+        2,
+        "{text}"
     );
     assert!(run
         .requests
         .iter()
         .all(|r| r.auth_ok && r.status == Some(200)));
 
-    let text = demo::render(&run);
     assert!(
         text.contains("console_password           on → off              on → off            off"),
         "{text}"
@@ -106,7 +113,9 @@ async fn demo_dry_run_reports_without_writing() {
             "unchanged"
         ]
     );
-    assert!(run.requests.iter().all(|r| r.method == "GET"));
+    // DRY_RUN reads (one search) and sends no Bulk request.
+    assert!(run.requests.iter().all(|r| r.target.ends_with("/.search")));
+    assert_eq!(run.requests.len(), 1);
     for (user, (_, _, seeded)) in run.users.iter().zip(SEED) {
         assert_eq!(
             user.after, seeded,

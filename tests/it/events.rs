@@ -436,6 +436,7 @@ async fn reconcile_by_domain_ocid_resolves_through_the_control_plane() {
         .env("HOME", home.path())
         .env("PATH", "/usr/bin:/bin")
         .env("IDENTITY_CONTROL_PLANE_URL", operator.base_url())
+        .env("BULK", "off")
         .output()
         .await
         .unwrap();

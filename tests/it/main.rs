@@ -3,6 +3,7 @@
 
 // `pub` here marks what the test modules share with each other, not an API.
 #![allow(unreachable_pub)]
+mod bulk;
 mod cli;
 mod credentials;
 mod demo;

@@ -440,6 +440,7 @@ async fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
+        .env("BULK", "off")
         .stdin(std::process::Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);

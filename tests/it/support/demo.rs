@@ -450,10 +450,35 @@ pub fn request_lines(run: &DemoRun) -> String {
         let path = r.target.split('?').next().unwrap_or(&r.target);
         let _ = writeln!(
             out,
-            "  {:<4} {path}  → {}  signature {}",
+            "  {:<4} {path}  → {}  signature {}{}",
             r.method,
             r.status.map_or("reset".to_string(), |s| s.to_string()),
-            if r.auth_ok { "valid" } else { "REFUSED" }
+            if r.auth_ok { "valid" } else { "REFUSED" },
+            body_summary(r)
+        );
+    }
+    out
+}
+
+/// What a search or a Bulk request carried: the users asked for, or one line per operation.
+fn body_summary(r: &RecordedRequest) -> String {
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    if r.target.ends_with("/.search") {
+        let asked = body["filter"]
+            .as_str()
+            .map_or(0, |f| f.split(" or ").count());
+        return format!("  (one search for {asked} users)");
+    }
+    let Some(operations) = body["Operations"].as_array() else {
+        return String::new();
+    };
+    let mut out = format!("  ({} operations)", operations.len());
+    for op in operations {
+        let _ = write!(
+            out,
+            "\n         {} {}",
+            op["method"].as_str().unwrap_or("?"),
+            op["path"].as_str().unwrap_or("?")
         );
     }
     out

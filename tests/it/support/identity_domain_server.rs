@@ -8,9 +8,10 @@
 //!
 //! It serves the calls the product makes: `GET /admin/v1/Users/{id or OCID}`, `GET /admin/v1/Users`
 //! (filter, sort by creation, `startIndex`/`count` paging),
-//! `PUT /admin/v1/UserCapabilitiesChanger/{id}` (by SCIM id only) and `DELETE` of a user's credentials
+//! `PUT /admin/v1/UserCapabilitiesChanger/{id}` (by SCIM id only), `DELETE` of a user's credentials
 //! (`/admin/v1/ApiKeys/{id}` and the five other types; the users' credentials are listed in the
-//! `userCredentials` extension only when a read names it), with injectable latency and
+//! `userCredentials` extension only when a read names it), and `POST /admin/v1/Users/.search` and
+//! `POST /admin/v1/Bulk` with Oracle's limits (see the end of the file), with injectable latency and
 //! faults, and records every request so tests can count calls, check concurrency and measure
 //! request rates. It can also play the IAM control plane: `GET /20160918/domains/{ocid}`
 //! (`GetDomain`) answers the `url` registered with [`IdentityDomainServer::add_domain`], signed
@@ -211,6 +212,8 @@ struct Inner {
     /// Users that appear once this many list pages have been served.
     pending: Vec<(usize, User)>,
     rate_limit: Option<TokenBucket>,
+    /// `.search` and `/Bulk` (see the section at the end of this file).
+    scim: ScimState,
     /// Users created per `meta.created` millisecond (see [`IdentityDomainServer::set_created_tick`]).
     created_tick: u64,
     /// The IAM control plane's compartments and listed domains (see "Control plane listings").
@@ -739,6 +742,7 @@ impl Drop for InFlight<'_> {
 
 async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
     let arrived = Instant::now();
+    let bulk_job = BulkJob::enter(&state, request.method(), request.uri().path());
     let arrived_at = SystemTime::now();
     let _in_flight = InFlight::enter(&state);
     let (parts, body) = request.into_parts();
@@ -762,12 +766,16 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
             &inner.accepted_key_ids,
             SystemTime::now(),
         );
-        let throttled = verdict.is_ok()
-            && inner
-                .rate_limit
-                .as_mut()
-                .is_some_and(|bucket| !bucket.take(arrived));
+        let bucket = if is_bulk(&parts.method, &target) {
+            inner.scim.bulk_rate_limit.as_mut()
+        } else {
+            inner.rate_limit.as_mut()
+        };
+        let throttled = verdict.is_ok() && bucket.is_some_and(|bucket| !bucket.take(arrived));
         let fault = if throttled {
+            Some(Fault::TooManyRequests { retry_after: None })
+        } else if verdict.is_ok() && bulk_job.as_ref().is_some_and(|j| j.busy) {
+            // One Bulk job per domain at a time.
             Some(Fault::TooManyRequests { retry_after: None })
         } else if verdict.is_ok() {
             take_fault(&mut inner, parts.method.as_str(), &target)
@@ -1086,6 +1094,8 @@ fn route(
         (&Method::GET, ["admin", "v1", "Users"]) => list_users(state, &query_pairs(target)),
         (&Method::GET, ["admin", "v1", "Users", id]) => get_user(state, id, &query_pairs(target)),
         (&Method::GET, ["20160918", "domains", ocid]) => get_domain(state, ocid),
+        (&Method::POST, ["admin", "v1", "Users", ".search"]) => search_users(state, body),
+        (&Method::POST, ["admin", "v1", "Bulk"]) => bulk(state, body),
         (&Method::GET, ["20160918", "compartments"]) => {
             list_compartments(state, &query_pairs(target))
         }
@@ -1370,41 +1380,53 @@ fn put_capabilities(state: &State, id: &str, headers: &HeaderMap, body: &[u8]) -
             "content type must be JSON",
         );
     }
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+    let Ok(fields) = serde_json::from_slice::<Value>(body) else {
         return scim_error(StatusCode::BAD_REQUEST, "body is not a JSON object");
+    };
+    match change_capabilities(state, id, &fields) {
+        Ok(answer) => json_response(StatusCode::OK, &answer),
+        Err((status, detail)) => scim_error(status, &detail),
+    }
+}
+
+/// The Changer's work, shared by a single PUT and a Bulk operation: the echo, or the error.
+fn change_capabilities(
+    state: &State,
+    id: &str,
+    fields: &Value,
+) -> Result<Value, (StatusCode, String)> {
+    let Value::Object(fields) = fields else {
+        return Err((StatusCode::BAD_REQUEST, "body is not a JSON object".into()));
     };
     let schema_ok = fields
         .get("schemas")
         .and_then(Value::as_array)
         .is_some_and(|s| s.iter().any(|v| v == CHANGER_SCHEMA));
     if !schema_ok {
-        return scim_error(
+        return Err((
             StatusCode::BAD_REQUEST,
-            "Missing required attribute(s): schemas",
-        );
+            "Missing required attribute(s): schemas".into(),
+        ));
     }
     let mut updates = Vec::new();
-    for (name, value) in &fields {
+    for (name, value) in fields {
         if name == "schemas" {
             continue;
         }
         let Some(index) = ATTRIBUTES.iter().position(|a| a == name) else {
-            return scim_error(
-                StatusCode::BAD_REQUEST,
-                &format!("Unknown attribute {name}"),
-            );
+            return Err((StatusCode::BAD_REQUEST, format!("Unknown attribute {name}")));
         };
         let Some(b) = value.as_bool() else {
-            return scim_error(
+            return Err((
                 StatusCode::BAD_REQUEST,
-                &format!("Attribute {name} must be a boolean"),
-            );
+                format!("Attribute {name} must be a boolean"),
+            ));
         };
         updates.push((index, b));
     }
     let mut inner = state.lock();
     let Some(user) = inner.users.get_mut(id) else {
-        return scim_error(StatusCode::NOT_FOUND, &format!("Resource {id} not found."));
+        return Err((StatusCode::NOT_FOUND, format!("Resource {id} not found.")));
     };
     for (index, b) in updates {
         user.caps[index] = Some(b);
@@ -1417,7 +1439,271 @@ fn put_capabilities(state: &State, id: &str, headers: &HeaderMap, body: &[u8]) -
             out.insert(name.to_string(), json!(b));
         }
     }
-    json_response(StatusCode::OK, &Value::Object(out))
+    Ok(Value::Object(out))
+}
+
+// ---- SCIM search and Bulk (issue 19) -------------------------------------------------------------
+//
+// `POST /admin/v1/Users/.search` (a SearchRequest whose filter is `id eq "…"`/`ocid eq "…"` terms
+// joined by `or`) and `POST /admin/v1/Bulk` with Oracle's limits: at most 50 operations and 1 MB a
+// request (413 otherwise), one Bulk job at a time (a second one meanwhile gets 429), its own rate
+// bucket, and per-operation faults. Operations run in order and each answers its own `status`.
+
+const BULK_MAX_OPERATIONS: usize = 50;
+const BULK_MAX_BYTES: usize = 1_048_576;
+
+#[derive(Default)]
+struct ScimState {
+    /// Users `.search` does not find yet (created seconds ago, not indexed).
+    unsearchable: std::collections::HashSet<String>,
+    /// Bulk operations whose path contains the key get this status (with a SCIM error whose
+    /// `detail` is the text), `times` times (forever when `None`).
+    op_faults: Vec<(String, u16, String, Option<usize>)>,
+    bulk_rate_limit: Option<TokenBucket>,
+    bulk_running: usize,
+    most_bulk_running: usize,
+}
+
+fn is_bulk(method: &Method, target: &str) -> bool {
+    method == Method::POST && target.split('?').next() == Some("/admin/v1/Bulk")
+}
+
+/// A Bulk request in the server; `busy` when another one was already running.
+struct BulkJob<'a> {
+    state: &'a State,
+    busy: bool,
+}
+
+impl<'a> BulkJob<'a> {
+    fn enter(state: &'a State, method: &Method, path: &str) -> Option<Self> {
+        if !is_bulk(method, path) {
+            return None;
+        }
+        let mut inner = state.lock();
+        let busy = inner.scim.bulk_running > 0;
+        inner.scim.bulk_running += 1;
+        inner.scim.most_bulk_running = inner.scim.most_bulk_running.max(inner.scim.bulk_running);
+        Some(BulkJob { state, busy })
+    }
+}
+
+impl Drop for BulkJob<'_> {
+    fn drop(&mut self) {
+        self.state.lock().scim.bulk_running -= 1;
+    }
+}
+
+impl IdentityDomainServer {
+    /// `.search` does not find this user (yet); a single GET still does.
+    pub fn hide_from_search(&self, id: &str) {
+        self.state.lock().scim.unsearchable.insert(id.to_string());
+    }
+
+    /// Bulk operations whose path contains `path_contains` answer `status` with `detail`.
+    pub fn add_bulk_op_fault(
+        &self,
+        path_contains: &str,
+        status: u16,
+        detail: &str,
+        times: Option<usize>,
+    ) {
+        self.state.lock().scim.op_faults.push((
+            path_contains.to_string(),
+            status,
+            detail.to_string(),
+            times,
+        ));
+    }
+
+    /// Limits `/Bulk` calls apart from the other APIs (Oracle: 5/s and 200/min).
+    pub fn set_bulk_rate_limit(&self, limit: Option<(f64, u32)>) {
+        self.state.lock().scim.bulk_rate_limit = limit.map(|(per_second, burst)| TokenBucket {
+            per_second,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            updated: Instant::now(),
+        });
+    }
+
+    /// The most Bulk requests that were running at once.
+    pub fn most_bulk_running(&self) -> usize {
+        self.state.lock().scim.most_bulk_running
+    }
+
+    /// The bodies of the Bulk requests received, parsed.
+    pub fn bulk_bodies(&self) -> Vec<Value> {
+        self.requests()
+            .iter()
+            .filter(|r| is_bulk(&Method::POST, &r.target) && r.method == "POST")
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect()
+    }
+}
+
+/// `id eq "…" or ocid eq "…"`: the values asked for, or why the filter is not understood.
+fn search_terms(filter: &str) -> Result<Vec<(&str, &str)>, String> {
+    filter
+        .split(" or ")
+        .map(|term| {
+            let (attribute, value) = term
+                .trim()
+                .split_once(" eq ")
+                .ok_or_else(|| format!("unsupported filter term {term:?}"))?;
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .ok_or("string value must be quoted")?;
+            match attribute {
+                "id" | "ocid" => Ok((attribute, value)),
+                other => Err(format!("unsupported filter attribute {other:?}")),
+            }
+        })
+        .collect()
+}
+
+fn search_users(state: &State, body: &[u8]) -> Response<Body> {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return scim_error(StatusCode::BAD_REQUEST, "body is not JSON");
+    };
+    let schema_ok = request["schemas"].as_array().is_some_and(|s| {
+        s.iter()
+            .any(|v| v == "urn:ietf:params:scim:api:messages:2.0:SearchRequest")
+    });
+    if !schema_ok {
+        return scim_error(
+            StatusCode::BAD_REQUEST,
+            "Missing required attribute(s): schemas",
+        );
+    }
+    let terms = match search_terms(request["filter"].as_str().unwrap_or_default()) {
+        Ok(terms) => terms,
+        Err(e) => return scim_error(StatusCode::BAD_REQUEST, &format!("Invalid filter: {e}")),
+    };
+    let attributes: Vec<&str> = request["attributes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let attributes = attributes.join(",");
+    let inner = state.lock();
+    let mut found: Vec<&User> = inner
+        .users
+        .values()
+        .filter(|u| !inner.scim.unsearchable.contains(&u.id))
+        .filter(|u| {
+            terms.iter().any(|(a, v)| match *a {
+                "id" => u.id == *v,
+                _ => u.ocid.as_deref() == Some(*v),
+            })
+        })
+        .collect();
+    found.sort_by_key(|u| u.created);
+    let page: Vec<Value> = found.iter().map(|u| user_json(u, &attributes)).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": page.len(),
+            "Resources": page,
+            "startIndex": 1,
+            "itemsPerPage": page.len(),
+        }),
+    )
+}
+
+fn bulk(state: &State, body: &[u8]) -> Response<Body> {
+    if body.len() > BULK_MAX_BYTES {
+        return scim_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The size of the Bulk request exceeds the maxPayloadSize (1048576)",
+        );
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return scim_error(StatusCode::BAD_REQUEST, "body is not JSON");
+    };
+    let schema_ok = request["schemas"].as_array().is_some_and(|s| {
+        s.iter()
+            .any(|v| v == "urn:ietf:params:scim:api:messages:2.0:BulkRequest")
+    });
+    let Some(operations) = request["Operations"].as_array().filter(|_| schema_ok) else {
+        return scim_error(
+            StatusCode::BAD_REQUEST,
+            "Missing required attribute(s): Operations",
+        );
+    };
+    if operations.len() > BULK_MAX_OPERATIONS {
+        return scim_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The number of operations exceeds the maxOperations (50)",
+        );
+    }
+    let answers: Vec<Value> = operations
+        .iter()
+        .map(|op| bulk_operation(state, op))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],
+            "Operations": answers,
+        }),
+    )
+}
+
+fn bulk_operation(state: &State, op: &Value) -> Value {
+    let method = op["method"].as_str().unwrap_or_default();
+    let path = op["path"].as_str().unwrap_or_default();
+    let answer = |status: StatusCode, response: Option<Value>| {
+        let mut out = json!({
+            "method": method,
+            "bulkId": op["bulkId"],
+            "status": status.as_u16().to_string(),
+            "location": format!("/admin/v1{path}"),
+        });
+        if let Some(r) = response {
+            out["response"] = r;
+        }
+        out
+    };
+    let error = |status: StatusCode, detail: &str| {
+        answer(
+            status,
+            Some(
+                json!({"schemas": [ERROR_SCHEMA], "detail": detail, "status": status.as_u16().to_string()}),
+            ),
+        )
+    };
+    if let Some((status, detail)) = take_op_fault(state, path) {
+        return error(status, &detail);
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        ("PUT", ["UserCapabilitiesChanger", id]) => {
+            match change_capabilities(state, id, &op["data"]) {
+                Ok(echo) => answer(StatusCode::OK, Some(echo)),
+                Err((status, detail)) => error(status, &detail),
+            }
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("The URI {path} does not exist"),
+        ),
+    }
+}
+
+fn take_op_fault(state: &State, path: &str) -> Option<(StatusCode, String)> {
+    let mut inner = state.lock();
+    let rule = inner
+        .scim
+        .op_faults
+        .iter_mut()
+        .find(|(key, _, _, left)| path.contains(key.as_str()) && left.is_none_or(|n| n > 0))?;
+    if let Some(n) = rule.3.as_mut() {
+        *n -= 1;
+    }
+    Some((
+        StatusCode::from_u16(rule.1).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        rule.2.clone(),
+    ))
 }
 
 /// The `userCredentials` extension with the types `wanted` names (the whole extension, or
