@@ -9,8 +9,7 @@ use crate::action::apply::{
     json_bytes, log_report, report_for_log, to_json, Engine, Report, START_MARGIN,
 };
 use crate::action::reconcile::{
-    domain_values, reconcile, ReconcileJob, ReconcileReport, StopReason, DEFAULT_FILTER,
-    MAX_PAGE_SIZE,
+    reconcile, ReconcileJob, ReconcileReport, StopReason, DEFAULT_FILTER, MAX_PAGE_SIZE,
 };
 use crate::action::tenancy::{fan_out, new_run_id, plan_domains, FanOutReport, Hop};
 use crate::clients::control_plane::ResolveError;
@@ -203,7 +202,7 @@ impl Function {
         };
         let hop = Hop::of(&request);
         let job = ReconcileJob {
-            domain_values: domain_values(&request.domain, &domain),
+            domain_values: self.engine.route_values(&route, &request.domain, &domain),
             domain,
             filter: request
                 .filter
