@@ -38,6 +38,15 @@ const KEY_CREDENTIALS: &str = "CREDENTIALS";
 pub const KEY_POLICY_FILE: &str = "--policy";
 /// The key that overrides the IAM control plane's endpoint (used to resolve domain OCIDs).
 pub const KEY_CONTROL_PLANE: &str = "IDENTITY_CONTROL_PLANE_URL";
+/// The function's own invoke endpoint, for reconcile hand-offs.
+pub const KEY_INVOKE_ENDPOINT: &str = "FUNCTION_INVOKE_ENDPOINT";
+/// The Functions management endpoint the invoke endpoint is resolved from.
+pub const KEY_FUNCTIONS_URL: &str = "FUNCTIONS_URL";
+/// The most hand-offs one domain's reconcile may chain.
+pub const KEY_MAX_HOPS: &str = "RECONCILE_MAX_HOPS";
+/// `RECONCILE_MAX_HOPS` unless set.
+pub const DEFAULT_MAX_HOPS: u32 = 500;
+const MAX_HOPS_LIMIT: u32 = 10_000;
 
 /// Every configuration key PRODUCT.md defines, the ones read by modules that land separately (Bulk,
 /// credentials, metrics, tenancy-wide reconcile) included: an environment variable close to one of
@@ -572,6 +581,13 @@ pub struct Config {
     /// IDENTITY_CONTROL_PLANE_URL; unset means the region's default (see
     /// `control_plane::default_url`).
     pub control_plane_url: Option<DomainUrl>,
+    /// FUNCTION_INVOKE_ENDPOINT, checked by `clients::functions::invoke_endpoint`; unset: resolved
+    /// from FUNCTIONS_URL.
+    pub invoke_endpoint: Option<DomainUrl>,
+    /// FUNCTIONS_URL; unset means `https://functions.{region}.oci.oraclecloud.com`.
+    pub functions_url: Option<DomainUrl>,
+    /// RECONCILE_MAX_HOPS: 1..=10000.
+    pub max_hops: u32,
     /// `CREDENTIALS`: report (the default), revoke or never read lingering credentials.
     pub credentials: CredentialsMode,
 }
@@ -692,6 +708,37 @@ impl Config {
                 })
             })
             .transpose()?;
+        let url_key = |key: &'static str| {
+            get(key)
+                .map(|v| {
+                    DomainUrl::parse(&v).map_err(|e| {
+                        ConfigError::new(key, e.to_string().replacen("domain URL", "URL", 1))
+                    })
+                })
+                .transpose()
+        };
+        let invoke_endpoint = url_key(KEY_INVOKE_ENDPOINT)?;
+        if let Some(url) = &invoke_endpoint {
+            crate::intake::names::check_invoke_endpoint(url, url.is_loopback())
+                .map_err(|reason| ConfigError::new(KEY_INVOKE_ENDPOINT, reason))?;
+        }
+        let functions_url = url_key(KEY_FUNCTIONS_URL)?;
+        let max_hops = match get(KEY_MAX_HOPS) {
+            None => DEFAULT_MAX_HOPS,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_HOPS_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        KEY_MAX_HOPS,
+                        format!(
+                            "expected a whole number from 1 to {MAX_HOPS_LIMIT}, got {}",
+                            shown(&v)
+                        ),
+                    )
+                })?,
+        };
         let credentials = match get(KEY_CREDENTIALS) {
             Some(v) => CredentialsMode::parse(&v).ok_or_else(|| {
                 ConfigError::new(
@@ -712,6 +759,9 @@ impl Config {
             bulk,
             log_format,
             control_plane_url,
+            invoke_endpoint,
+            functions_url,
+            max_hops,
             credentials,
         })
     }
@@ -1417,6 +1467,40 @@ mod tests {
         assert!(EventTypes::parse("").is_err());
         assert!(EventTypes::parse("a,").is_err());
         assert!(EventTypes::default().selects(Some("UserJit"), None, None));
+    }
+
+    #[test]
+    fn hand_off_keys() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            (c.invoke_endpoint, c.functions_url, c.max_hops),
+            (None, None, DEFAULT_MAX_HOPS)
+        );
+        let c = config(&[
+            (
+                KEY_INVOKE_ENDPOINT,
+                "https://abc123.us-ashburn-1.functions.oci.oraclecloud.com",
+            ),
+            (KEY_FUNCTIONS_URL, "http://127.0.0.1:9000"),
+            (KEY_MAX_HOPS, "7"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_hops, 7);
+        assert!(c.invoke_endpoint.is_some() && c.functions_url.is_some());
+        for (key, bad) in [
+            (KEY_INVOKE_ENDPOINT, "https://evil.example"),
+            (
+                KEY_INVOKE_ENDPOINT,
+                "https://oci.oraclecloud.com.evil.example",
+            ),
+            (KEY_INVOKE_ENDPOINT, "http://functions.oci.oraclecloud.com"),
+            (KEY_FUNCTIONS_URL, "ftp://x"),
+            (KEY_MAX_HOPS, "0"),
+            (KEY_MAX_HOPS, "10001"),
+            (KEY_MAX_HOPS, "many"),
+        ] {
+            assert_eq!(key_of(&[(key, bad)]), key, "{bad}");
+        }
     }
 
     #[test]

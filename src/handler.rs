@@ -5,19 +5,31 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::action::apply::{log_report, to_json, Engine, Report};
+use crate::action::apply::{log_report, to_json, Engine, Report, START_MARGIN};
 use crate::action::reconcile::{
-    domain_values, reconcile, ReconcileJob, DEFAULT_FILTER, MAX_PAGE_SIZE,
+    domain_values, reconcile, ReconcileJob, ReconcileReport, StopReason, DEFAULT_FILTER,
+    MAX_PAGE_SIZE,
 };
+use crate::action::tenancy::{fan_out, new_run_id, plan_domains, FanOutReport, Hop};
 use crate::clients::control_plane::ResolveError;
+use crate::clients::functions::Functions;
 use crate::config::Config;
 use crate::fdk::{CallContext, FnResponse, HandlerError, Payload};
 use crate::intake::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTES};
+use crate::intake::names::CompartmentOcid;
 use tokio::time::Instant;
 
 /// The engine stops this long before the FDK's own cutoff, so a slow batch ends with its report (502
 /// and every unfinished record named) rather than a bare 504.
 pub const REPORT_MARGIN: Duration = Duration::from_millis(750);
+
+/// A reconcile that may hand off stops its own work this much earlier, so the hand-off (and the
+/// one `GetFunction` that may precede it) has time for its retries.
+pub const HANDOFF_RESERVE: Duration = Duration::from_millis(1500);
+
+/// The least time for work a reconcile that may hand off needs after every margin; with less, it
+/// refuses to start rather than chain invocations that cannot progress.
+pub const MIN_WORK: Duration = Duration::from_secs(1);
 
 /// Everything a call needs, built once at start.
 #[derive(Debug, Clone)]
@@ -26,6 +38,11 @@ pub struct Function {
     pub config: Arc<Config>,
     /// Applies the profile to targets; shared by every call (client, credentials, caches).
     pub engine: Engine,
+    /// Starts this function again, detached: a domain's reconcile per domain, and hand-offs.
+    pub functions: Functions,
+    /// The tenancy's OCID (the resource principal's `res_tenant`): the default compartment of a
+    /// tenancy-wide reconcile; `None` when the credentials do not say.
+    pub tenancy: Option<CompartmentOcid>,
 }
 
 /// How a call ends when it does not end with a report of final outcomes: the one place that decides
@@ -49,6 +66,13 @@ pub enum CallError {
     /// The reconcile domain's OCID could not be resolved for a reason a retry can fix.
     #[error("reconcile.domain: {0}")]
     DomainUnresolved(String),
+    /// A reconcile stopped before the end and could not hand the rest on (or may not: the hop
+    /// limit); the log names the cursor to resume from.
+    #[error("reconcile stopped before the end of the domain: {0}")]
+    Incomplete(String),
+    /// A tenancy-wide run could not list its domains, or start every domain's reconcile.
+    #[error("tenancy reconcile: {0}")]
+    TenancyIncomplete(String),
 }
 
 impl CallError {
@@ -105,7 +129,7 @@ impl Function {
                     )
                     .await
             }
-            Invocation::Reconcile(request) => return self.reconcile(request, deadline).await,
+            Invocation::Reconcile(request) => return self.reconcile(*request, deadline).await,
         };
         log_report(&report);
         if report.needs_retry() {
@@ -124,6 +148,9 @@ impl Function {
         request: ReconcileRequest,
         deadline: Instant,
     ) -> Result<FnResponse, CallError> {
+        if request.domains.is_some() {
+            return self.reconcile_all(request, deadline).await;
+        }
         let route = self
             .config
             .domains
@@ -139,35 +166,219 @@ impl Function {
                 return Err(CallError::DomainUnresolved(reason));
             }
         };
+        let hop = Hop::of(&request);
         let job = ReconcileJob {
             domain_values: domain_values(&request.domain, &domain),
             domain,
-            filter: request.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string()),
+            filter: request
+                .filter
+                .clone()
+                .unwrap_or_else(|| DEFAULT_FILTER.to_string()),
             start_index: request.start_index.unwrap_or(1),
+            after: request.after.clone(),
             max_users: request.max_users,
             page_size: MAX_PAGE_SIZE,
         };
-        let report = reconcile(&self.engine, &job, deadline).await;
-        tracing::info!(
-            domain = %report.domain,
-            scanned = report.scanned,
-            applied = report.applied,
-            unchanged = report.unchanged,
-            rejected = report.rejected,
-            failed = report.failed,
-            lingering = %serde_json::to_string(&report.lingering).unwrap_or_default(),
-            revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
-            next_start_index = report.next_start_index,
-            error = report.error.as_deref().unwrap_or(""),
-            "reconcile summary"
-        );
-        if report.needs_retry() {
-            tracing::error!(report = %to_json(&report), "reconcile incomplete; the invocation fails so it can be retried from nextStartIndex");
+        // A bounded run (maxUsers) answers its caller; any other hands off at its deadline.
+        let may_hand_off = request.max_users.is_none();
+        let work_deadline = if may_hand_off {
+            deadline.checked_sub(HANDOFF_RESERVE).unwrap_or(deadline)
+        } else {
+            deadline
+        };
+        if may_hand_off && work_deadline < Instant::now() + START_MARGIN + MIN_WORK {
+            // Handing on a hop that can do nothing would chain empty invocations to the hop limit.
+            let reason = format!(
+                "the invocation's deadline leaves less than {} s of work after its margins (run {}, hop {}); raise the function's timeout",
+                MIN_WORK.as_secs(),
+                hop.run_id,
+                hop.hop
+            );
+            tracing::error!(run_id = %hop.run_id, hop = hop.hop, reason = %reason, "reconcile deadline too short");
+            return Err(CallError::Incomplete(reason));
+        }
+        let report = reconcile(&self.engine, &job, work_deadline).await;
+        log_hop(&hop, &request, &report);
+        let handing_off = may_hand_off
+            && report.error.is_none()
+            && report.stopped_because == Some(StopReason::Deadline);
+        if handing_off && report.scanned == 0 {
+            // A slow page can leave one hop without a user done; the hop limit bounds a chain of
+            // them, and a deadline too short for any work was refused before starting.
+            tracing::warn!(run_id = %hop.run_id, hop = hop.hop, "reconcile hop processed no user before its deadline; handing on");
+        }
+        if handing_off {
+            return self.hand_off(&hop, &request, report, deadline).await;
+        }
+        if report.next_start_index.is_none() && report.error.is_none() {
+            log_complete(&hop, &report);
+        }
+        if report.needs_retry()
+            || (report.next_start_index.is_none() && hop.totals(&report).failed > 0)
+        {
+            tracing::error!(report = %to_json(&report), "reconcile incomplete; the invocation fails so it can be retried from nextAfter (or nextStartIndex)");
             return Err(CallError::RetryNeeded {
                 failed: report.failed as usize,
                 received: report.scanned as usize,
             });
         }
+        Ok(FnResponse::json(
+            StatusCode::OK,
+            &hop_answer(&hop, report, None),
+        ))
+    }
+
+    /// Hands the rest of a domain's reconcile to the next invocation: 200 once it is accepted, 502
+    /// (the cursor logged) when it is not, or when the hop limit is reached.
+    async fn hand_off(
+        &self,
+        hop: &Hop,
+        request: &ReconcileRequest,
+        report: ReconcileReport,
+        deadline: Instant,
+    ) -> Result<FnResponse, CallError> {
+        let next = hop.next_request(request, &report);
+        let cursor = serde_json::to_string(&next.after).unwrap_or_default();
+        let next_hop = hop.hop + 1;
+        if next_hop > self.config.max_hops {
+            let reason = format!(
+                "run {} reached RECONCILE_MAX_HOPS ({}) with users left; resume with {{\"reconcile\": {}}}",
+                hop.run_id,
+                self.config.max_hops,
+                serde_json::json!(next)
+            );
+            tracing::error!(run_id = %hop.run_id, hop = hop.hop, cursor = %cursor, reason = %reason, "reconcile hop limit reached");
+            return Err(CallError::Incomplete(reason));
+        }
+        let body = serde_json::json!({ "reconcile": next }).to_string();
+        match self
+            .functions
+            .invoke_detached(body.into_bytes(), deadline)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(run_id = %hop.run_id, domain = %request.domain, hop = hop.hop, next_hop, cursor = %cursor, "reconcile handed off");
+                if report.failed > 0 {
+                    // The next hops carry the count; the last one fails the run.
+                    tracing::error!(report = %to_json(&report), "users failed in this hop");
+                }
+                Ok(FnResponse::json(
+                    StatusCode::OK,
+                    &hop_answer(hop, report, Some(next_hop)),
+                ))
+            }
+            Err(reason) => {
+                let reason = format!(
+                    "{reason}; resume with {{\"reconcile\": {}}}",
+                    serde_json::json!(next)
+                );
+                tracing::error!(run_id = %hop.run_id, hop = hop.hop, cursor = %cursor, reason = %reason, "reconcile hand-off failed");
+                Err(CallError::Incomplete(reason))
+            }
+        }
+    }
+
+    /// `{"domains": "all"}`: one detached reconcile per ACTIVE domain of the compartment tree.
+    async fn reconcile_all(
+        &self,
+        request: ReconcileRequest,
+        deadline: Instant,
+    ) -> Result<FnResponse, CallError> {
+        let root =
+            match (&request.compartment, &self.tenancy) {
+                (Some(c), _) => CompartmentOcid::parse(c)
+                    .map_err(|e| CallError::Unusable(format!("reconcile.compartment: {e}")))?,
+                (None, Some(t)) => t.clone(),
+                (None, None) => return Err(CallError::Unusable(
+                    "reconcile.compartment: the credentials name no tenancy; give the compartment"
+                        .into(),
+                )),
+            };
+        let run_id = request.run_id.clone().unwrap_or_else(new_run_id);
+        let (compartments, planned) = plan_domains(
+            self.engine.control_plane(),
+            &root,
+            &self.config.domains,
+            deadline,
+        )
+        .await
+        .map_err(|reason| {
+            tracing::error!(run_id = %run_id, reason = %reason, "tenancy reconcile: listing domains failed");
+            CallError::TenancyIncomplete(reason)
+        })?;
+        let domains = fan_out(&self.functions, &request, &run_id, planned, deadline).await;
+        let count = |o: &str| domains.iter().filter(|d| d.outcome == o).count();
+        let report = FanOutReport {
+            run_id: run_id.clone(),
+            compartment: root.as_str().to_owned(),
+            compartments,
+            started: count("started"),
+            skipped: count("skipped"),
+            failed: count("failed"),
+            dry_run: self.config.dry_run,
+            domains,
+        };
+        tracing::info!(run_id = %run_id, compartments, started = report.started, skipped = report.skipped, failed = report.failed, "tenancy reconcile started");
+        if report.failed > 0 {
+            tracing::error!(report = %to_json(&report), "tenancy reconcile: some domains could not be started");
+            return Err(CallError::TenancyIncomplete(format!(
+                "{} of {} domains could not be started (report logged)",
+                report.failed,
+                report.domains.len()
+            )));
+        }
         Ok(FnResponse::json(StatusCode::OK, &to_json(&report)))
     }
+}
+
+/// The hop's report with the run's id, the hop and, when handed off, the next hop.
+fn hop_answer(hop: &Hop, report: ReconcileReport, handed_off_to: Option<u32>) -> serde_json::Value {
+    let mut answer = to_json(&report);
+    if let Some(map) = answer.as_object_mut() {
+        map.insert("runId".into(), serde_json::json!(hop.run_id));
+        map.insert("hop".into(), serde_json::json!(hop.hop));
+        if let Some(next) = handed_off_to {
+            map.insert("handedOffTo".into(), serde_json::json!(next));
+        }
+    }
+    answer
+}
+
+/// One line per hop: where it started and stopped, and its counts.
+fn log_hop(hop: &Hop, request: &ReconcileRequest, report: &ReconcileReport) {
+    tracing::info!(
+        run_id = %hop.run_id,
+        domain = %request.domain,
+        hop = hop.hop,
+        cursor = %serde_json::to_string(&request.after).unwrap_or_default(),
+        next_cursor = %serde_json::to_string(&report.next_after).unwrap_or_default(),
+        scanned = report.scanned,
+        applied = report.applied,
+        unchanged = report.unchanged,
+        rejected = report.rejected,
+        failed = report.failed,
+        lingering = %serde_json::to_string(&report.lingering).unwrap_or_default(),
+        revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
+        next_start_index = report.next_start_index,
+        stopped_because = ?report.stopped_because,
+        error = report.error.as_deref().unwrap_or(""),
+        "reconcile summary"
+    );
+}
+
+/// The domain's last hop: its totals over every hop, the hops and the duration.
+fn log_complete(hop: &Hop, report: &ReconcileReport) {
+    let totals = hop.totals(report);
+    tracing::info!(
+        run_id = %hop.run_id,
+        domain = %report.domain,
+        hops = hop.hop,
+        duration_s = hop.elapsed_secs(),
+        scanned = totals.scanned,
+        applied = totals.applied,
+        unchanged = totals.unchanged,
+        rejected = totals.rejected,
+        failed = totals.failed,
+        "reconcile complete"
+    );
 }

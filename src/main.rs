@@ -12,7 +12,9 @@ use oci_user_capabilities::action::apply::{log_report, to_json, Engine, Report};
 use oci_user_capabilities::action::reconcile::{
     domain_values, reconcile, ReconcileJob, ReconcileReport, DEFAULT_FILTER, MAX_PAGE_SIZE,
 };
+use oci_user_capabilities::action::tenancy::plan_domains;
 use oci_user_capabilities::clients::control_plane::{self, ResolveError};
+use oci_user_capabilities::clients::functions::{self, Functions};
 use oci_user_capabilities::clients::identity_domain::{
     BuildError, ClientSettings, IdentityDomainClient,
 };
@@ -22,8 +24,9 @@ use oci_user_capabilities::config::{
 use oci_user_capabilities::decision::credentials::{add_counts, Counts};
 use oci_user_capabilities::fdk::{Fdk, RunError, StartError};
 use oci_user_capabilities::handler::Function;
+use oci_user_capabilities::intake::audit::Cursor;
 use oci_user_capabilities::intake::audit::{parse_invocation, Invocation};
-use oci_user_capabilities::intake::names::DomainUrl;
+use oci_user_capabilities::intake::names::{CompartmentOcid, DomainUrl};
 use oci_user_capabilities::report::html;
 use oci_user_capabilities::report::posture::{self, PolicyShown, ScanJob};
 use oci_user_capabilities::report::progress::Progress;
@@ -72,12 +75,24 @@ enum Command {
         #[command(flatten)]
         run: RunOptions,
     },
-    /// Bring every matching user of one identity domain to the profile, page by page.
+    /// Bring every matching user of one identity domain (or of every ACTIVE domain of a
+    /// compartment tree) to the profile, page by page.
     Reconcile {
         /// The identity domain: its URL, e.g. https://idcs-….identity.oraclecloud.com (http only to
         /// loopback), a name in DOMAINS, or its OCID (resolved through the IAM control plane).
+        #[arg(
+            long,
+            required_unless_present = "all_domains",
+            conflicts_with = "all_domains"
+        )]
+        domain: Option<String>,
+        /// Every ACTIVE identity domain of the compartment tree, one after another (DOMAINS, when
+        /// set, still limits which).
         #[arg(long)]
-        domain: String,
+        all_domains: bool,
+        /// With --all-domains: the root of the compartment tree [default: the tenancy]
+        #[arg(long, value_name = "OCID", requires = "all_domains")]
+        compartment: Option<String>,
         /// SCIM filter selecting the users [default: JIT-created users]
         #[arg(long)]
         filter: Option<String>,
@@ -146,10 +161,17 @@ Function configuration (fn config keys, read as environment variables):
   MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
   MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
   LOG_FORMAT                    json or text [default: json]
+  FUNCTION_INVOKE_ENDPOINT      the function's own invoke endpoint for reconcile hand-offs: an https
+                                host under oci.oraclecloud.com [default: unset, resolved once from
+                                FUNCTIONS_URL]
+  FUNCTIONS_URL                 where the invoke endpoint is resolved (GetFunction)
+                                [default: https://functions.{region}.oci.oraclecloud.com]
+  RECONCILE_MAX_HOPS            most hand-offs one domain's reconcile may chain, 1-10000 [default: 500]
   RUST_LOG                      log filter [default: info]
 
 Set by the platform:
   FN_LISTENER                   unix:<socket path> (required)
+  FN_FN_ID                      the function's OCID (hand-offs invoke it)
   FN_FORMAT                     http-stream, or empty
   FN_LOGFRAME_NAME, FN_LOGFRAME_HDR   log-frame line written before each call's output
   OCI_RESOURCE_PRINCIPAL_VERSION      2.2 (required)
@@ -250,6 +272,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Apply { file, run } => operator(run, |ctx| Box::pin(apply(ctx, file))),
         Command::Reconcile {
             domain,
+            all_domains: _,
+            compartment,
             filter,
             max_users,
             start_index,
@@ -258,6 +282,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => {
             let job = ReconcileArgs {
                 domain,
+                compartment,
                 filter,
                 max_users,
                 start_index,
@@ -418,6 +443,17 @@ fn control_plane_base(
     }
 }
 
+/// The Functions management endpoint: FUNCTIONS_URL, else the region's.
+fn functions_base(config: &Config, region: Option<&str>) -> Result<DomainUrl, String> {
+    match (&config.functions_url, region) {
+        (Some(url), _) => Ok(url.clone()),
+        (None, Some(region)) => functions::default_url(region),
+        (None, None) => {
+            Err("FUNCTIONS_URL is unset and no region is known to derive it from".into())
+        }
+    }
+}
+
 fn serve() -> Result<ExitCode, CliError> {
     let fdk = Fdk::from_env(telemetry::fdk_version(), telemetry::fdk_runtime())?;
     // Configuration and credentials are checked before the socket exists: a function that cannot work
@@ -429,18 +465,31 @@ fn serve() -> Result<ExitCode, CliError> {
     warn_near_misses();
     let credentials = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
     let control_plane_base = control_plane_base(&config, credentials.region())?;
+    let functions_url = functions_base(&config, credentials.region());
+    let tenancy = credentials
+        .claims()
+        .res_tenant
+        .and_then(|t| CompartmentOcid::parse(&t).ok());
     runtime()?.block_on(async {
         let bound = fdk.bind()?;
         // After the bind: the TLS client set-up is the slowest part of the start.
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let (profile, unmanaged) = profile_fields(&config);
         let rules = config.policy.rules.len();
+        let functions = Functions::new(
+            client.transport().clone(),
+            env("FN_FN_ID").as_deref(),
+            config.invoke_endpoint.clone(),
+            functions_url,
+        );
         let credentials = config.credentials.as_str();
         let engine = Engine::new(client, &config).with_control_plane(control_plane_base);
         stop_on_signal(engine.ledger());
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
+            functions,
+            tenancy,
         });
         let handler = move |ctx, payload| {
             let function = Arc::clone(&function);
@@ -518,6 +567,8 @@ struct OperatorContext {
     config: Config,
     engine: Engine,
     output: OutputKind,
+    /// The tenancy the credentials belong to, when they say: `--all-domains`' default root.
+    tenancy: Option<CompartmentOcid>,
 }
 
 type OperatorFuture =
@@ -537,6 +588,7 @@ fn operator(
     });
     warn_near_misses();
     let (credentials, region) = credentials(&run)?;
+    let tenancy = tenancy_of(credentials.as_ref());
     let control_plane_base = control_plane_base(&config, region.as_deref())?;
     let output = run.output.unwrap_or(if std::io::stdout().is_terminal() {
         OutputKind::Table
@@ -552,9 +604,21 @@ fn operator(
             config,
             engine,
             output,
+            tenancy,
         })
         .await
     })
+}
+
+/// The tenancy OCID an API key signs for (its key id starts with it). Session tokens and resource
+/// principals on a workstation give `--compartment` instead.
+fn tenancy_of(credentials: &dyn CredentialsProvider) -> Option<CompartmentOcid> {
+    let current = credentials.credentials(std::time::SystemTime::now()).ok()?;
+    let key_id = current.key_id.as_str();
+    if key_id.starts_with("ST$") {
+        return None;
+    }
+    CompartmentOcid::parse(key_id.split('/').next()?).ok()
 }
 
 /// The signing credentials and the region they come with (the resource principal's, or the
@@ -638,7 +702,9 @@ fn exit_for(needs_retry: bool) -> ExitCode {
 }
 
 struct ReconcileArgs {
-    domain: String,
+    /// `None`: every domain of the compartment tree.
+    domain: Option<String>,
+    compartment: Option<String>,
     filter: Option<String>,
     max_users: Option<u64>,
     start_index: u64,
@@ -649,15 +715,101 @@ async fn reconcile_command(
     ctx: OperatorContext,
     args: ReconcileArgs,
 ) -> Result<ExitCode, CliError> {
+    let Some(domain) = args.domain.clone() else {
+        return reconcile_all_domains(ctx, args).await;
+    };
+    let report = match reconcile_domain(&ctx, &domain, &args, "").await? {
+        Ok(report) => report,
+        Err(reason) => {
+            eprintln!("oci-user-capabilities: --domain: {reason}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let Some(report) = report else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    print_reconcile(&report, ctx.output);
+    Ok(exit_for(report.needs_retry()))
+}
+
+/// `--all-domains`: every ACTIVE domain of the compartment tree, one after another, each to its
+/// end (no hand-off: an operator's run has no platform deadline).
+async fn reconcile_all_domains(
+    ctx: OperatorContext,
+    args: ReconcileArgs,
+) -> Result<ExitCode, CliError> {
+    let root = match (&args.compartment, &ctx.tenancy) {
+        (Some(c), _) => CompartmentOcid::parse(c)
+            .map_err(|e| CliError::usage(format_args!("--compartment: {e}")))?,
+        (None, Some(t)) => t.clone(),
+        (None, None) => {
+            return Err(CliError::usage(
+                "--all-domains: the credentials name no tenancy; give --compartment OCID",
+            ))
+        }
+    };
+    let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
+    let (compartments, planned) = match plan_domains(
+        ctx.engine.control_plane(),
+        &root,
+        &ctx.config.domains,
+        deadline,
+    )
+    .await
+    {
+        Ok(planned) => planned,
+        Err(reason) => {
+            eprintln!("oci-user-capabilities: listing the identity domains: {reason}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    eprintln!(
+        "reconcile: {} identity domains in {compartments} compartments under {root}",
+        planned.len()
+    );
+    let mut failed = false;
+    for (domain, start) in planned {
+        let label = format!("{} ({})", domain.display_name, domain.id);
+        let value = match start {
+            Err(reason) => {
+                eprintln!("reconcile: {label}: skipped: {reason}");
+                continue;
+            }
+            Ok(value) => value,
+        };
+        match reconcile_domain(&ctx, &value, &args, &format!("{label}: ")).await {
+            Ok(Ok(Some(report))) => {
+                failed |= report.needs_retry();
+                print_reconcile(&report, ctx.output);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(reason)) | Err(CliError::Usage(reason)) => {
+                failed = true;
+                eprintln!("reconcile: {label}: {reason}");
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(exit_for(failed))
+}
+
+/// One domain's reconcile to its end, a page per step so progress shows as the scan goes.
+/// `Ok(Err)`: the domain could not be resolved for a reason a retry can fix.
+async fn reconcile_domain(
+    ctx: &OperatorContext,
+    domain_arg: &str,
+    args: &ReconcileArgs,
+    label: &str,
+) -> Result<Result<Option<ReconcileReport>, String>, CliError> {
     // What the function accepts in a reconcile request (a domain name, a DOMAINS name, a domain OCID
     // or an allowed URL), and beyond that any identity-domain URL or domain OCID the operator names
     // explicitly. An OCID is resolved through the control plane.
     let route = ctx
         .config
         .domains
-        .resolve_for_reconcile(&args.domain)
+        .resolve_for_reconcile(domain_arg)
         .or_else(|reason| {
-            DomainUrl::parse(&args.domain)
+            DomainUrl::parse(domain_arg)
                 .map(DomainRoute::Url)
                 .map_err(|_| reason)
         })
@@ -668,17 +820,18 @@ async fn reconcile_command(
         Err(ResolveError::Rejected(reason)) => {
             return Err(CliError::usage(format_args!("--domain: {reason}")))
         }
-        Err(ResolveError::Failed { reason, .. }) => {
-            eprintln!("oci-user-capabilities: --domain: {reason}");
-            return Ok(ExitCode::from(1));
-        }
+        Err(ResolveError::Failed { reason, .. }) => return Ok(Err(reason)),
     };
-    let filter = args.filter.unwrap_or_else(|| DEFAULT_FILTER.to_string());
-    let mut progress = Progress::stderr("reconcile");
+    let filter = args
+        .filter
+        .clone()
+        .unwrap_or_else(|| DEFAULT_FILTER.to_string());
+    let mut progress = Progress::stderr(format!("{label}reconcile"));
+    let start_index = args.start_index.max(1);
     let mut total: Option<ReconcileReport> = None;
-    let mut next = args.start_index.max(1);
+    let mut next_index = args.start_index.max(1);
+    let mut next_after: Option<Cursor> = None;
     loop {
-        // One page per step, so progress shows as the scan goes.
         let left = args
             .max_users
             .map(|m| m.saturating_sub(total.as_ref().map_or(0, |t| t.scanned)));
@@ -687,22 +840,31 @@ async fn reconcile_command(
         }
         let step = left.map_or(args.page_size, |l| l.min(args.page_size));
         let job = ReconcileJob {
-            domain_values: domain_values(&args.domain, &domain),
+            domain_values: domain_values(domain_arg, &domain),
             domain: domain.clone(),
             filter: filter.clone(),
-            start_index: next,
+            start_index: next_index,
+            after: next_after.clone(),
             max_users: Some(step),
             page_size: args.page_size,
         };
         let deadline = tokio::time::Instant::now() + OPERATOR_BUDGET;
         let part = reconcile(&ctx.engine, &job, deadline).await;
         let finished = part.next_start_index.is_none() || part.error.is_some();
-        let resume = part.next_start_index;
+        let resume = (part.next_start_index, part.next_after.clone());
+        let scanned_before = total.as_ref().map(|t| t.scanned);
         let merged = merge(total.take(), part);
-        // The listing's total counts from index 1; a run that starts later has fewer to scan.
-        let to_scan = merged
-            .total_results
-            .map(|t| t.saturating_sub(args.start_index.max(1) - 1));
+        // A first step counts from the listing's index 1; a later one from its cursor, after
+        // the users done so far.
+        let to_scan = merged.total_results.map(|t| {
+            if scanned_before.is_none() {
+                t.saturating_sub(start_index - 1)
+            } else {
+                t + scanned_before.unwrap_or(0)
+            }
+        });
+        let mut merged = merged;
+        merged.total_results = to_scan.map(|t| t + start_index - 1);
         progress.set_total(to_scan);
         progress.set_detail(format!(
             "applied {}, unchanged {}, rejected {}, failed {}",
@@ -711,16 +873,15 @@ async fn reconcile_command(
         progress.set_done(merged.scanned);
         total = Some(merged);
         match resume {
-            Some(n) if !finished => next = n,
+            (Some(n), after) if !finished => {
+                next_index = n;
+                next_after = after;
+            }
             _ => break,
         }
     }
     progress.finish();
-    let Some(report) = total else {
-        return Ok(ExitCode::SUCCESS);
-    };
-    print_reconcile(&report, ctx.output);
-    Ok(exit_for(report.needs_retry()))
+    Ok(Ok(total))
 }
 
 /// `report`: what it reads and where it writes.
@@ -868,6 +1029,7 @@ async fn report_command(ctx: OperatorContext, args: ReportArgs) -> Result<ExitCo
 /// Folds one step's report into the running total.
 fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileReport {
     let Some(mut t) = total else { return part };
+    t.total_results = part.total_results.or(t.total_results);
     t.scanned += part.scanned;
     t.applied += part.applied;
     t.unchanged += part.unchanged;
@@ -875,8 +1037,8 @@ fn merge(total: Option<ReconcileReport>, part: ReconcileReport) -> ReconcileRepo
     t.failed += part.failed;
     add_counts(&mut t.lingering, &part.lingering);
     add_counts(&mut t.revoked, &part.revoked);
-    t.total_results = part.total_results.or(t.total_results);
     t.next_start_index = part.next_start_index;
+    t.next_after = part.next_after;
     t.stopped_because = part.stopped_because;
     t.error = part.error;
     t.users.extend(part.users);

@@ -384,6 +384,11 @@ impl Engine {
         }
     }
 
+    /// The IAM control plane this engine asks (domain URLs, compartments, domain listings).
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.control_plane
+    }
+
     /// The calls in progress: [`Ledger::stop`] on SIGTERM logs what is unsettled and stops new work.
     pub fn ledger(&self) -> Arc<Ledger> {
         Arc::clone(&self.ledger)

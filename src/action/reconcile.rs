@@ -1,13 +1,22 @@
 //! Reconcile: bring users that already exist to the profile, page by page.
 //!
-//! Pages are read sorted by creation time, so users created during a run land on later pages. A run stops
-//! at `maxUsers` or before the deadline and returns `nextStartIndex`; running again from there continues
-//! the scan, and users seen twice cost a read but never a second write (they are already compliant).
+//! Users are taken in `meta.created` order with a keyset cursor: after the first page, each page is
+//! the filter `and meta.created ge "<the last user's meta.created>"`, skipping the users already done
+//! at that instant. A user created during the run lands after the cursor and is reached; a user
+//! deleted during the run shifts nothing (a `startIndex` would, and hide the next user). A run
+//! stops at `maxUsers` or before the deadline and returns the cursor (`nextAfter`, and the older
+//! `nextStartIndex`); running again from there continues the scan, and users seen twice cost nothing
+//! (the listing carries their capabilities, and compliant users get no write).
+//!
+//! A scan is reported complete only when the last page reached the end of what the domain reported:
+//! a page without `totalResults`, shorter than promised, out of `meta.created` order, repeating a
+//! user or starting elsewhere than asked ends the run as incomplete, to be continued from the cursor.
 
 use std::collections::HashSet;
 
 use futures_util::StreamExt;
 use serde::Serialize;
+use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::action::apply::{Enforced, Engine, Outcome, Plan, Planned, START_MARGIN};
@@ -16,7 +25,9 @@ use crate::clients::identity_domain::UserPage;
 use crate::decision::credentials::{add_counts, Counts};
 use crate::decision::policy::UserFacts;
 use crate::decision::profile::CurrentCapabilities;
+use crate::intake::audit::{parse_instant, Cursor, Totals};
 use crate::intake::names::{DomainName, DomainUrl, UserId};
+use crate::transport::Error as TransportError;
 
 /// Users created by SAML JIT. `creationMechanism` is `returned: request`, so listing asks for it.
 pub const DEFAULT_FILTER: &str =
@@ -25,6 +36,8 @@ pub const DEFAULT_FILTER: &str =
 pub const MAX_PAGE_SIZE: u64 = 1000;
 /// How many per-user entries a report lists (failures always, changes up to this many).
 pub const LISTED_MAX: usize = 200;
+/// The most ids a cursor carries for users created at its instant.
+const MAX_SAME_INSTANT: usize = 1000;
 
 /// One reconcile run: which domain's users to page through, and how far.
 #[derive(Debug, Clone)]
@@ -36,8 +49,10 @@ pub struct ReconcileJob {
     pub domain_values: Vec<String>,
     /// The SCIM filter that selects users ([`DEFAULT_FILTER`] unless the request gave one).
     pub filter: String,
-    /// The 1-based SCIM `startIndex` of the first page (0 is read as 1).
+    /// The 1-based SCIM `startIndex` of the first page (0 is read as 1); ignored with `after`.
     pub start_index: u64,
+    /// Resume after this user in `meta.created` order.
+    pub after: Option<Cursor>,
     /// Stop after scanning this many users; `None` scans to the end.
     pub max_users: Option<u64>,
     /// Users asked for per page, clamped to 1..=[`MAX_PAGE_SIZE`].
@@ -104,22 +119,28 @@ pub struct ReconcileReport {
     /// Of those, the ones revoked (in a dry run, that would be), by type.
     #[serde(skip_serializing_if = "Counts::is_empty")]
     pub revoked: Counts,
-    /// `totalResults` of the last page read; `None` when no page was read.
+    /// Users from where the run started to the end of the listing, as the last page read says
+    /// (for a run by `startIndex`, the listing's `totalResults`); `None` when no page was read.
     pub total_results: Option<u64>,
-    /// Where to continue; absent when the domain was scanned to the end.
+    /// Where to continue by index (the older form; a deletion during the run shifts it); absent
+    /// when the domain was scanned to the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_start_index: Option<u64>,
+    /// Where to continue in `meta.created` order: pass it as `after`. Absent when the domain was
+    /// scanned to the end (or no user was done yet and the run starts from the top).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<Cursor>,
     /// Why the run stopped early; `None` when it reached the end or ended on an error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_because: Option<StopReason>,
-    /// A page that could not be read (after retries): the run ended there.
+    /// A page that could not be read (after retries) or trusted: the run ended there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Failed and rejected users always; applied users up to `LISTED_MAX`.
     pub users: Vec<UserEntry>,
 }
 
-/// Why a reconcile run stopped before the end of the listing (it then reports `nextStartIndex`).
+/// Why a reconcile run stopped before the end of the listing (it then reports where to continue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum StopReason {
     /// The request's `maxUsers` were processed.
@@ -134,6 +155,17 @@ impl ReconcileReport {
     /// Whether the invocation should fail so the caller retries (a page or a write failed).
     pub fn needs_retry(&self) -> bool {
         self.failed > 0 || self.error.is_some()
+    }
+
+    /// The run's counts.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            scanned: self.scanned,
+            applied: self.applied,
+            unchanged: self.unchanged,
+            rejected: self.rejected,
+            failed: self.failed,
+        }
     }
 }
 
@@ -150,116 +182,389 @@ pub fn domain_values(requested: &str, url: &DomainUrl) -> Vec<String> {
     values
 }
 
+/// The filter of a keyset page: the job's filter, and users created at or after the cursor.
+pub fn keyset_filter(filter: &str, created: &str) -> String {
+    // `created` came from the service and was parsed as an RFC 3339 time, so it holds no quote.
+    let keyset = format!("meta.created ge \"{created}\"");
+    if filter.trim().is_empty() {
+        keyset
+    } else {
+        format!("({filter}) and {keyset}")
+    }
+}
+
+/// Where the scan stands: the cursor, the users done at its instant, and (for the older form)
+/// the index of the next user.
+#[derive(Debug)]
+struct Position {
+    /// The last user done: `meta.created` as given, parsed, and the user's id.
+    last: Option<(String, OffsetDateTime, String)>,
+    /// Ids done whose `meta.created` is the cursor's instant.
+    same_instant: HashSet<String>,
+    /// `startIndex` within a keyset page: 1, unless more users share one instant than a page holds.
+    offset: u64,
+    /// The run's `startIndex`: where the first page starts when there is no cursor.
+    index: u64,
+}
+
+impl Position {
+    fn new(job: &ReconcileJob) -> Self {
+        let mut position = Position {
+            last: None,
+            same_instant: HashSet::new(),
+            offset: 1,
+            index: job.start_index.max(1),
+        };
+        if let Some(after) = &job.after {
+            // Checked when the request was read; a cursor that does not parse starts from the top.
+            if let Ok(at) = parse_instant(&after.created) {
+                position.last = Some((after.created.clone(), at, after.id.clone()));
+                position.same_instant = after.same_instant.iter().cloned().collect();
+                position.same_instant.insert(after.id.clone());
+            }
+        }
+        position
+    }
+
+    /// The filter and `startIndex` of the next page.
+    fn query(&self, filter: &str) -> (String, u64) {
+        match &self.last {
+            None => (filter.to_owned(), self.index),
+            Some((created, _, _)) => (keyset_filter(filter, created), self.offset),
+        }
+    }
+
+    fn instant(&self) -> Option<OffsetDateTime> {
+        self.last.as_ref().map(|(_, at, _)| *at)
+    }
+
+    /// True when the user at `at` with `id` was done before (at the cursor's instant).
+    fn done(&self, at: OffsetDateTime, id: Option<&str>) -> bool {
+        self.instant() == Some(at) && id.is_some_and(|id| self.same_instant.contains(id))
+    }
+
+    /// Moves the cursor past a user done.
+    fn advance(&mut self, created: &str, at: OffsetDateTime, id: Option<&str>) {
+        if self.instant() != Some(at) {
+            self.same_instant.clear();
+        }
+        if let Some(id) = id {
+            self.same_instant.insert(id.to_owned());
+        }
+        let id = id
+            .map(str::to_owned)
+            .or_else(|| self.last.as_ref().map(|(_, _, id)| id.clone()))
+            .unwrap_or_default();
+        self.last = Some((created.to_owned(), at, id));
+    }
+
+    /// The cursor to hand on, when a user was done.
+    fn cursor(&self) -> Option<Cursor> {
+        let (created, _, id) = self.last.as_ref()?;
+        if UserId::parse(id).is_err() {
+            return None;
+        }
+        let mut same: Vec<String> = self
+            .same_instant
+            .iter()
+            .filter(|other| *other != id)
+            .cloned()
+            .collect();
+        same.sort();
+        same.truncate(MAX_SAME_INSTANT);
+        Some(Cursor {
+            created: created.clone(),
+            id: id.clone(),
+            same_instant: same,
+        })
+    }
+}
+
+/// One user of a page: its JSON, id and `meta.created`.
+struct Listed<'a> {
+    user: &'a serde_json::Value,
+    id: Option<&'a str>,
+    created: &'a str,
+    at: OffsetDateTime,
+}
+
 /// Pages through `job`'s listing and brings each user to the profile the policy decides, until the
 /// end, `max_users`, the deadline or a page that cannot be trusted.
 pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -> ReconcileReport {
-    let mut report = ReconcileReport::start(engine, job);
-    let page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
-    let mut index = job.start_index.max(1);
+    let mut report = ReconcileReport {
+        domain: job.domain.as_str().to_string(),
+        filter: job.filter.clone(),
+        start_index: job.start_index.max(1),
+        scanned: 0,
+        applied: 0,
+        unchanged: 0,
+        rejected: 0,
+        failed: 0,
+        dry_run: engine.dry_run,
+        lingering: Counts::new(),
+        revoked: Counts::new(),
+        total_results: None,
+        next_start_index: None,
+        next_after: None,
+        stopped_because: None,
+        error: None,
+        users: Vec::new(),
+    };
+    let mut page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
+    let mut position = Position::new(job);
     let mut seen: HashSet<String> = HashSet::new();
     loop {
         let budget_left = job.max_users.map(|m| m.saturating_sub(report.scanned));
         let stop = if budget_left == Some(0) {
             Some(StopReason::MaxUsers)
+        } else if Instant::now() + START_MARGIN >= deadline {
+            Some(StopReason::Deadline)
         } else {
-            (Instant::now() + START_MARGIN >= deadline).then_some(StopReason::Deadline)
+            None
         };
-        if let Some(stop) = stop {
-            report.next_start_index = Some(index);
-            report.stopped_because = Some(stop);
+        if let Some(reason) = stop {
+            report.stopped_because = Some(reason);
+            stopped_here(&mut report, &position);
             break;
         }
-        let count = budget_left.map_or(page_size, |left| left.min(page_size));
-        let (page, total) = match read_page(engine, job, index, count, deadline).await {
-            Ok(read) => read,
-            Err(error) => {
-                // Nothing after this page was looked at: the caller continues from here.
-                report.next_start_index = Some(index);
-                report.error = Some(error);
+        // Users done at the cursor's instant come again at the top of a keyset page: ask for
+        // them on top of the budget so they do not eat it.
+        let overlap = match (&position.last, position.offset) {
+            (Some(_), 1) => position.same_instant.len() as u64,
+            _ => 0,
+        };
+        let count = budget_left
+            .map_or(page_size, |left| left.min(page_size))
+            .saturating_add(overlap)
+            .min(MAX_PAGE_SIZE);
+        let (filter, start) = position.query(&job.filter);
+        let page = match read_page(engine, job, &filter, start, count, deadline).await {
+            Ok((page, asked)) => {
+                page_size = page_size.min(asked.max(1));
+                page
+            }
+            Err(reason) => {
+                // Nothing after the cursor was looked at: the caller continues from there.
+                report.error = Some(format!(
+                    "listing users from {}: {reason}",
+                    where_from(&position)
+                ));
+                stopped_here(&mut report, &position);
                 break;
             }
         };
-        report.total_results = Some(total);
-        if page.resources.is_empty() {
+        let listed = match check_page(&page, start, count, position.instant()) {
+            Ok(listed) => listed,
+            Err(reason) => {
+                // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
+                report.error = Some(format!(
+                    "incomplete listing from {}: {reason}",
+                    where_from(&position)
+                ));
+                stopped_here(&mut report, &position);
+                break;
+            }
+        };
+        let total = page.total_results.unwrap_or_default();
+        report.total_results = Some(run_total(&report, job, &position, &listed, start, total));
+        let before = position.instant();
+        let left = budget_left.unwrap_or(u64::MAX);
+        let stopped = run_page(
+            engine,
+            job,
+            &listed,
+            &position,
+            &mut seen,
+            &mut report,
+            left,
+            deadline,
+        )
+        .await;
+        let done = stopped.map_or(listed.len(), |(pos, _)| pos);
+        for user in &listed[..done] {
+            position.advance(user.created, user.at, user.id);
+        }
+        if let Some((_, reason)) = stopped {
+            report.stopped_because = Some(reason);
+            stopped_here(&mut report, &position);
             break;
         }
-        let fetched = page.resources.len() as u64;
-        let outcomes = settle_page(engine, job, &page.resources, &mut seen, deadline).await;
-        if let Some(pos) = tally(&mut report, outcomes) {
-            report.next_start_index = Some(index + pos);
-            report.stopped_because = Some(StopReason::Deadline);
+        // The end of what the domain reported for this query is in this page.
+        if (start - 1) + listed.len() as u64 >= total {
             break;
         }
-        // A server may return fewer users per page than asked: the next page starts after
-        // what this one held.
-        index += fetched;
-        if index > total {
-            break;
-        }
+        // A page of users all created at the cursor's instant moves on within that instant.
+        position.offset = if position.instant() == before && before.is_some() {
+            position.offset + listed.len() as u64
+        } else {
+            1
+        };
     }
     report
 }
 
-impl ReconcileReport {
-    fn start(engine: &Engine, job: &ReconcileJob) -> Self {
-        ReconcileReport {
-            domain: job.domain.as_str().to_string(),
-            filter: job.filter.clone(),
-            start_index: job.start_index.max(1),
-            scanned: 0,
-            applied: 0,
-            unchanged: 0,
-            rejected: 0,
-            failed: 0,
-            dry_run: engine.dry_run,
-            lingering: Counts::new(),
-            revoked: Counts::new(),
-            total_results: None,
-            next_start_index: None,
-            stopped_because: None,
-            error: None,
-            users: Vec::new(),
+/// Users from where the run started to the end of the listing, as far as this page says: the
+/// listing's `totalResults` for a run by `startIndex`; for keyset pages, the users done so far
+/// plus those from the cursor on that are not done yet.
+fn run_total(
+    report: &ReconcileReport,
+    job: &ReconcileJob,
+    position: &Position,
+    listed: &[Listed<'_>],
+    start: u64,
+    total: u64,
+) -> u64 {
+    if position.last.is_none() {
+        return total;
+    }
+    let done_here = listed.iter().filter(|l| position.done(l.at, l.id)).count() as u64;
+    let before_run = if job.after.is_none() {
+        job.start_index.max(1) - 1
+    } else {
+        0
+    };
+    before_run + report.scanned + total.saturating_sub(start - 1).saturating_sub(done_here)
+}
+
+/// Sets where a run that stops here continues.
+fn stopped_here(report: &mut ReconcileReport, position: &Position) {
+    report.next_start_index = Some(position.index + report.scanned);
+    report.next_after = position.cursor();
+}
+
+fn where_from(position: &Position) -> String {
+    match &position.last {
+        Some((created, _, id)) => format!("after user {id} (created {created})"),
+        None => format!("index {}", position.index),
+    }
+}
+
+/// Reads one page, asking for fewer users while the answer is too large (down to one): a page of
+/// users with many groups can pass the page limit, and one that always does would stop every run
+/// at the same place. Returns the page and the count that fit.
+async fn read_page(
+    engine: &Engine,
+    job: &ReconcileJob,
+    filter: &str,
+    start: u64,
+    mut count: u64,
+    deadline: Instant,
+) -> Result<(UserPage, u64), String> {
+    loop {
+        let attributes = engine.read_attributes(true);
+        match engine
+            .client
+            .list_users(&job.domain, filter, start, count, &attributes, deadline)
+            .await
+        {
+            Ok(answer) => return Ok((answer.value, count)),
+            Err(failure)
+                if matches!(failure.error, TransportError::TooLarge { .. }) && count > 1 =>
+            {
+                let smaller = (count / 2).max(1);
+                tracing::warn!(domain = %job.domain, count, smaller, "a page of users is too large; asking for fewer");
+                count = smaller;
+            }
+            Err(failure) => return Err(failure.to_string()),
         }
     }
 }
 
-/// One page from `index`, with its `totalResults`, or why the scan must end there (a page that
-/// could not be read, or one that cannot say where the scan stands).
-async fn read_page(
+/// Processes a page's users not done before, at most `budget` of them; returns the page position
+/// of the first user left (for lack of time, or past the budget), if any: every user after it is
+/// left too.
+#[allow(clippy::too_many_arguments)]
+async fn run_page(
     engine: &Engine,
     job: &ReconcileJob,
-    index: u64,
-    count: u64,
+    listed: &[Listed<'_>],
+    position: &Position,
+    seen: &mut HashSet<String>,
+    report: &mut ReconcileReport,
+    budget: u64,
     deadline: Instant,
-) -> Result<(UserPage, u64), String> {
-    let attributes = engine.read_attributes(true);
-    let page = engine
-        .client
-        .list_users(
-            &job.domain,
-            &job.filter,
-            index,
-            count,
-            &attributes,
-            deadline,
-        )
-        .await
-        .map_err(|failure| format!("listing users from index {index}: {failure}"))?
-        .value;
-    // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
-    let total = check_page(&page, index, count)
-        .map_err(|reason| format!("incomplete listing from index {index}: {reason}"))?;
-    Ok((page, total))
+) -> Option<(usize, StopReason)> {
+    // A user listed twice (at the cursor's instant, or again after a shift) is processed and
+    // counted once.
+    let mut fresh: Vec<usize> = listed
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !position.done(l.at, l.id))
+        .filter(|(_, l)| l.id.is_none_or(|id| !seen.contains(id)))
+        .map(|(pos, _)| pos)
+        .collect();
+    let over_budget = (fresh.len() as u64 > budget).then(|| fresh[budget as usize]);
+    fresh.truncate(usize::try_from(budget).unwrap_or(usize::MAX));
+    for pos in &fresh {
+        if let Some(id) = listed[*pos].id {
+            seen.insert(id.to_owned());
+        }
+    }
+    let outcomes = if engine.bulk.enabled {
+        let users = fresh.iter().map(|pos| (*pos, listed[*pos].user)).collect();
+        settle_in_bulk(engine, job, users, deadline).await
+    } else {
+        // Futures are made up front (they start only when polled) so none borrows from a closure.
+        let pending: Vec<_> = fresh
+            .iter()
+            .map(|pos| reconcile_user(engine, job, *pos, listed[*pos].user, deadline))
+            .collect();
+        let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
+            .buffer_unordered(engine.max_concurrency.max(1))
+            .collect()
+            .await;
+        outcomes.sort_by_key(|(pos, _)| *pos);
+        outcomes
+    };
+    let out_of_time = outcomes
+        .iter()
+        .find(|(_, e)| e.is_none())
+        .map(|(pos, _)| (*pos, StopReason::Deadline));
+    for entry in outcomes.into_iter().filter_map(|(_, e)| e) {
+        count(report, entry);
+    }
+    out_of_time.or(over_budget.map(|pos| (pos, StopReason::MaxUsers)))
 }
 
-/// The page's `totalResults` when the page can be trusted to say where the scan stands. A page may
-/// hold fewer users than asked when the server says so (`itemsPerPage`, a server whose pages are
+fn count(report: &mut ReconcileReport, entry: UserEntry) {
+    report.scanned += 1;
+    add_counts(&mut report.lingering, &entry.lingering);
+    add_counts(&mut report.revoked, &entry.revoked);
+    match entry.outcome {
+        Outcome::Applied => report.applied += 1,
+        Outcome::Unchanged | Outcome::Ignored => report.unchanged += 1,
+        Outcome::Rejected => report.rejected += 1,
+        Outcome::Failed => report.failed += 1,
+    }
+    let listed = match entry.outcome {
+        Outcome::Failed | Outcome::Rejected => true,
+        Outcome::Applied => report.users.len() < LISTED_MAX,
+        _ => false,
+    };
+    if listed {
+        report.users.push(entry);
+    }
+}
+
+/// The page's users, when the page can be trusted to say where the scan stands. A page may hold
+/// fewer users than asked when the server says so (`itemsPerPage`, a server whose pages are
 /// smaller) or at the end of the listing; fewer than that before the end means users the scan
-/// cannot account for.
-fn check_page(page: &UserPage, index: u64, asked: u64) -> Result<u64, String> {
+/// cannot account for. Every user must carry `meta.created`, in ascending order and not before
+/// the cursor, and none may appear twice.
+fn check_page(
+    page: &UserPage,
+    index: u64,
+    asked: u64,
+    after: Option<OffsetDateTime>,
+) -> Result<Vec<Listed<'_>>, String> {
     let total = page
         .total_results
         .ok_or("the page has no totalResults, so the end of the listing is unknown")?;
+    if let Some(answered) = page.start_index.filter(|s| *s != index) {
+        return Err(format!(
+            "asked for startIndex {index}, the server answered startIndex {answered}"
+        ));
+    }
     let held = page.resources.len() as u64;
     let promised = page.items_per_page.unwrap_or(asked).min(asked);
     // Users from `index` to the end of the listing.
@@ -273,43 +578,38 @@ fn check_page(page: &UserPage, index: u64, asked: u64) -> Result<u64, String> {
                 .map_or_else(|| "absent".to_string(), |n| n.to_string())
         ));
     }
-    Ok(total)
-}
-
-/// Every user of a page (but those already seen in this run) brought to its profile: with
-/// `BULK=auto` all of the page's writes go out together as Bulk requests, else each user is written
-/// on its own, `max_concurrency` at once. By position in the page; `None` for a user the deadline
-/// left no time to start.
-async fn settle_page(
-    engine: &Engine,
-    job: &ReconcileJob,
-    users: &[serde_json::Value],
-    seen: &mut HashSet<String>,
-    deadline: Instant,
-) -> Vec<(usize, Option<UserEntry>)> {
-    // A user listed twice (the listing shifted under the scan) is processed and counted once.
-    let fresh: Vec<(usize, &serde_json::Value)> = users
-        .iter()
-        .enumerate()
-        .filter(|(_, user)| match user.get("id").and_then(|v| v.as_str()) {
-            Some(id) => seen.insert(id.to_string()),
-            None => true,
-        })
-        .collect();
-    if engine.bulk.enabled {
-        return settle_in_bulk(engine, job, fresh, deadline).await;
+    let mut listed = Vec::with_capacity(page.resources.len());
+    let mut ids = HashSet::new();
+    let mut previous = after;
+    for user in &page.resources {
+        let id = user.get("id").and_then(|v| v.as_str());
+        if let Some(id) = id {
+            if !ids.insert(id) {
+                return Err(format!(
+                    "the page lists user {id} twice, so it may hide another"
+                ));
+            }
+        }
+        let created = user
+            .pointer("/meta/created")
+            .and_then(|v| v.as_str())
+            .ok_or("a listed user has no meta.created, so the scan cannot keep its place")?;
+        let at =
+            parse_instant(created).map_err(|e| format!("a listed user's meta.created: {e}"))?;
+        if previous.is_some_and(|p| at < p) {
+            return Err(format!(
+                "the page is not in meta.created order ({created} comes after a later user)"
+            ));
+        }
+        previous = Some(at);
+        listed.push(Listed {
+            user,
+            id,
+            created,
+            at,
+        });
     }
-    // Futures are made up front (they start only when polled) so none borrows from a closure.
-    let pending: Vec<_> = fresh
-        .into_iter()
-        .map(|(pos, user)| reconcile_user(engine, job, pos, user, deadline))
-        .collect();
-    let mut outcomes: Vec<(usize, Option<UserEntry>)> = futures_util::stream::iter(pending)
-        .buffer_unordered(engine.max_concurrency.max(1))
-        .collect()
-        .await;
-    outcomes.sort_by_key(|(pos, _)| *pos);
-    outcomes
+    Ok(listed)
 }
 
 /// The page's users planned first, then every write sent together (Bulk per domain).
@@ -378,35 +678,6 @@ async fn settle_in_bulk(
             (pos, Some(entry))
         })
         .collect()
-}
-
-/// Counts a page's outcomes into the report; the position of the first user not started, if any.
-fn tally(report: &mut ReconcileReport, outcomes: Vec<(usize, Option<UserEntry>)>) -> Option<u64> {
-    // Users not started for lack of time: continue from the first of them next time.
-    let first_skipped = outcomes
-        .iter()
-        .find(|(_, e)| e.is_none())
-        .map(|(pos, _)| *pos as u64);
-    for entry in outcomes.into_iter().filter_map(|(_, e)| e) {
-        report.scanned += 1;
-        add_counts(&mut report.lingering, &entry.lingering);
-        add_counts(&mut report.revoked, &entry.revoked);
-        match entry.outcome {
-            Outcome::Applied => report.applied += 1,
-            Outcome::Unchanged | Outcome::Ignored => report.unchanged += 1,
-            Outcome::Rejected => report.rejected += 1,
-            Outcome::Failed => report.failed += 1,
-        }
-        let listed = match entry.outcome {
-            Outcome::Failed | Outcome::Rejected => true,
-            Outcome::Applied => report.users.len() < LISTED_MAX,
-            _ => false,
-        };
-        if listed {
-            report.users.push(entry);
-        }
-    }
-    first_skipped
 }
 
 /// The user's position in its page, with `None` when the deadline left no time to start it.
@@ -515,43 +786,109 @@ fn entry_from(base: UserEntry, done: Enforced) -> UserEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn user(n: usize) -> serde_json::Value {
+        json!({"id": format!("{n:032x}"), "meta": {"created": format!("2026-11-01T00:{:02}:{:02}Z", n / 60, n % 60)}})
+    }
 
     fn page(total: Option<u64>, per_page: Option<u64>, held: usize) -> UserPage {
         UserPage {
             total_results: total,
             start_index: None,
             items_per_page: per_page,
-            resources: vec![serde_json::json!({}); held],
+            resources: (0..held).map(user).collect(),
         }
+    }
+
+    fn held(page: &UserPage, index: u64, asked: u64) -> Result<usize, String> {
+        check_page(page, index, asked, None).map(|l| l.len())
     }
 
     #[test]
     fn pages_that_cannot_say_where_the_scan_stands_are_refused() {
         // Whole pages, a server's smaller pages, and the short last page are fine.
+        assert_eq!(held(&page(Some(2500), Some(1000), 1000), 1, 1000), Ok(1000));
+        assert_eq!(held(&page(Some(2500), Some(7), 7), 8, 1000), Ok(7));
         assert_eq!(
-            check_page(&page(Some(2500), Some(1000), 1000), 1, 1000),
-            Ok(2500)
+            held(&page(Some(2500), Some(1000), 500), 2001, 1000),
+            Ok(500)
         );
-        assert_eq!(check_page(&page(Some(2500), Some(7), 7), 8, 1000), Ok(2500));
-        assert_eq!(
-            check_page(&page(Some(2500), Some(1000), 500), 2001, 1000),
-            Ok(2500)
-        );
-        assert_eq!(
-            check_page(&page(Some(2500), Some(500), 500), 2001, 1000),
-            Ok(2500)
-        );
-        assert_eq!(
-            check_page(&page(Some(2500), None, 500), 2001, 1000),
-            Ok(2500)
-        );
-        assert_eq!(check_page(&page(Some(0), None, 0), 1, 1000), Ok(0));
-        assert_eq!(check_page(&page(Some(10), None, 0), 11, 1000), Ok(10));
+        assert_eq!(held(&page(Some(2500), Some(500), 500), 2001, 1000), Ok(500));
+        assert_eq!(held(&page(Some(2500), None, 500), 2001, 1000), Ok(500));
+        assert_eq!(held(&page(Some(0), None, 0), 1, 1000), Ok(0));
+        assert_eq!(held(&page(Some(10), None, 0), 11, 1000), Ok(0));
         // No total, an empty or short page before the end.
-        assert!(check_page(&page(None, Some(1), 1), 1, 1000).is_err());
-        assert!(check_page(&page(Some(10), None, 0), 1, 1000).is_err());
-        assert!(check_page(&page(Some(10), Some(5), 2), 1, 5).is_err());
-        assert!(check_page(&page(Some(2500), None, 999), 1, 1000).is_err());
-        assert!(check_page(&page(Some(2500), Some(1000), 999), 1, 1000).is_err());
+        assert!(held(&page(None, Some(1), 1), 1, 1000).is_err());
+        assert!(held(&page(Some(10), None, 0), 1, 1000).is_err());
+        assert!(held(&page(Some(10), Some(5), 2), 1, 5).is_err());
+        assert!(held(&page(Some(2500), None, 999), 1, 1000).is_err());
+        assert!(held(&page(Some(2500), Some(1000), 999), 1, 1000).is_err());
+    }
+
+    #[test]
+    fn pages_that_repeat_reorder_or_start_elsewhere_are_refused() {
+        let mut repeat = page(Some(3), None, 3);
+        repeat.resources[2] = user(1);
+        assert!(held(&repeat, 1, 3).unwrap_err().contains("twice"));
+        let mut unordered = page(Some(3), None, 3);
+        unordered.resources.swap(0, 2);
+        assert!(held(&unordered, 1, 3).unwrap_err().contains("order"));
+        let mut elsewhere = page(Some(30), None, 10);
+        elsewhere.start_index = Some(1);
+        assert!(held(&elsewhere, 11, 10)
+            .unwrap_err()
+            .contains("startIndex 1"));
+        let mut no_created = page(Some(1), None, 1);
+        no_created.resources[0] = json!({"id": "0".repeat(32)});
+        assert!(held(&no_created, 1, 1)
+            .unwrap_err()
+            .contains("meta.created"));
+        // Nothing before the cursor.
+        let cursor = parse_instant("2026-11-01T00:00:02Z").ok();
+        assert!(check_page(&page(Some(3), None, 3), 1, 3, cursor).is_err());
+    }
+
+    #[test]
+    fn the_cursor_skips_users_done_at_its_instant_and_keeps_them_across_hops() {
+        let job = ReconcileJob {
+            domain: DomainUrl::parse("http://127.0.0.1:1").unwrap(),
+            domain_values: Vec::new(),
+            filter: "userName pr".into(),
+            start_index: 1,
+            after: None,
+            max_users: None,
+            page_size: 10,
+        };
+        let mut position = Position::new(&job);
+        assert_eq!(position.query(&job.filter), ("userName pr".to_owned(), 1));
+        assert_eq!(position.cursor(), None);
+        let t = "2026-11-01T00:00:01.5Z";
+        let at = parse_instant(t).unwrap();
+        let (a, b) = ("a".repeat(32), "b".repeat(32));
+        position.advance(t, at, Some(&a));
+        position.advance(t, at, Some(&b));
+        assert!(position.done(at, Some(&a)) && position.done(at, Some(&b)));
+        assert_eq!(
+            position.query(&job.filter).0,
+            format!("(userName pr) and meta.created ge \"{t}\"")
+        );
+        let cursor = position.cursor().unwrap();
+        assert_eq!(
+            (cursor.id.as_str(), cursor.same_instant.clone()),
+            (b.as_str(), vec![a.clone()])
+        );
+        // The next hop starts where this one stopped.
+        let resumed = Position::new(&ReconcileJob {
+            after: Some(cursor),
+            ..job.clone()
+        });
+        assert!(resumed.done(at, Some(&a)) && resumed.done(at, Some(&b)));
+        assert!(!resumed.done(at, Some(&"c".repeat(32))));
+        // A later instant forgets the earlier one's ids.
+        let later = parse_instant("2026-11-01T00:00:02Z").unwrap();
+        position.advance("2026-11-01T00:00:02Z", later, Some(&a));
+        assert!(position.cursor().unwrap().same_instant.is_empty());
+        assert_eq!(keyset_filter("", t), format!("meta.created ge \"{t}\""));
     }
 }

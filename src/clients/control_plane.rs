@@ -1,5 +1,7 @@
-//! The IAM control plane, asked for one thing: the URL of an identity domain named by its OCID
-//! (`GET /20160918/domains/{ocid}`, `GetDomain`, field `url`).
+//! The IAM control plane, asked for the URL of an identity domain named by its OCID
+//! (`GET /20160918/domains/{ocid}`, `GetDomain`, field `url`) and, for a tenancy-wide reconcile,
+//! for a compartment tree (`ListCompartments`) and the identity domains in each compartment
+//! (`ListDomains`), page by page (`opc-next-page` answered, `page` asked).
 //!
 //! The call is signed with the function's own credentials and goes through the shared transport
 //! ([`crate::transport`]), so it is paced, retried and classified like every other call. Each OCID is asked
@@ -32,8 +34,32 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::clients::identity_domain::unauthorized_hint;
-use crate::intake::names::{shown, DomainOcid, DomainUrl};
+use crate::intake::names::{shown, CompartmentOcid, DomainOcid, DomainUrl};
 use crate::transport::{Call, Hints, StatusCode, Transport};
+
+/// Items asked per page of a control-plane listing: a page stays far below the answer limit.
+const LIST_PAGE_LIMIT: &str = "100";
+/// The most pages one listing follows; a server that keeps answering `opc-next-page` stops here.
+const MAX_LIST_PAGES: usize = 1000;
+/// The longest `opc-next-page` token passed back.
+const MAX_PAGE_TOKEN: usize = 4096;
+/// What a refused listing needs.
+const LIST_HINT: &str = "the tenancy-wide reconcile needs `inspect compartments` and `read domains` for the function's dynamic group (policies/function-reconciles-tenancy.policy, policies/function-reads-domains.policy)";
+
+/// An identity domain as `ListDomains` gives it, checked.
+#[derive(Debug, Clone)]
+pub struct ListedDomain {
+    /// The domain's OCID.
+    pub id: DomainOcid,
+    /// Its display name ("Default", say).
+    pub display_name: String,
+    /// `lifecycleState`: only `ACTIVE` domains are reconciled.
+    pub lifecycle_state: String,
+    /// The compartment it lives in.
+    pub compartment_id: String,
+    /// Its `url` as listed (checked only when used, through `GetDomain`).
+    pub url: String,
+}
 
 /// The IAM API version in the control plane's paths.
 const API_VERSION: &str = "20160918";
@@ -276,6 +302,145 @@ impl ControlPlane {
         tracing::info!(domain = %ocid, url = %url, "resolved the domain through the control plane");
         Ok(url)
     }
+}
+
+impl ControlPlane {
+    /// `root` and every ACTIVE compartment under it that the caller may see. From the tenancy, one
+    /// `ListCompartments` with `compartmentIdInSubtree=true` returns the whole tree; IAM honours
+    /// that flag only on the tenancy, so below it the tree is walked a level at a time.
+    pub async fn compartment_tree(
+        &self,
+        root: &CompartmentOcid,
+        deadline: Instant,
+    ) -> Result<Vec<CompartmentOcid>, String> {
+        let whole_tree = root.as_str().starts_with("ocid1.tenancy.");
+        let mut tree = vec![root.clone()];
+        let mut parents = vec![root.clone()];
+        while let Some(parent) = parents.pop() {
+            let subtree = if whole_tree { "true" } else { "false" };
+            let items = self
+                .list_all(
+                    "compartments",
+                    &[
+                        ("compartmentId", parent.as_str()),
+                        ("compartmentIdInSubtree", subtree),
+                        ("accessLevel", "ACCESSIBLE"),
+                    ],
+                    deadline,
+                )
+                .await?;
+            for id in active_ids(&items)? {
+                if !tree.contains(&id) {
+                    tree.push(id.clone());
+                    if !whole_tree {
+                        parents.push(id);
+                    }
+                }
+            }
+        }
+        Ok(tree)
+    }
+
+    /// The identity domains of one compartment (`ListDomains`), whatever their state.
+    pub async fn domains_in(
+        &self,
+        compartment: &CompartmentOcid,
+        deadline: Instant,
+    ) -> Result<Vec<ListedDomain>, String> {
+        let items = self
+            .list_all(
+                "domains",
+                &[("compartmentId", compartment.as_str())],
+                deadline,
+            )
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                let text = |key: &str| {
+                    item.get(key)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let id = DomainOcid::parse(&text("id"))
+                    .map_err(|e| format!("ListDomains answered an unusable id: {e}"))?;
+                Ok(ListedDomain {
+                    id,
+                    display_name: text("displayName"),
+                    lifecycle_state: text("lifecycleState"),
+                    compartment_id: compartment.as_str().to_owned(),
+                    url: text("url"),
+                })
+            })
+            .collect()
+    }
+
+    /// Every item of a control-plane list, following `opc-next-page` until it is absent.
+    async fn list_all(
+        &self,
+        resource: &str,
+        query: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let base = self.inner.base.as_ref().map_err(Clone::clone)?;
+        let mut items = Vec::new();
+        let mut page: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut pairs: Vec<(&str, &str)> = query.to_vec();
+            pairs.push(("limit", LIST_PAGE_LIMIT));
+            if let Some(token) = &page {
+                pairs.push(("page", token));
+            }
+            let call = Call::get(base.endpoint(&[API_VERSION, resource], &pairs))
+                .with_service("the identity control plane")
+                .with_hints(Hints {
+                    forbidden: Some(LIST_HINT),
+                    unauthorized: Some(unauthorized_hint),
+                });
+            let answer = self
+                .inner
+                .transport
+                .send(&call, deadline)
+                .await
+                .map_err(|f| format!("listing {resource}: {f}"))?;
+            match serde_json::from_slice::<serde_json::Value>(&answer.body) {
+                Ok(serde_json::Value::Array(list)) => items.extend(list),
+                _ => {
+                    return Err(format!(
+                        "listing {resource}: the answer is not a JSON array"
+                    ))
+                }
+            }
+            match answer.header("opc-next-page").map(str::to_owned) {
+                Some(next) if next.len() <= MAX_PAGE_TOKEN && Some(&next) != page.as_ref() => {
+                    page = Some(next)
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "listing {resource}: the server repeated or overlong opc-next-page"
+                    ))
+                }
+                None => return Ok(items),
+            }
+        }
+        Err(format!(
+            "listing {resource}: more than {MAX_LIST_PAGES} pages; stopped"
+        ))
+    }
+}
+
+/// The ACTIVE compartments of a `ListCompartments` answer, their ids checked.
+fn active_ids(items: &[serde_json::Value]) -> Result<Vec<CompartmentOcid>, String> {
+    items
+        .iter()
+        .filter(|item| item.get("lifecycleState").and_then(|v| v.as_str()) == Some("ACTIVE"))
+        .map(|item| {
+            let id = item.get("id").and_then(|v| v.as_str()).unwrap_or_default();
+            CompartmentOcid::parse(id)
+                .map_err(|e| format!("ListCompartments answered an unusable id: {e}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -78,12 +78,15 @@ fn base_attributes(more: &[&str]) -> Vec<String> {
     base
 }
 
-/// The JIT marker is `returned: request`, so listing names it explicitly; `policy` as for
-/// [`user_attributes`].
+/// The JIT marker is `returned: request`, so listing names it explicitly; `meta.created` is the
+/// reconcile's cursor, named so no service leaves it out; `policy` as for [`user_attributes`].
 pub fn list_attributes(policy: &[&str]) -> String {
     let federated = format!("{USER_EXTENSION_URN}:isFederatedUser");
     let creation = format!("{USER_EXTENSION_URN}:creationMechanism");
-    join_attributes(&base_attributes(&[&federated, &creation]), policy)
+    join_attributes(
+        &base_attributes(&[&federated, &creation, "meta.created"]),
+        policy,
+    )
 }
 
 fn join_attributes(base: &[String], extra: &[&str]) -> String {
@@ -250,7 +253,8 @@ impl IdentityDomainClient {
         let answer = self
             .transport
             .send(&calls::read_user(domain, user, policy), deadline)
-            .await?;
+            .await
+            .map_err(final_if_too_large)?;
         Ok(Answer {
             value: answer.json_object()?,
             ecids: answer.request_ids,
@@ -312,6 +316,15 @@ impl IdentityDomainClient {
             ecids: answer.request_ids,
         })
     }
+}
+
+/// One user's answer past its limit (a user in thousands of groups) will not shrink on a retry:
+/// the record is final (`rejected`, the reason naming the limit), not retried forever.
+fn final_if_too_large(mut failure: Failure) -> Failure {
+    if matches!(failure.error, Error::TooLarge { .. }) {
+        failure.settled = Settled::Rejected;
+    }
+    failure
 }
 
 /// The SCIM id to write with, once the answer to [`IdentityDomainClient::get_user`] is known to

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::{DomainDecision, DomainFields, DomainPolicy, DomainRoute, EventTypes};
-use crate::intake::names::{truncated, UserOcid, UserRef};
+use crate::intake::names::{shown, truncated, UserOcid, UserRef};
 
 /// The Functions invoke body limit.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -32,8 +32,9 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub enum Invocation {
     /// Audit records (a batch, or a single record/event as a batch of one), not yet triaged.
     Records(Records),
-    /// An operator's request to scan a domain's users and apply the profile to each.
-    Reconcile(ReconcileRequest),
+    /// An operator's request to scan a domain's users and apply the profile to each (boxed: it
+    /// is much larger than a batch's handle).
+    Reconcile(Box<ReconcileRequest>),
 }
 
 /// The records of a batch, each kept as its own JSON text and parsed only when it is looked at, so
@@ -80,22 +81,160 @@ impl PartialEq for Records {
     }
 }
 
-/// `{"reconcile": {...}}`: page over a domain's users and apply the profile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `{"reconcile": {...}}`: page over a domain's users and apply the profile, or, with
+/// `"domains": "all"`, start one such reconcile per identity domain of a compartment tree.
+///
+/// The fields after `maxUsers` are what a reconcile hands on to the next invocation when it nears
+/// its deadline (see `action::tenancy`); an operator may give `after` to resume from a logged cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReconcileRequest {
-    /// The domain to scan: its name, display name, OCID or URL, checked against `DOMAINS`.
+    /// The domain to scan: its name, display name, OCID or URL, checked against `DOMAINS`. Empty
+    /// when `domains` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domain: String,
+    /// `"all"`: every ACTIVE identity domain of the compartment tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<AllDomains>,
+    /// With `domains`: the root of the compartment tree; `None` means the tenancy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compartment: Option<String>,
     /// The SCIM filter that selects users; `None` means the default (JIT-created users).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
     /// The 1-based SCIM `startIndex` to resume from (a previous run's `nextStartIndex`); `None`
-    /// starts at 1.
-    #[serde(default)]
+    /// starts at 1. Ignored when `after` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_index: Option<u64>,
     /// Stop after this many users have been scanned; `None` scans to the end of the listing.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_users: Option<u64>,
+    /// Resume after this user, in `meta.created` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Cursor>,
+    /// How many hand-offs led to this invocation (0 or absent: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<u32>,
+    /// The run's id, the same on every hop of every domain of one tenancy-wide run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// When the domain's first hop started (RFC 3339), for the run's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// The counts of the hops before this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<Totals>,
+}
+
+/// The only value `domains` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AllDomains {
+    /// Every ACTIVE identity domain of the compartment tree.
+    #[serde(rename = "all")]
+    All,
+}
+
+/// Where a reconcile stands in the domain's `meta.created` order: the last user done and when it
+/// was created. Users created at that same instant and already done are listed in `sameInstant`,
+/// so none is done twice and none is skipped whatever order the service gives them in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cursor {
+    /// The `meta.created` of the last user done, exactly as the service gave it.
+    pub created: String,
+    /// The SCIM id of the last user done.
+    pub id: String,
+    /// Other users created at the same instant and already done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub same_instant: Vec<String>,
+}
+
+/// A reconcile's counts, summed over its hops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Totals {
+    /// Distinct users processed.
+    pub scanned: u64,
+    /// Users written (or that a dry run would write).
+    pub applied: u64,
+    /// Users already compliant or exempt.
+    pub unchanged: u64,
+    /// Users that cannot be fixed by a retry.
+    pub rejected: u64,
+    /// Users a retry may fix.
+    pub failed: u64,
+}
+
+/// The most ids a cursor carries in `sameInstant` (a page's worth).
+const MAX_SAME_INSTANT: usize = 1000;
+
+impl ReconcileRequest {
+    /// The checks serde cannot make: one of `domain` and `domains`, and well-formed hand-off
+    /// fields. The error names the field.
+    fn validate(&self) -> Result<(), PayloadError> {
+        let err = |field: &str, why: String| PayloadError::new(format!("reconcile.{field}: {why}"));
+        match (self.domain.is_empty(), self.domains.is_some()) {
+            (true, false) => {
+                return Err(PayloadError::new(
+                    "reconcile: missing field `domain` (or `domains`: \"all\")",
+                ))
+            }
+            (false, true) => {
+                return Err(PayloadError::new(
+                    "reconcile: give either `domain` or `domains`, not both",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(c) = &self.compartment {
+            if self.domains.is_none() {
+                return Err(err("compartment", "only with \"domains\": \"all\"".into()));
+            }
+            crate::intake::names::CompartmentOcid::parse(c)
+                .map_err(|e| err("compartment", e.to_string()))?;
+        }
+        if let Some(after) = &self.after {
+            crate::intake::names::UserId::parse(&after.id)
+                .map_err(|e| err("after.id", e.to_string()))?;
+            parse_instant(&after.created).map_err(|e| err("after.created", e))?;
+            if after.same_instant.len() > MAX_SAME_INSTANT {
+                return Err(err(
+                    "after.sameInstant",
+                    format!("at most {MAX_SAME_INSTANT} ids"),
+                ));
+            }
+            for id in &after.same_instant {
+                crate::intake::names::UserId::parse(id)
+                    .map_err(|e| err("after.sameInstant", e.to_string()))?;
+            }
+        }
+        if let Some(id) = &self.run_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(err(
+                    "runId",
+                    format!(
+                        "expected 1 to 64 letters, digits, '-' or '_', got {}",
+                        shown(id)
+                    ),
+                ));
+            }
+        }
+        if let Some(at) = &self.started_at {
+            parse_instant(at).map_err(|e| err("startedAt", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// An RFC 3339 instant (`meta.created`, `startedAt`).
+pub fn parse_instant(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("expected an RFC 3339 time, got {}", shown(s)))
 }
 
 // A misspelt field in an operator's request would otherwise be silently dropped (e.g. a
@@ -156,7 +295,8 @@ pub fn parse_invocation(body: &[u8]) -> Result<Invocation, PayloadError> {
         Value::Object(ref obj) if obj.contains_key("reconcile") => {
             let envelope: ReconcileEnvelope =
                 from_value_with_path(&value, "").map_err(PayloadError::new)?;
-            Ok(Invocation::Reconcile(envelope.reconcile))
+            envelope.reconcile.validate()?;
+            Ok(Invocation::Reconcile(Box::new(envelope.reconcile)))
         }
         // A single record or event: kept as its own text, like each record of a batch.
         Value::Object(_) => {
@@ -715,22 +855,63 @@ mod tests {
         .unwrap();
         assert_eq!(
             inv,
-            Invocation::Reconcile(ReconcileRequest {
+            Invocation::Reconcile(Box::new(ReconcileRequest {
                 domain: "Default".into(),
                 filter: Some("userName sw \"a\"".into()),
                 start_index: Some(51),
                 max_users: Some(500),
-            })
+                ..ReconcileRequest::default()
+            }))
         );
         let inv = parse_invocation(br#"{"reconcile": {"domain": "d", "filter": null}}"#).unwrap();
         assert_eq!(
             inv,
-            Invocation::Reconcile(ReconcileRequest {
+            Invocation::Reconcile(Box::new(ReconcileRequest {
                 domain: "d".into(),
-                filter: None,
-                start_index: None,
-                max_users: None,
-            })
+                ..ReconcileRequest::default()
+            }))
+        );
+    }
+
+    #[test]
+    fn tenancy_and_hand_off_requests() {
+        let err = |b: &str| parse_invocation(b.as_bytes()).unwrap_err().to_string();
+        let Invocation::Reconcile(all) = parse_invocation(
+            br#"{"reconcile": {"domains": "all", "compartment": "ocid1.compartment.oc1..aaaa"}}"#,
+        )
+        .unwrap() else {
+            panic!("not a reconcile")
+        };
+        assert_eq!(all.domains, Some(AllDomains::All));
+        let hop = r#"{"reconcile": {"domain": "ocid1.domain.oc1..aaaa", "hop": 3, "runId": "r-1",
+            "after": {"created": "2026-11-01T00:00:00.5Z", "id": "0123456789abcdef0123456789abcdef"},
+            "startedAt": "2026-11-01T00:00:00Z", "totals": {"scanned": 5, "applied": 1, "unchanged": 4, "rejected": 0, "failed": 0}}}"#;
+        let Ok(Invocation::Reconcile(request)) = parse_invocation(hop.as_bytes()) else {
+            panic!("not a reconcile")
+        };
+        // What a hand-off sends is what the next hop reads.
+        let again = serde_json::to_string(&serde_json::json!({ "reconcile": request })).unwrap();
+        assert_eq!(
+            parse_invocation(again.as_bytes()).unwrap(),
+            Invocation::Reconcile(request)
+        );
+        assert!(err(r#"{"reconcile": {"domains": "some"}}"#)
+            .contains("reconcile.domains: unknown variant"));
+        assert!(err(r#"{"reconcile": {"domains": "all", "domain": "d"}}"#).contains("not both"));
+        assert!(err(
+            r#"{"reconcile": {"domain": "d", "compartment": "ocid1.compartment.oc1..a"}}"#
+        )
+        .starts_with("reconcile.compartment: only with"));
+        assert!(
+            err(r#"{"reconcile": {"domains": "all", "compartment": "../x"}}"#)
+                .starts_with("reconcile.compartment: compartment: expected")
+        );
+        assert!(err(r#"{"reconcile": {"domain": "d", "after": {"created": "yesterday", "id": "0123456789abcdef0123456789abcdef"}}}"#)
+            .starts_with("reconcile.after.created: expected an RFC 3339 time"));
+        assert!(err(r#"{"reconcile": {"domain": "d", "after": {"created": "2026-11-01T00:00:00Z", "id": "../"}}}"#)
+            .starts_with("reconcile.after.id: user id"));
+        assert!(
+            err(r#"{"reconcile": {"domain": "d", "runId": "a b"}}"#).starts_with("reconcile.runId")
         );
     }
 

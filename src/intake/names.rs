@@ -102,6 +102,16 @@ pub enum NameError {
         /// The refused text, in full.
         value: String,
     },
+    /// Not an OCID of the expected kind (`ocid1.<kind>.<realm>.[region].<id>`).
+    #[error("{what}: expected {pattern} (lower-case letters and digits), got {}", shown(.value))]
+    Ocid {
+        /// What the OCID names, e.g. "compartment".
+        what: &'static str,
+        /// The accepted form, e.g. "ocid1.compartment.<realm>..<id>".
+        pattern: &'static str,
+        /// The refused text, in full.
+        value: String,
+    },
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -204,6 +214,114 @@ fn is_global_ocid(s: &str, kind: &str) -> bool {
     match rest.split_once("..") {
         Some((realm, id)) => alnum(realm) && alnum(id),
         None => false,
+    }
+}
+
+/// True for `ocid1.<kind>.<realm>.<region>.<id>` where the region may be empty (a global
+/// resource) or a region key or name (lower-case letters, digits and `-`): a regional resource
+/// such as a function.
+fn is_regional_ocid(s: &str, kind: &str) -> bool {
+    if is_global_ocid(s, kind) {
+        return true;
+    }
+    let part = |p: &str, dash: bool| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || (dash && b == b'-'))
+    };
+    let Some(rest) = s
+        .strip_prefix("ocid1.")
+        .and_then(|r| r.strip_prefix(kind))
+        .and_then(|r| r.strip_prefix('.'))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    s.len() <= MAX_OCID_LEN
+        && matches!(parts.as_slice(), [realm, region, id]
+            if part(realm, false) && part(region, true) && part(id, false))
+}
+
+/// A compartment to list identity domains in: a compartment OCID or the tenancy's OCID (the
+/// root compartment).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CompartmentOcid(String);
+
+impl CompartmentOcid {
+    /// Accepts `ocid1.compartment.<realm>..<id>` or `ocid1.tenancy.<realm>..<id>`.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if is_global_ocid(s, "compartment") || is_global_ocid(s, "tenancy") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::Ocid {
+                what: "compartment",
+                pattern: "ocid1.compartment.<realm>..<id> or ocid1.tenancy.<realm>..<id>",
+                value: s.to_owned(),
+            })
+        }
+    }
+
+    /// The validated text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A function's OCID (`FN_FN_ID`), `ocid1.fnfunc.<realm>.<region>.<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FunctionOcid(String);
+
+impl FunctionOcid {
+    /// Accepts `s` only if it is a function OCID as described above.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if is_regional_ocid(s, "fnfunc") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::Ocid {
+                what: "function id",
+                pattern: "ocid1.fnfunc.<realm>.<region>.<id>",
+                value: s.to_owned(),
+            })
+        }
+    }
+
+    /// The validated text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The domain every OCI Functions invoke endpoint lives under (`https://<id>.<region>.functions.oci.oraclecloud.com`).
+const FUNCTIONS_HOST_SUFFIX: &str = ".oci.oraclecloud.com";
+
+/// Whether `url` may receive a signed invocation: an `https` host under `oci.oraclecloud.com`, or,
+/// when `loopback_allowed` (a test platform), a loopback `http` address.
+pub fn check_invoke_endpoint(url: &DomainUrl, loopback_allowed: bool) -> Result<(), String> {
+    if url.is_loopback() {
+        return if loopback_allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is a loopback address, accepted only from a loopback Functions endpoint (tests)",
+                shown(url.as_str())
+            ))
+        };
+    }
+    let host = url.host();
+    let labels_ok = host
+        .split('.')
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if url.as_str().starts_with("https://")
+        && url.port().is_none()
+        && labels_ok
+        && host.ends_with(FUNCTIONS_HOST_SUFFIX)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not an OCI Functions invoke endpoint (an https host under oci.oraclecloud.com)",
+            shown(url.as_str())
+        ))
     }
 }
 
@@ -459,6 +577,8 @@ string_like!(DomainUrl);
 string_like!(UserOcid);
 string_like!(DomainOcid);
 string_like!(UserRef);
+string_like!(CompartmentOcid);
+string_like!(FunctionOcid);
 
 #[cfg(test)]
 mod tests {
@@ -755,5 +875,39 @@ mod tests {
         }
         let url = base.endpoint(&[], &[]);
         assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn compartment_and_function_ocids() {
+        for ok in [
+            "ocid1.tenancy.oc1..aaaa0000",
+            "ocid1.compartment.oc1..aaaa0000",
+        ] {
+            assert_eq!(CompartmentOcid::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "ocid1.user.oc1..aaaa",
+            "ocid1.compartment.oc1.iad.aaaa",
+            "ocid1.compartment.oc1../x",
+            "",
+        ] {
+            let e = CompartmentOcid::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with("compartment: expected"), "{e}");
+        }
+        for ok in [
+            "ocid1.fnfunc.oc1.iad.aaaa0000",
+            "ocid1.fnfunc.oc1.us-ashburn-1.aaaa0000",
+            "ocid1.fnfunc.oc1..test",
+        ] {
+            assert_eq!(FunctionOcid::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "ocid1.fnfunc.oc1.iad.aa/../x",
+            "ocid1.fnfunc.oc1.iad.aa.bb",
+            "ocid1.fnapp.oc1.iad.aaaa",
+            "ocid1.fnfunc.OC1.iad.aaaa",
+        ] {
+            assert!(FunctionOcid::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -220,6 +220,11 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
     let records = match parse_invocation(body).map_err(|e| e.to_string())? {
         Invocation::Records(records) => records,
         Invocation::Reconcile(request) => {
+            if request.domains.is_some() {
+                return Err("a tenancy-wide reconcile (\"domains\": \"all\") finds its domains through \
+                            the control plane when it runs; plan one domain's reconcile with \"domain\""
+                    .to_owned());
+            }
             let route = config.domains.resolve_for_reconcile(&request.domain)?;
             return Ok(Plan::Reconcile(ReconcilePlan {
                 reconcile: ReconcileTarget {

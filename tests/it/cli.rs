@@ -16,12 +16,12 @@ async fn server() -> IdentityDomainServer {
 }
 
 /// `~/.oci/config` with the DEFAULT API-key profile and another profile whose key id the server refuses.
-fn operator_home() -> tempfile::TempDir {
+pub fn operator_home() -> tempfile::TempDir {
     fixtures::operator_home("[OTHER]\nuser=ocid1.user.oc1..someoneelse\nfingerprint=00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff\nkey_file=~/.oci/api_key.pem\n")
 }
 
 /// Runs the binary as an operator would: a clean environment with only HOME, PATH and `env`.
-async fn run(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+pub async fn run(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let mut cmd = tokio::process::Command::new(FN_BINARY);
     cmd.args(args)
         .env_clear()
@@ -398,6 +398,9 @@ async fn serve_help_lists_every_key_it_reads() {
         "MAX_CONCURRENCY",
         "MAX_REQUESTS_PER_SECOND",
         "LOG_FORMAT",
+        "FUNCTION_INVOKE_ENDPOINT",
+        "FUNCTIONS_URL",
+        "RECONCILE_MAX_HOPS",
         "FN_LISTENER",
         "OCI_RESOURCE_PRINCIPAL_VERSION",
         "OCI_RESOURCE_PRINCIPAL_RPST",

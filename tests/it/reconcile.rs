@@ -122,9 +122,11 @@ async fn a_near_deadline_stops_with_a_continuation_point() {
     idd.set_latency(Duration::from_millis(20));
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "4")]);
     let started = Instant::now();
+    // A bounded run (maxUsers) answers its caller with where to continue; an unbounded one would
+    // hand the rest to the next invocation (see `tenancy.rs`).
     let reply = f
         .call(
-            Call::new(reconcile_body(json!({})).to_string())
+            Call::new(reconcile_body(json!({"maxUsers": 1_000_000})).to_string())
                 .deadline(Some(deadline_in(Duration::from_secs(5)))),
         )
         .await;
@@ -148,11 +150,18 @@ async fn a_near_deadline_stops_with_a_continuation_point() {
     idd.set_latency(Duration::ZERO);
     let mut next = Some(next);
     let mut applied = first["applied"].as_u64().unwrap();
-    while let Some(start) = next {
-        let (status, report) = invoke(&f, &reconcile_body(json!({"startIndex": start}))).await;
+    // Continue by the cursor, the form a deletion cannot shift.
+    let mut after = first["nextAfter"].clone();
+    assert!(
+        after["created"].is_string() && after["id"].is_string(),
+        "{first}"
+    );
+    while next.is_some() {
+        let (status, report) = invoke(&f, &reconcile_body(json!({"after": after}))).await;
         assert_eq!(status, 200, "{report}");
         applied += report["applied"].as_u64().unwrap();
         next = report["nextStartIndex"].as_u64();
+        after = report["nextAfter"].clone();
     }
     assert_eq!(applied, needs_write);
     assert!(
@@ -166,17 +175,23 @@ async fn a_near_deadline_stops_with_a_continuation_point() {
 async fn a_page_that_fails_twice_is_retried_and_one_that_keeps_failing_ends_the_run() {
     let idd = server().await;
     let needs_write = populate(&idd);
-    idd.add_fault("GET", "startIndex=1001", Fault::Status(503), Some(2));
+    // The second page is the first keyset page: users created at or after the last one done.
+    const SECOND_PAGE: &str = "meta.created%20ge";
+    idd.add_fault("GET", SECOND_PAGE, Fault::Status(503), Some(2));
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
     let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["scanned"], USERS);
-    assert_eq!(idd.count("GET", "startIndex=1001"), 3);
+    assert_eq!(
+        idd.count("GET", SECOND_PAGE),
+        2 + 2,
+        "two failures, then the two keyset pages"
+    );
 
     // Everyone is compliant now; make the second page fail for good.
     let idd = server().await;
     populate(&idd);
-    idd.add_fault("GET", "startIndex=1001", Fault::Status(503), None);
+    idd.add_fault("GET", SECOND_PAGE, Fault::Status(503), None);
     let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
     let (status, log) = invoke(&f, &reconcile_body(json!({}))).await;
     assert_eq!(
@@ -293,4 +308,89 @@ async fn a_rate_limited_domain_is_reconciled_without_failures_and_few_429s() {
         "{throttled} answers of 429 for {succeeded} successful requests in {took:?}"
     );
     eprintln!("rate-limited reconcile: {throttled} answers of 429, {succeeded} of 200, {took:?}");
+}
+
+/// Issue 24, item 5: a user deleted between pages shifts nothing (the keyset cursor), and a server
+/// that ignores `startIndex` cannot make a run report users it never listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_between_pages_and_a_server_ignoring_start_index_hide_nobody() {
+    let idd = server().await;
+    for n in 0..30 {
+        idd.add_user(
+            &hex_id(n),
+            &format!("u{n}@example.com"),
+            ALL_ON,
+            "samljit",
+            true,
+        );
+    }
+    idd.set_max_page(10);
+    // After the first page, one of its users is deleted: a startIndex of 11 would now skip user 10.
+    idd.remove_user_after_list_pages(1, &hex_id(3));
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], 30, "{report}");
+    for n in 0..30 {
+        if n != 3 {
+            assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED), "user {n}");
+        }
+    }
+
+    // A server that answers every page from the first user: the keyset needs no startIndex, so
+    // the run still sees everyone; a run asked to start at 11 is refused as incomplete.
+    let idd = server().await;
+    for n in 0..30 {
+        idd.add_user(
+            &hex_id(n),
+            &format!("u{n}@example.com"),
+            ALL_ON,
+            "samljit",
+            true,
+        );
+    }
+    idd.set_max_page(10);
+    idd.set_ignore_start_index(true);
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], 30, "{report}");
+    let (status, _) = invoke(&f, &reconcile_body(json!({"startIndex": 11}))).await;
+    assert_eq!(status, 502, "never a complete scan it did not make");
+    let log = f.stderr.wait_for("reconcile incomplete");
+    assert!(
+        log.contains("asked for startIndex 11, the server answered startIndex 1"),
+        "{log}"
+    );
+}
+
+/// Issue 24, item 6: a page too large every time is asked again with fewer users, so the run
+/// goes on instead of failing at the same place forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_too_large_is_asked_again_with_fewer_users() {
+    let idd = server().await;
+    let needs_write = populate(&idd);
+    // Pages of 1,000 users are over the 32 MiB page limit (users in thousands of groups).
+    idd.add_fault(
+        "GET",
+        "count=1000",
+        Fault::Huge {
+            status: 200,
+            bytes: 40_000_000,
+            declared: true,
+        },
+        None,
+    );
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("MAX_CONCURRENCY", "16")]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["scanned"], USERS, "{report}");
+    assert_eq!(report["applied"], needs_write);
+    assert_eq!(
+        idd.count("GET", "count=1000"),
+        1,
+        "asked once, then smaller pages"
+    );
+    assert!(idd.count("GET", "count=500") >= 1);
+    assert_all_jit_compliant(&idd);
 }

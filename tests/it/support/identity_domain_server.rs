@@ -191,6 +191,9 @@ struct User {
     /// `(userCredentials attribute, credential id)`, in the order added (returned only when asked for).
     credentials: Vec<(String, String)>,
     created: u64,
+    /// `meta.created` in milliseconds after 2026-11-01T00:00:00Z: `created / tick`, so with a
+    /// tick above 1 several users share an instant (as a bulk import makes them).
+    instant: u64,
 }
 
 #[derive(Default)]
@@ -211,6 +214,14 @@ struct Inner {
     rate_limit: Option<TokenBucket>,
     /// `.search` and `/Bulk` (see the section at the end of this file).
     scim: ScimState,
+    /// Users created per `meta.created` millisecond (see [`IdentityDomainServer::set_created_tick`]).
+    created_tick: u64,
+    /// The IAM control plane's compartments and listed domains (see "Control plane listings").
+    plane: ControlPlaneListings,
+    /// Users removed once this many list pages have been served (deleted "during" a scan).
+    removals: Vec<(usize, String)>,
+    /// List pages answer from the first user whatever `startIndex` asks (a broken server).
+    ignore_start_index: bool,
 }
 
 /// The service's request-rate limit, scaled down: `per_second` tokens a second, at most `burst` saved
@@ -502,6 +513,159 @@ impl IdentityDomainServer {
     }
 }
 
+// ---- Control plane listings (tenancy-wide reconcile, issue 21) ----------------------------------
+
+/// The compartment tree and the identity domains `ListCompartments` and `ListDomains` answer with,
+/// a few items a page (`opc-next-page`) so every caller must follow the pages.
+#[derive(Default)]
+struct ControlPlaneListings {
+    /// (parent, id, lifecycleState)
+    compartments: Vec<(String, String, String)>,
+    /// (compartment, domain summary)
+    domains: Vec<(String, Value)>,
+    /// Items per page; 2 unless set.
+    page_size: Option<usize>,
+}
+
+impl IdentityDomainServer {
+    /// A compartment under `parent` (the tenancy or another compartment).
+    pub fn add_compartment(&self, parent: &str, id: &str, lifecycle_state: &str) {
+        self.state.lock().plane.compartments.push((
+            parent.to_string(),
+            id.to_string(),
+            lifecycle_state.to_string(),
+        ));
+    }
+
+    /// An identity domain `ListDomains` lists in `compartment`; `GetDomain` answers its `url` too.
+    pub fn add_listed_domain(
+        &self,
+        compartment: &str,
+        ocid: &str,
+        display_name: &str,
+        url: &str,
+        lifecycle_state: &str,
+    ) {
+        let mut inner = self.state.lock();
+        inner.domains.insert(ocid.to_string(), url.to_string());
+        inner.plane.domains.push((
+            compartment.to_string(),
+            json!({
+                "id": ocid, "compartmentId": compartment, "displayName": display_name,
+                "url": url, "homeRegionUrl": url, "lifecycleState": lifecycle_state,
+                "type": "DEFAULT", "licenseType": "free",
+            }),
+        ));
+    }
+
+    /// Items per page of the control-plane listings.
+    pub fn set_listing_page_size(&self, n: usize) {
+        self.state.lock().plane.page_size = Some(n.max(1));
+    }
+}
+
+/// One page of `items` as OCI lists answer: a JSON array, `opc-next-page` while more remain.
+fn listing_page(items: Vec<Value>, query: &HashMap<String, String>, size: usize) -> Response<Body> {
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(size)
+        .min(size);
+    let start = match query.get("page") {
+        None => 0,
+        Some(p) => match p
+            .strip_prefix("after-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"code": "InvalidParameter", "message": "bad page"}),
+                )
+            }
+        },
+    };
+    let end = (start + limit).min(items.len());
+    let page: Vec<Value> = items
+        .get(start..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let mut response = json_response(StatusCode::OK, &Value::Array(page));
+    if end < items.len() {
+        response.headers_mut().insert(
+            "opc-next-page",
+            format!("after-{end}").parse().expect("header"),
+        );
+    }
+    response
+}
+
+fn list_compartments(state: &State, query: &HashMap<String, String>) -> Response<Body> {
+    let inner = state.lock();
+    let Some(root) = query.get("compartmentId") else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"code": "MissingParameter"}),
+        );
+    };
+    let subtree = query
+        .get("compartmentIdInSubtree")
+        .is_some_and(|v| v == "true");
+    // Descendants of `root`, breadth first.
+    let mut parents = vec![root.clone()];
+    let mut found = Vec::new();
+    while let Some(parent) = parents.pop() {
+        for (p, id, lifecycle) in &inner.plane.compartments {
+            if *p == parent {
+                found.push(
+                    json!({"id": id, "compartmentId": p, "lifecycleState": lifecycle, "name": id}),
+                );
+                if subtree {
+                    parents.push(id.clone());
+                }
+            }
+        }
+    }
+    listing_page(found, query, inner.plane.page_size.unwrap_or(2))
+}
+
+fn list_domains(state: &State, query: &HashMap<String, String>) -> Response<Body> {
+    let inner = state.lock();
+    let Some(compartment) = query.get("compartmentId") else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"code": "MissingParameter"}),
+        );
+    };
+    let found = inner
+        .plane
+        .domains
+        .iter()
+        .filter(|(c, _)| c == compartment)
+        .map(|(_, d)| d.clone())
+        .collect();
+    listing_page(found, query, inner.plane.page_size.unwrap_or(2))
+}
+
+impl IdentityDomainServer {
+    /// Removes the user once `pages` list pages have been served (deleted during a scan).
+    pub fn remove_user_after_list_pages(&self, pages: usize, id: &str) {
+        self.state.lock().removals.push((pages, id.to_string()));
+    }
+
+    /// List pages start at the first user whatever `startIndex` asks, and say so.
+    pub fn set_ignore_start_index(&self, ignore: bool) {
+        self.state.lock().ignore_start_index = ignore;
+    }
+
+    /// Users created from now on share `meta.created` instants, `tick` users to a millisecond (as a
+    /// bulk import makes them); 1 (the default) gives each its own.
+    pub fn set_created_tick(&self, tick: u64) {
+        self.state.lock().created_tick = tick.max(1);
+    }
+}
+
 fn new_user(
     inner: &mut Inner,
     id: &str,
@@ -511,7 +675,9 @@ fn new_user(
     federated: bool,
 ) -> User {
     inner.next_created += 1;
+    let tick = inner.created_tick.max(1);
     User {
+        instant: inner.next_created / tick,
         id: id.to_string(),
         ocid: None,
         user_name: user_name.to_string(),
@@ -898,6 +1064,10 @@ fn route(
         (&Method::GET, ["20160918", "domains", ocid]) => get_domain(state, ocid),
         (&Method::POST, ["admin", "v1", "Users", ".search"]) => search_users(state, body),
         (&Method::POST, ["admin", "v1", "Bulk"]) => bulk(state, body),
+        (&Method::GET, ["20160918", "compartments"]) => {
+            list_compartments(state, &query_pairs(target))
+        }
+        (&Method::GET, ["20160918", "domains"]) => list_domains(state, &query_pairs(target)),
         (&Method::PUT, ["admin", "v1", "UserCapabilitiesChanger", id]) => {
             put_capabilities(state, id, headers, body)
         }
@@ -925,7 +1095,10 @@ fn user_json(user: &User, attributes: &str) -> Value {
         "schemas".into(),
         json!(["urn:ietf:params:scim:schemas:core:2.0:User"]),
     );
-    out.insert("meta".into(), json!({"resourceType": "User", "created": format!("2026-11-01T00:00:{:02}.{:03}Z", (user.created / 1000) % 60, user.created % 1000)}));
+    out.insert(
+        "meta".into(),
+        json!({"resourceType": "User", "created": created_text(user.instant)}),
+    );
     let caps = capability_attributes(user, &wanted);
     if !caps.is_empty() {
         out.insert(CAPABILITIES_URN.into(), Value::Object(caps));
@@ -1021,6 +1194,10 @@ fn matches_filter(user: &User, filter: Option<&str>) -> Result<bool, String> {
     let Some(filter) = filter else {
         return Ok(true);
     };
+    // The reconcile's keyset: `(<filter>) and meta.created ge "<time>"`, or the keyset alone.
+    if let Some((rest, at)) = split_keyset(filter)? {
+        return Ok(user.instant >= at && matches_filter(user, rest)?);
+    }
     let creation = format!("{USER_EXTENSION_URN}:creationMechanism eq ");
     let federated = format!("{USER_EXTENSION_URN}:isFederatedUser eq ");
     if let Some(v) = filter.strip_prefix(&creation) {
@@ -1036,6 +1213,56 @@ fn matches_filter(user: &User, filter: Option<&str>) -> Result<bool, String> {
     }
 }
 
+/// 2026-11-01T00:00:00Z, where `meta.created` instants count from.
+fn created_base() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_793_491_200).expect("a valid time")
+}
+
+/// `meta.created` for an instant (milliseconds after 2026-11-01T00:00:00Z).
+fn created_text(instant: u64) -> String {
+    let base = created_base();
+    let t = base + time::Duration::milliseconds(instant as i64);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Splits off a trailing `meta.created ge "<time>"` clause: the rest of the filter (if any) and
+/// the instant.
+fn split_keyset(filter: &str) -> Result<Option<(Option<&str>, u64)>, String> {
+    const KEYSET: &str = "meta.created ge ";
+    let Some(pos) = filter.rfind(KEYSET) else {
+        return Ok(None);
+    };
+    let value = filter[pos + KEYSET.len()..]
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .ok_or("meta.created value must be quoted")?;
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("bad meta.created value {value:?}"))?;
+    let base = created_base();
+    let at = (t - base).whole_milliseconds().max(0) as u64;
+    let head = filter[..pos].trim_end();
+    let rest = match head.strip_suffix("and") {
+        None if head.is_empty() => None,
+        None => return Err(format!("unsupported filter {filter:?}")),
+        Some(h) => Some(
+            h.trim_end()
+                .strip_prefix('(')
+                .and_then(|h| h.strip_suffix(')'))
+                .ok_or("the filter before the keyset must be in parentheses")?,
+        ),
+    };
+    Ok(Some((rest, at)))
+}
+
 fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> {
     let mut inner = state.lock();
     inner.list_pages_served += 1;
@@ -1046,6 +1273,13 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
     inner.pending = later;
     for (_, user) in due {
         inner.users.insert(user.id.clone(), user);
+    }
+    let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.removals)
+        .into_iter()
+        .partition(|(p, _)| *p < served);
+    inner.removals = kept;
+    for (_, id) in gone {
+        inner.users.remove(&id);
     }
     // Oracle's SDK spells the sort order `ASCENDING` / `DESCENDING` and sends nothing else.
     if query
@@ -1066,6 +1300,7 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
     let start: usize = query
         .get("startIndex")
         .and_then(|s| s.parse().ok())
+        .filter(|_| !inner.ignore_start_index)
         .unwrap_or(1)
         .max(1);
     let count: usize = match query.get("count").and_then(|s| s.parse::<i64>().ok()) {
@@ -1081,7 +1316,7 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
             Err(e) => return scim_error(StatusCode::BAD_REQUEST, &format!("Invalid filter: {e}")),
         }
     }
-    matching.sort_by_key(|u| u.created);
+    matching.sort_by_key(|u| (u.instant, u.created));
     let attributes = query.get("attributes").map_or("", String::as_str);
     let page: Vec<Value> = matching
         .iter()
