@@ -211,7 +211,7 @@ impl Function {
             return self.hand_off(&hop, &request, report, deadline).await;
         }
         if report.next_start_index.is_none() && report.error.is_none() {
-            log_complete(&hop, &report);
+            log_complete(&hop, &request, &report);
         }
         if report.needs_retry()
             || (report.next_start_index.is_none() && hop.totals(&report).failed > 0)
@@ -367,11 +367,12 @@ fn log_hop(hop: &Hop, request: &ReconcileRequest, report: &ReconcileReport) {
 }
 
 /// The domain's last hop: its totals over every hop, the hops and the duration.
-fn log_complete(hop: &Hop, report: &ReconcileReport) {
+fn log_complete(hop: &Hop, request: &ReconcileRequest, report: &ReconcileReport) {
     let totals = hop.totals(report);
     tracing::info!(
         run_id = %hop.run_id,
-        domain = %report.domain,
+        domain = %request.domain,
+        url = %report.domain,
         hops = hop.hop,
         duration_s = hop.elapsed_secs(),
         scanned = totals.scanned,

@@ -339,11 +339,34 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             .min(MAX_PAGE_SIZE);
         let (filter, start) = position.query(&job.filter);
         let page = match read_page(engine, job, &filter, start, count, deadline).await {
-            Ok((page, asked)) => {
+            PageRead::Page(page, asked) => {
                 page_size = page_size.min(asked.max(1));
                 page
             }
-            Err(reason) => {
+            PageRead::Alone(why) => {
+                // One user's listing passes the page limit by itself: final for that user, and
+                // the scan goes on past it.
+                match skip_oversized(engine, job, &filter, start, &position, why, deadline).await {
+                    Ok(Some((created, at, id, entry))) => {
+                        seen.insert(id.clone());
+                        tally(&mut report, entry);
+                        position.advance(&created, at, Some(&id));
+                        position.offset = 1;
+                    }
+                    Ok(None) => position.offset += 1,
+                    Err(reason) => {
+                        report.error = Some(format!(
+                            "listing users from {}: {reason}",
+                            where_from(&position)
+                        ));
+                        stopped_here(&mut report, &position);
+                        break;
+                    }
+                }
+                page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
+                continue;
+            }
+            PageRead::Failed(reason) => {
                 // Nothing after the cursor was looked at: the caller continues from there.
                 report.error = Some(format!(
                     "listing users from {}: {reason}",
@@ -439,9 +462,19 @@ fn where_from(position: &Position) -> String {
     }
 }
 
+/// What reading one page came to.
+enum PageRead {
+    /// The page, and the count that fit.
+    Page(UserPage, u64),
+    /// Even one user's listing is over the page limit (the reason says so).
+    Alone(String),
+    /// The page could not be read.
+    Failed(String),
+}
+
 /// Reads one page, asking for fewer users while the answer is too large (down to one): a page of
 /// users with many groups can pass the page limit, and one that always does would stop every run
-/// at the same place. Returns the page and the count that fit.
+/// at the same place.
 async fn read_page(
     engine: &Engine,
     job: &ReconcileJob,
@@ -449,7 +482,7 @@ async fn read_page(
     start: u64,
     mut count: u64,
     deadline: Instant,
-) -> Result<(UserPage, u64), String> {
+) -> PageRead {
     loop {
         let attributes = engine.read_attributes(true);
         match engine
@@ -457,17 +490,67 @@ async fn read_page(
             .list_users(&job.domain, filter, start, count, &attributes, deadline)
             .await
         {
-            Ok(answer) => return Ok((answer.value, count)),
-            Err(failure)
-                if matches!(failure.error, TransportError::TooLarge { .. }) && count > 1 =>
-            {
+            Ok(answer) => return PageRead::Page(answer.value, count),
+            Err(failure) if matches!(failure.error, TransportError::TooLarge { .. }) => {
+                if count == 1 {
+                    return PageRead::Alone(failure.to_string());
+                }
                 let smaller = (count / 2).max(1);
                 tracing::warn!(domain = %job.domain, count, smaller, "a page of users is too large; asking for fewer");
                 count = smaller;
             }
-            Err(failure) => return Err(failure.to_string()),
+            Err(failure) => return PageRead::Failed(failure.to_string()),
         }
     }
+}
+
+/// The user whose listing alone is too large, read again without the policy's attributes (groups,
+/// tags) so it can be named, with its `rejected` entry. `Ok(None)` when that user was done already
+/// (it shares the cursor's instant): the scan steps over it.
+async fn skip_oversized(
+    engine: &Engine,
+    job: &ReconcileJob,
+    filter: &str,
+    start: u64,
+    position: &Position,
+    why: String,
+    deadline: Instant,
+) -> Result<Option<(String, OffsetDateTime, String, UserEntry)>, String> {
+    let answer = engine
+        .client
+        .list_users(&job.domain, filter, start, 1, &[], deadline)
+        .await
+        .map_err(|f| format!("naming a user whose listing is too large: {f}"))?;
+    let listed = check_page(&answer.value, start, 1, position.instant())?;
+    let Some(user) = listed.first() else {
+        return Err(format!(
+            "a page of one user is too large ({why}), and without its groups the user is gone"
+        ));
+    };
+    let id = user.id.unwrap_or_default().to_owned();
+    if position.done(user.at, user.id) {
+        return Ok(None);
+    }
+    let reason = format!(
+        "the user's listing alone is too large ({why}); it will not shrink on a retry (a user in thousands of groups?)"
+    );
+    tracing::warn!(domain = %job.domain, user_id = %id, reason = %reason, "user skipped");
+    let entry = UserEntry {
+        user_id: user.id.map(str::to_owned),
+        user_name: user
+            .user
+            .get("userName")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        outcome: Outcome::Rejected,
+        policy: Vec::new(),
+        changed: Default::default(),
+        reason: Some(reason),
+        request_ids: answer.ecids,
+        lingering: Counts::new(),
+        revoked: Counts::new(),
+    };
+    Ok(Some((user.created.to_owned(), user.at, id, entry)))
 }
 
 /// Processes a page's users not done before, at most `budget` of them; returns the page position
@@ -521,12 +604,12 @@ async fn run_page(
         .find(|(_, e)| e.is_none())
         .map(|(pos, _)| (*pos, StopReason::Deadline));
     for entry in outcomes.into_iter().filter_map(|(_, e)| e) {
-        count(report, entry);
+        tally(report, entry);
     }
     out_of_time.or(over_budget.map(|pos| (pos, StopReason::MaxUsers)))
 }
 
-fn count(report: &mut ReconcileReport, entry: UserEntry) {
+fn tally(report: &mut ReconcileReport, entry: UserEntry) {
     report.scanned += 1;
     add_counts(&mut report.lingering, &entry.lingering);
     add_counts(&mut report.revoked, &entry.revoked);

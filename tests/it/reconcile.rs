@@ -394,3 +394,56 @@ async fn a_page_too_large_is_asked_again_with_fewer_users() {
     assert!(idd.count("GET", "count=500") >= 1);
     assert_all_jit_compliant(&idd);
 }
+
+/// Issue 24, item 6: a user whose listing alone is over the page limit (thousands of groups) is
+/// final (`rejected`, naming the size) and the scan goes on past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_too_large_to_list_alone_is_rejected_and_the_scan_goes_on() {
+    let idd = server().await;
+    for n in 0..30 {
+        idd.add_user(
+            &hex_id(n),
+            &format!("u{n}@example.com"),
+            ALL_ON,
+            "samljit",
+            true,
+        );
+    }
+    idd.set_oversized_user(&hex_id(17));
+    let policy =
+        r#"rule = [{name = "developers", groups = ["Developers"], capabilities = "api_keys=on"}]"#;
+    let f = function_for(&[(DOMAIN_A, &idd)], &[("POLICY", policy)]);
+    let (status, report) = invoke(&f, &reconcile_body(json!({}))).await;
+    assert_eq!(status, 200, "a final outcome: {report}");
+    assert_eq!(
+        (
+            report["scanned"].as_u64(),
+            report["applied"].as_u64(),
+            report["rejected"].as_u64()
+        ),
+        (Some(30), Some(29), Some(1)),
+        "{report}"
+    );
+    let rejected = &report["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["outcome"] == "rejected")
+        .unwrap();
+    assert_eq!(rejected["userId"], hex_id(17));
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 33554432 bytes"),
+        "{rejected}"
+    );
+    assert_eq!(
+        idd.user_caps(&hex_id(17)),
+        Some(ALL_ON),
+        "nothing written from a listing not read"
+    );
+    for n in (0..30).filter(|n| *n != 17) {
+        assert_eq!(idd.user_caps(&hex_id(n)), Some(PROFILE_APPLIED), "user {n}");
+    }
+}

@@ -222,6 +222,8 @@ struct Inner {
     removals: Vec<(usize, String)>,
     /// List pages answer from the first user whatever `startIndex` asks (a broken server).
     ignore_start_index: bool,
+    /// A user whose listing with `groups` is always over the page limit.
+    oversized_user: Option<String>,
 }
 
 /// The service's request-rate limit, scaled down: `per_second` tokens a second, at most `burst` saved
@@ -648,7 +650,37 @@ fn list_domains(state: &State, query: &HashMap<String, String>) -> Response<Body
     listing_page(found, query, inner.plane.page_size.unwrap_or(2))
 }
 
+/// True when a page asked with `groups` holds the oversized user.
+fn oversized_on_page<'a>(
+    inner: &Inner,
+    mut ids: impl Iterator<Item = &'a str>,
+    attributes: &str,
+) -> bool {
+    let with_groups = attributes.split(',').any(|a| a.trim() == "groups");
+    with_groups
+        && inner
+            .oversized_user
+            .as_deref()
+            .is_some_and(|big| ids.any(|id| id == big))
+}
+
+/// A 200 declaring 40 MB: past any page limit, refused before a byte is read.
+fn oversized_answer() -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("content-length", "40000000")
+        .body(filler_body(Some(40_000_000)))
+        .expect("response")
+}
+
 impl IdentityDomainServer {
+    /// The user's listing with `groups` is always over 32 MiB (a user in a great many groups),
+    /// alone or with others.
+    pub fn set_oversized_user(&self, id: &str) {
+        self.state.lock().oversized_user = Some(id.to_string());
+    }
+
     /// Removes the user once `pages` list pages have been served (deleted during a scan).
     pub fn remove_user_after_list_pages(&self, pages: usize, id: &str) {
         self.state.lock().removals.push((pages, id.to_string()));
@@ -1318,12 +1350,11 @@ fn list_users(state: &State, query: &HashMap<String, String>) -> Response<Body> 
     }
     matching.sort_by_key(|u| (u.instant, u.created));
     let attributes = query.get("attributes").map_or("", String::as_str);
-    let page: Vec<Value> = matching
-        .iter()
-        .skip(start - 1)
-        .take(count)
-        .map(|u| user_json(u, attributes))
-        .collect();
+    let on_page = || matching.iter().skip(start - 1).take(count);
+    if oversized_on_page(&inner, on_page().map(|u| u.id.as_str()), attributes) {
+        return oversized_answer();
+    }
+    let page: Vec<Value> = on_page().map(|u| user_json(u, attributes)).collect();
     json_response(
         StatusCode::OK,
         &json!({
