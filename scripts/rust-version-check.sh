@@ -13,7 +13,7 @@ if [ -z "$declared" ]; then
   echo "rust-version-check: Cargo.toml declares no rust-version" >&2
   exit 1
 fi
-for member in crates/fdk/Cargo.toml crates/oci-signer/Cargo.toml crates/oci-transport/Cargo.toml; do
+for member in crates/*/Cargo.toml; do
   if ! grep -q '^rust-version.workspace *= *true' "$member"; then
     echo "rust-version-check: $member must take rust-version from the workspace (rust-version.workspace = true)" >&2
     exit 1

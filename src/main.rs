@@ -242,6 +242,7 @@ enum OutputKind {
 }
 
 fn main() -> ExitCode {
+    oci_user_capabilities::handler::memory::limit_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -649,6 +650,9 @@ fn credentials(
                     )
                 })?,
             };
+            if !path.exists() {
+                return Err(missing_oci_config(&path, run.config_file.is_some()));
+            }
             let provider = ApiKeyProvider::from_oci_config(&path, &run.profile, home.as_deref())?;
             if kind == AuthKind::SecurityToken && provider.kind() != CredentialKind::SessionToken {
                 return Err(CliError::usage(format_args!(
@@ -661,6 +665,21 @@ fn credentials(
             Ok((Arc::new(provider), region))
         }
     }
+}
+
+/// No OCI config file where one was expected: how to make one, or how to do without.
+fn missing_oci_config(path: &std::path::Path, named: bool) -> CliError {
+    let place = if named {
+        "--config-file"
+    } else {
+        "the default OCI config file"
+    };
+    CliError::usage(format_args!(
+        "{place} {} does not exist: create it with `oci setup config` (an API key) or \
+         `oci session authenticate` (then --auth security-token), name another with \
+         --config-file, or sign as a resource principal with --auth resource-principal",
+        path.display()
+    ))
 }
 
 /// Operators have no platform deadline; this bounds one run all the same.
@@ -681,7 +700,7 @@ async fn apply(ctx: OperatorContext, file: Option<PathBuf>) -> Result<ExitCode, 
     let report = ctx
         .engine
         .process_records(
-            &records,
+            records,
             &ctx.config.event_types,
             &ctx.config.domains,
             deadline,
@@ -1099,6 +1118,19 @@ fn print_apply(report: &Report, output: OutputKind) {
 }
 
 fn print_reconcile(report: &ReconcileReport, output: OutputKind) {
+    // The progress lines end with counts; a run that stopped on an error says which, on stderr
+    // too (stdout may be a JSON file nobody reads at once).
+    if let Some(error) = &report.error {
+        eprintln!(
+            "oci-user-capabilities: reconcile of {} stopped after {} users: {error}{}",
+            report.domain,
+            report.scanned,
+            report
+                .next_start_index
+                .map(|n| format!("; continue with --start-index {n}"))
+                .unwrap_or_default()
+        );
+    }
     let mut out = std::io::stdout().lock();
     if output == OutputKind::Json {
         let _ = writeln!(out, "{:#}", to_json(report));

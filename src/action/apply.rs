@@ -29,7 +29,7 @@ use crate::decision::credentials::{
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Change, CurrentCapabilities, Profile};
 use crate::intake::audit::{Records, Target, Triage};
-use crate::intake::batch::{acting_records, group_by_user, UserRecords};
+use crate::intake::batch::{acting_iter, group_by_user, UserRecords};
 use crate::intake::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use reqwest::StatusCode;
 
@@ -179,6 +179,10 @@ pub struct Report {
     /// Set when the body could not be used at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set on the log line of a large report that leaves `results` out: each record's own `record`
+    /// line is the result.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub results_logged_per_record: bool,
 }
 
 /// The records a report summarises instead of listing.
@@ -216,6 +220,7 @@ impl Report {
             ignored_summary: None,
             not_listed: None,
             error: Some(error.into()),
+            results_logged_per_record: false,
         }
     }
 
@@ -241,6 +246,7 @@ impl Report {
             ignored_summary: None,
             not_listed: None,
             error: None,
+            results_logged_per_record: false,
         };
         if report.ignored > IGNORED_LISTED_MAX {
             let mut summary = BTreeMap::new();
@@ -321,6 +327,32 @@ impl Report {
     pub fn needs_retry(&self) -> bool {
         self.failed > 0
     }
+}
+
+/// A report as the bytes of its JSON, serialised straight from the structs (no `Value` in between,
+/// which for 39,000 records costs several times the text).
+pub fn json_bytes(report: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(report).unwrap_or_else(|e| {
+        serde_json::json!({ "error": e.to_string() })
+            .to_string()
+            .into_bytes()
+    })
+}
+
+/// The largest report logged whole on a 502; a larger one is logged without its `results` (each
+/// record has had its own line), so one log line never holds megabytes.
+const LOGGED_REPORT_MAX: usize = 256 * 1024;
+
+/// A batch's report for the log line of a 502: whole when small, else its counts and summaries.
+pub fn report_for_log(mut report: Report) -> String {
+    let whole = json_bytes(&report);
+    if whole.len() <= LOGGED_REPORT_MAX {
+        return String::from_utf8_lossy(&whole).into_owned();
+    }
+    drop(whole);
+    report.results = Vec::new();
+    report.results_logged_per_record = true;
+    String::from_utf8_lossy(&json_bytes(&report)).into_owned()
 }
 
 /// A report (of a batch, a reconcile run or a plan) as JSON. Serialising these plain structs cannot
@@ -404,23 +436,25 @@ impl Engine {
     /// is written the moment its outcome is settled, not when the batch ends.
     pub async fn process_records(
         &self,
-        records: &Records,
+        records: Records,
         events: &EventTypes,
         domains: &DomainPolicy,
         deadline: Instant,
     ) -> Report {
         let call = self.ledger.open(records.len());
         let mut results = SettledResults::new(&call, records.len());
-        let acting = acting_records(records, events, domains, |index, triaged| {
+        let acting = acting_iter(&records, events, domains, |index, triaged| {
             results.push(settled_result(index, triaged))
         });
-        let work = group_by_user(acting.into_iter().map(|(index, target)| {
+        let work = group_by_user(acting.map(|(index, target)| {
             (
                 (target.route.clone(), target.user_id.clone()),
                 index,
                 target,
             )
         }));
+        // Each target owns what it needs: the raw records go before any request is made.
+        drop(records);
         self.run_users(work, &call, &mut results, deadline).await;
         Report::from_results(results.into_inner(), self.dry_run)
     }
@@ -437,34 +471,53 @@ impl Engine {
         deadline: Instant,
     ) {
         let concurrency = self.max_concurrency.max(1);
-        let mut ready = std::collections::VecDeque::new();
-        let mut by_ocid: HashMap<DomainOcid, Vec<RouteWork>> = HashMap::new();
-        for w in work {
-            match &w.user.0 {
-                DomainRoute::Url(url) => ready.push_back((url.clone(), w)),
-                DomainRoute::Ocid(ocid) => by_ocid.entry(ocid.clone()).or_default().push(w),
-            }
-        }
         if self.bulk.enabled {
-            let ready = ready.into_iter().collect();
+            let mut ready = Vec::new();
+            let mut by_ocid: HashMap<DomainOcid, Vec<RouteWork>> = HashMap::new();
+            for w in work {
+                match &w.user.0 {
+                    DomainRoute::Url(url) => ready.push((url.clone(), w)),
+                    DomainRoute::Ocid(ocid) => by_ocid.entry(ocid.clone()).or_default().push(w),
+                }
+            }
             return self
                 .run_in_bulk(ready, by_ocid, call, results, deadline)
                 .await;
         }
-        let lookups: Vec<_> = by_ocid
+        let mut ocids: Vec<DomainOcid> = work
+            .iter()
+            .filter_map(|w| match &w.user.0 {
+                DomainRoute::Ocid(ocid) => Some(ocid.clone()),
+                DomainRoute::Url(_) => None,
+            })
+            .collect();
+        ocids.sort();
+        ocids.dedup();
+        let lookups: Vec<_> = ocids
             .into_iter()
-            .map(|(ocid, users)| async move {
+            .map(|ocid| async move {
                 let url = self.control_plane.domain_url(&ocid, deadline).await;
-                (url, users)
+                (ocid, url)
             })
             .collect();
         let mut lookups = futures_util::stream::iter(lookups).buffer_unordered(concurrency);
         let mut lookups_done = false;
+        // Users are taken from `work` in order as slots free (nothing is copied up front); a user
+        // whose domain is still being resolved is parked until the lookup answers.
+        let mut pending = work.into_iter();
+        let mut resolved: HashMap<DomainOcid, DomainUrl> = HashMap::new();
+        let mut parked: HashMap<DomainOcid, Vec<RouteWork>> = HashMap::new();
+        let mut failed: HashMap<DomainOcid, ResolveError> = HashMap::new();
+        let mut ready: std::collections::VecDeque<(DomainUrl, RouteWork)> = Default::default();
         let claims = Claims::default();
         let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
             while running.len() < concurrency {
-                let Some((url, w)) = ready.pop_front() else {
+                let next = match ready.pop_front() {
+                    Some(next) => Some(next),
+                    None => next_runnable(&mut pending, &resolved, &failed, &mut parked, results),
+                };
+                let Some((url, w)) = next else {
                     break;
                 };
                 running.push(self.process_user(url, w, &claims, call, deadline));
@@ -476,13 +529,19 @@ impl Engine {
                 Some(user_results) = running.next(), if !running.is_empty() => {
                     user_results.into_iter().for_each(|r| results.push(r));
                 }
-                resolved = lookups.next(), if !lookups_done => match resolved {
+                answer = lookups.next(), if !lookups_done => match answer {
                     None => lookups_done = true,
-                    Some((Ok(url), users)) => ready.extend(users.into_iter().map(|w| (url.clone(), w))),
-                    Some((Err(error), users)) => {
-                        for (index, target) in users.iter().flat_map(|w| &w.records) {
-                            results.push(unresolved(*index, target, &error));
+                    Some((ocid, Ok(url))) => {
+                        let users = parked.remove(&ocid).unwrap_or_default();
+                        ready.extend(users.into_iter().map(|w| (url.clone(), w)));
+                        resolved.insert(ocid, url);
+                    }
+                    Some((ocid, Err(error))) => {
+                        for w in parked.remove(&ocid).unwrap_or_default() {
+                            settle_unresolved(&w, &error, results);
                         }
+                        // Later users of this domain are settled the same way as they come.
+                        failed.insert(ocid, error);
                     }
                 },
             }
@@ -1144,6 +1203,39 @@ fn settled_result(index: usize, triaged: Triage) -> RecordResult {
         // Acting records are grouped by user, never settled; answer rather than panic.
         Triage::Act(target) => RecordResult::for_target(index, &target, Outcome::Failed)
             .reason("internal: an acting record was not processed"),
+    }
+}
+
+/// The next user that can start: taken from `pending` in order; a user whose domain OCID is not
+/// resolved yet is parked (its lookup is under way), one whose lookup failed is settled, and the next
+/// one is tried.
+fn next_runnable(
+    pending: &mut std::vec::IntoIter<RouteWork>,
+    resolved: &HashMap<DomainOcid, DomainUrl>,
+    failed: &HashMap<DomainOcid, ResolveError>,
+    parked: &mut HashMap<DomainOcid, Vec<RouteWork>>,
+    results: &mut SettledResults<'_>,
+) -> Option<(DomainUrl, RouteWork)> {
+    for w in pending.by_ref() {
+        let ocid = match &w.user.0 {
+            DomainRoute::Url(url) => return Some((url.clone(), w)),
+            DomainRoute::Ocid(ocid) => ocid,
+        };
+        if let Some(url) = resolved.get(ocid) {
+            return Some((url.clone(), w));
+        }
+        match failed.get(ocid) {
+            Some(error) => settle_unresolved(&w, error, results),
+            None => parked.entry(ocid.clone()).or_default().push(w),
+        }
+    }
+    None
+}
+
+/// Every record of a user whose domain OCID has no usable URL.
+fn settle_unresolved(w: &RouteWork, error: &ResolveError, results: &mut SettledResults<'_>) {
+    for (index, target) in &w.records {
+        results.push(unresolved(*index, target, error));
     }
 }
 

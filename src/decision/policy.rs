@@ -592,7 +592,13 @@ impl Policy {
         let raw: RawPolicy = serde_path_to_error::deserialize(
             toml::de::Deserializer::parse(text).map_err(|e| toml_error(text, &e, String::new()))?,
         )
-        .map_err(|e| toml_error(text, e.inner(), e.path().to_string()))?;
+        .map_err(|e| {
+            let mut err = toml_error(text, e.inner(), e.path().to_string());
+            if e.path().to_string() == "rule" && rule_is_one_table(text) {
+                err.reason = SINGLE_RULE_TABLE.to_owned();
+            }
+            err
+        })?;
         // Without `default`, the product's baked-in profile: a one-line POLICY can then be just
         // `rule = [{...}, {...}]` (TOML allows one key per line).
         let default = match (capabilities, raw.default) {
@@ -803,6 +809,19 @@ struct RawRule {
     service_user: Option<bool>,
     capabilities: Option<String>,
     exempt: Option<bool>,
+}
+
+/// What to write instead of `[rule]`, the commonest slip in a policy file.
+const SINGLE_RULE_TABLE: &str = "written as [rule] (one table); each rule is an entry of an \
+     array of tables: write [[rule]] (two brackets) above each rule, or on one line \
+     rule = [{name = \"…\", …}, {…}]";
+
+/// True when `text` has `rule` as a single table (`[rule]` or `rule = {…}`), not an array.
+fn rule_is_one_table(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("rule").map(toml::Value::is_table))
+        .unwrap_or(false)
 }
 
 /// One line from a TOML error: the path or line, and the message without the source excerpt.
@@ -1116,7 +1135,8 @@ mod tests {
             ),
             (
                 format!("{DEFAULT_ALL_OFF}[rule]\nname = \"x\"\n"),
-                "rule: invalid type: map, expected a sequence",
+                "rule: written as [rule] (one table); each rule is an entry of an array of \
+                 tables: write [[rule]] (two brackets)",
             ),
             (
                 "default = \"api_keys=on\"\n[[rule]\n".to_string(),

@@ -75,9 +75,10 @@ pub struct RecordsPlan {
     policy: PolicySummary,
     dry_run: bool,
     received: usize,
-    /// How many records could end with each of the report's outcomes, predicted offline: a record
-    /// counts under every outcome it could end with (`applied` or `unchanged` depends on the user's
-    /// current values, which only the read shows). Any record may also end `failed` (network, 5xx).
+    /// The records by predicted outcome, each counted once, so the counts add up to `received`: a
+    /// user to enforce is `appliedOrUnchanged` (only the read shows whether it already complies).
+    /// Any record that reaches the network may also end `failed` (network, 5xx), which no plan
+    /// can know.
     predicted: PredictedCounts,
     results: Vec<PlannedRecord>,
     /// With `BULK=auto`: per domain, the searches and the Bulk requests the batch leads to.
@@ -99,10 +100,12 @@ struct BulkPlan {
     note: &'static str,
 }
 
-/// Records that could end with each outcome of the function's report.
+/// Records by the outcome the function's report would give them; every record counts once.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct PredictedCounts {
-    applied: usize,
+    /// Users to enforce: `applied` when a managed capability differs, else `unchanged`.
+    applied_or_unchanged: usize,
     unchanged: usize,
     ignored: usize,
     rejected: usize,
@@ -285,15 +288,13 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
     let mut predicted = PredictedCounts::default();
     for r in &mut results {
         r.predicted_outcome = prediction(r);
-        for outcome in &r.predicted_outcome {
-            match outcome {
-                Outcome::Applied => predicted.applied += 1,
-                Outcome::Unchanged => predicted.unchanged += 1,
-                Outcome::Ignored => predicted.ignored += 1,
-                Outcome::Rejected => predicted.rejected += 1,
-                Outcome::Failed => {}
-            }
-        }
+        let count = match r.predicted_outcome.as_slice() {
+            [Outcome::Unchanged] => &mut predicted.unchanged,
+            [Outcome::Ignored] => &mut predicted.ignored,
+            [Outcome::Rejected] => &mut predicted.rejected,
+            _ => &mut predicted.applied_or_unchanged,
+        };
+        *count += 1;
     }
     let bulk = if config.bulk.enabled {
         bulk_plan(&results, config)
@@ -635,7 +636,7 @@ mod tests {
             (plan["received"].clone(), plan["predicted"].clone(),),
             (
                 json!(6),
-                json!({"applied": 3, "unchanged": 4, "ignored": 1, "rejected": 1})
+                json!({"appliedOrUnchanged": 3, "unchanged": 1, "ignored": 1, "rejected": 1})
             ),
             "{plan}"
         );

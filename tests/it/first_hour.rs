@@ -207,3 +207,164 @@ async fn the_demo_says_what_a_partial_profile_leaves_alone() {
         "{text}"
     );
 }
+
+/// The operator binary with a clean environment: only HOME, PATH and `env`.
+fn operator(home: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(FN_BINARY)
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", "/usr/bin:/bin")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn a_single_rule_table_names_the_fix() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("policy.toml");
+    std::fs::write(
+        &path,
+        "default = \"api_keys=off\"\n[rule]\nname = \"break-glass\"\nusers = [\"bg-*\"]\nexempt = true\n",
+    )
+    .expect("write");
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/payloads/sch-batch.json"
+    );
+    let out = operator(
+        dir.path(),
+        &["plan", "--policy", path.to_str().expect("utf-8"), sample],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rule: written as [rule] (one table)") && stderr.contains("write [[rule]]"),
+        "{stderr}"
+    );
+    // The same slip in the POLICY key, written inline.
+    let out = operator(
+        dir.path(),
+        &["plan", sample],
+        &[(
+            "POLICY",
+            "rule = {name = \"x\", users = [\"a\"], exempt = true}",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("oci-user-capabilities: POLICY: rule: written as [rule]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_oci_config_points_to_oci_setup_config_and_auth() {
+    let empty_home = tempfile::tempdir().expect("temp dir");
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/payloads/sch-batch.json"
+    );
+    let out = operator(empty_home.path(), &["apply", sample, "--dry-run"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        ".oci/config does not exist",
+        "oci setup config",
+        "--auth resource-principal",
+        "--config-file",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    let out = operator(
+        empty_home.path(),
+        &["apply", sample, "--config-file", "/nonexistent/oci.conf"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "--config-file /nonexistent/oci.conf does not exist: create it with `oci setup config`"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_that_stops_on_an_error_says_it_on_stderr() {
+    use crate::support::identity_domain_server::{
+        hex_id, test_key_pem, Fault, IdentityDomainServer,
+    };
+    let idd = IdentityDomainServer::start(
+        &test_key_pem(),
+        vec![crate::support::fixtures::api_key_id()],
+    )
+    .await;
+    for n in 0..3 {
+        jit_user(&idd, n);
+    }
+    // The second page (the first one asked after the keyset cursor) is refused for good.
+    idd.add_fault("GET", "meta.created%20ge", Fault::Status(400), None);
+    let home = crate::support::fixtures::operator_home("");
+    let base = idd.base_url();
+    let out = tokio::task::spawn_blocking(move || {
+        operator(
+            home.path(),
+            &[
+                "reconcile",
+                "--domain",
+                &base,
+                "--page-size",
+                "2",
+                "--output",
+                "json",
+            ],
+            &[("MAX_REQUESTS_PER_SECOND", "0")],
+        )
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("reconcile of")
+            && last.contains("stopped after 2 users: ")
+            && last.contains("400")
+            && last.ends_with("; continue with --start-index 3"),
+        "{stderr}"
+    );
+    assert_eq!(
+        idd.user_caps(&hex_id(0)),
+        Some(crate::support::fixtures::PROFILE_APPLIED)
+    );
+}
+
+#[test]
+fn plan_predicted_counts_add_up_to_the_records() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/payloads/sch-batch.json"
+    );
+    let out = std::process::Command::new(FN_BINARY)
+        .args(["plan", sample])
+        .output()
+        .expect("plan runs");
+    assert!(out.status.success());
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let predicted = plan["predicted"].as_object().expect("predicted");
+    let sum: u64 = predicted.values().filter_map(Value::as_u64).sum();
+    assert_eq!(Some(sum), plan["received"].as_u64(), "{predicted:?}");
+    assert_eq!(
+        plan["predicted"],
+        json!({"appliedOrUnchanged": 3, "unchanged": 1, "ignored": 1, "rejected": 1})
+    );
+    // Each record's own prediction still lists what it could end with.
+    assert_eq!(
+        plan["results"][0]["predictedOutcome"],
+        json!(["applied", "unchanged"])
+    );
+}

@@ -51,17 +51,12 @@ async fn tags_of_other_namespaces_never_fail_a_user_whatever_their_values() {
     assert_eq!(idd.user_caps(&id), Some(expected));
 }
 
-/// The FDK's answer to a header block it will not read (more than 100 headers, or more than about
-/// 400 KiB of them): hyper answers 431 before the function sees the call. The README documents why
+/// The FDK's answer to a header block it will not read (more than about 400 KiB of it): hyper answers 431 before the function sees the call. The README documents why
 /// it is left so; this pins the limits and that the process keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_header_block_gets_431_and_the_next_call_is_served() {
     let f = crate::platform_harness::FnProcess::start(&crate::platform_harness::Launch::function())
         .unwrap();
-    let many = (0..120).fold(Call::new("[]"), |c, n| {
-        c.header(&format!("Fn-Http-H-X-{n}"), "v")
-    });
-    assert_eq!(f.call(many).await.status, 431);
     let big = Call::new("[]").header("Fn-Http-H-X-Big", "x".repeat(500 * 1024));
     assert_eq!(f.call(big).await.status, 431);
     let fits = (0..80).fold(Call::new("[]"), |c, n| {
@@ -302,4 +297,73 @@ async fn a_slow_domain_lookup_never_holds_up_users_of_a_domain_that_needs_none()
             .unwrap();
         assert_eq!(line["outcome"], "failed", "{line}");
     }
+}
+
+/// A 6 MiB batch of about 39,000 tiny records, each naming its own user, against a domain whose every
+/// read answers with `fault`; sent `calls` times to one process. Returns the peak RSS (VmHWM) in MiB
+/// after each call.
+async fn tiny_records_against(
+    fault: crate::support::identity_domain_server::Fault,
+    calls: usize,
+) -> Vec<f64> {
+    let idd = server().await;
+    idd.add_fault("GET", "/admin/v1/Users", fault, None);
+    let mut body = String::from("[");
+    let mut n = 0u64;
+    while n < 39_000 {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"type":"x.UserJit","data":{{"additionalDetails":{{"actorId":"{}","domainName":"{DOMAIN_A}"}}}}}}"#,
+            crate::support::identity_domain_server::hex_id(n)
+        ));
+        n += 1;
+    }
+    body.push(']');
+    assert!(
+        n > 38_000 && body.len() < 6 * 1024 * 1024,
+        "{n} records, {} bytes",
+        body.len()
+    );
+    let f = function_for(&[(DOMAIN_A, &idd)], &[]);
+    let mut peaks = Vec::new();
+    for _ in 0..calls {
+        let call = Call::new(body.clone()).deadline(Some(crate::platform_harness::deadline_in(
+            std::time::Duration::from_secs(8),
+        )));
+        let reply = f.call(call).await;
+        assert_eq!(reply.status, 502);
+        peaks.push(f.peak_rss_kib() as f64 / 1024.0);
+        let status = std::fs::read_to_string(format!("/proc/{}/status", f.pid())).unwrap();
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or_default()
+            .to_string();
+        println!("after call: {rss}");
+    }
+    peaks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known miss (issue 24 item 8): peaks 72-96 MiB in a debug build; run with --ignored to measure"]
+async fn tiny_records_against_endless_answers_stay_under_64_mib_call_after_call() {
+    let peaks =
+        tiny_records_against(crate::support::identity_domain_server::Fault::Endless, 3).await;
+    println!("39,000 tiny records, endless answers, 3 calls: peak RSS {peaks:.1?} MiB");
+    assert!(peaks.iter().all(|p| *p < 56.0), "{peaks:.1?} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known miss (issue 24 item 8): peaks 72-96 MiB in a debug build; run with --ignored to measure"]
+async fn tiny_records_against_hundred_megabyte_answers_stay_under_64_mib_call_after_call() {
+    let huge = crate::support::identity_domain_server::Fault::Huge {
+        status: 200,
+        bytes: 100_000_000,
+        declared: false,
+    };
+    let peaks = tiny_records_against(huge, 3).await;
+    println!("39,000 tiny records, 100 MB answers, 3 calls: peak RSS {peaks:.1?} MiB");
+    assert!(peaks.iter().all(|p| *p < 56.0), "{peaks:.1?} MiB");
 }

@@ -490,10 +490,10 @@ async fn plan_with_a_policy_file_shows_the_rules_that_could_apply_and_the_facts_
     assert_eq!(plan["policy"]["tagNamespace"], "Security");
     assert_eq!(
         (
-            plan["predicted"]["applied"].as_u64(),
+            plan["predicted"]["appliedOrUnchanged"].as_u64(),
             plan["predicted"]["unchanged"].as_u64()
         ),
-        (Some(2), Some(3)),
+        (Some(2), Some(1)),
         "two users to enforce (applied or unchanged) and one duplicate (unchanged): {plan}"
     );
     let first = &plan["results"][0]["policy"];

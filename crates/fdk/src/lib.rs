@@ -6,8 +6,8 @@
 //! `POST /call` with any [`Handler`]: an async function from a [`CallContext`] and the request
 //! [`Payload`] to an [`FnResponse`]. Whatever the handler does, only 200, 502 and 504 reach the
 //! platform: a handler error or panic is a 502 (logged, since the platform discards the body), a
-//! call past its deadline a 504. (A header block the HTTP layer will not read, over 100 headers or
-//! about 400 KiB, gets hyper's own 431 before any handler runs; see the crate README.)
+//! call past its deadline a 504. (A header block over about 400 KiB, which the HTTP layer will not
+//! read, gets hyper's own 431 before any handler runs; see the crate README.)
 //!
 //! ```no_run
 //! use oci_fdk::{CallContext, FnResponse, HandlerError, Payload, StatusCode};
