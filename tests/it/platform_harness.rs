@@ -131,7 +131,7 @@ impl Launch {
 
 /// Output captured from one stream, readable while the process runs.
 #[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<Vec<u8>>>);
+pub struct Captured(Arc<Mutex<Vec<u8>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Captured {
     fn follow(mut stream: impl Read + Send + 'static) -> Self {
@@ -145,8 +145,20 @@ impl Captured {
                 }
                 sink.0.lock().unwrap().extend_from_slice(&buf[..n]);
             }
+            sink.1.store(true, std::sync::atomic::Ordering::Release);
         });
         captured
+    }
+
+    /// Waits (up to 5 s) until the stream has ended, so everything an exited process wrote is here.
+    pub fn drained(&self) -> String {
+        let start = Instant::now();
+        while !self.1.load(std::sync::atomic::Ordering::Acquire)
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.text()
     }
 
     /// Waits (up to 2 s) until `needle` has been written, then returns everything captured so far.
@@ -226,11 +238,10 @@ impl FnProcess {
                 }
             }
             if let Some(status) = child.try_wait().expect("wait") {
-                // Give the reader thread a moment to drain what the process wrote.
-                std::thread::sleep(Duration::from_millis(20));
+                // The reader thread may still be draining what the process wrote: wait for its end.
                 return Err(InitFailure::Exited {
                     status,
-                    stderr: stderr.text(),
+                    stderr: stderr.drained(),
                 });
             }
             if spawned.elapsed() > Duration::from_secs(5) {
