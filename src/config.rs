@@ -19,6 +19,7 @@ use crate::decision::credentials::CredentialsMode;
 use crate::decision::policy::{Policy, TagNamespace, BAKED_IN, MAX_POLICY_BYTES};
 use crate::decision::profile::{parse_switch, split_list, ListError, Profile};
 use crate::intake::names::{shown, DomainName, DomainOcid, DomainUrl};
+use crate::report::metrics::MetricsConfig;
 
 // The keys of PRODUCT.md's configuration table (fn config keys, read as environment variables).
 const KEY_CAPABILITIES: &str = "CAPABILITIES";
@@ -66,9 +67,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     KEY_BULK,
     KEY_BULK_RPS,
     KEY_CREDENTIALS,
-    "METRICS_COMPARTMENT_ID",
-    "METRICS_NAMESPACE",
-    "MONITORING_INGESTION_URL",
+    crate::report::metrics::KEY_COMPARTMENT,
+    crate::report::metrics::KEY_NAMESPACE,
+    crate::report::metrics::KEY_INGESTION_URL,
     "FUNCTION_INVOKE_ENDPOINT",
     "FUNCTIONS_URL",
     "RECONCILE_MAX_HOPS",
@@ -590,6 +591,9 @@ pub struct Config {
     pub max_hops: u32,
     /// `CREDENTIALS`: report (the default), revoke or never read lingering credentials.
     pub credentials: CredentialsMode,
+    /// `METRICS_COMPARTMENT_ID`, `METRICS_NAMESPACE`, `MONITORING_INGESTION_URL`: where each
+    /// invocation's counts go in OCI Monitoring; `None` posts no metrics.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Config {
@@ -749,6 +753,8 @@ impl Config {
             None => CredentialsMode::default(),
         };
 
+        let metrics = MetricsConfig::from_lookup(lookup)?;
+
         Ok(Self {
             policy,
             event_types,
@@ -763,6 +769,7 @@ impl Config {
             functions_url,
             max_hops,
             credentials,
+            metrics,
         })
     }
 }

@@ -9,8 +9,7 @@ use crate::action::apply::{
     json_bytes, log_report, report_for_log, to_json, Engine, Report, START_MARGIN,
 };
 use crate::action::reconcile::{
-    domain_values, reconcile, ReconcileJob, ReconcileReport, StopReason, DEFAULT_FILTER,
-    MAX_PAGE_SIZE,
+    reconcile, ReconcileJob, ReconcileReport, StopReason, DEFAULT_FILTER, MAX_PAGE_SIZE,
 };
 use crate::action::tenancy::{fan_out, new_run_id, plan_domains, FanOutReport, Hop};
 use crate::clients::control_plane::ResolveError;
@@ -19,11 +18,15 @@ use crate::config::Config;
 use crate::fdk::{CallContext, FnResponse, HandlerError, Payload};
 use crate::intake::audit::{parse_invocation, Invocation, ReconcileRequest, MAX_BODY_BYTES};
 use crate::intake::names::CompartmentOcid;
+use crate::report::metrics::{self, Counts, Metrics};
 use tokio::time::Instant;
 
 /// The engine stops this long before the FDK's own cutoff, so a slow batch ends with its report (502
 /// and every unfinished record named) rather than a bare 504.
 pub const REPORT_MARGIN: Duration = Duration::from_millis(750);
+
+/// Metrics are posted only until this long before the FDK's cutoff: the answer always leaves first.
+pub const METRICS_MARGIN: Duration = Duration::from_millis(250);
 
 /// A reconcile that may hand off stops its own work this much earlier, so the hand-off (and the
 /// one `GetFunction` that may precede it) has time for its retries.
@@ -40,6 +43,8 @@ pub struct Function {
     pub config: Arc<Config>,
     /// Applies the profile to targets; shared by every call (client, credentials, caches).
     pub engine: Engine,
+    /// Posts each call's counts to OCI Monitoring; `None` without `METRICS_COMPARTMENT_ID`.
+    pub metrics: Option<Metrics>,
     /// Starts this function again, detached: a domain's reconcile per domain, and hand-offs.
     pub functions: Functions,
     /// The tenancy's OCID (the resource principal's `res_tenant`): the default compartment of a
@@ -100,7 +105,26 @@ impl Function {
         ctx: CallContext,
         payload: Payload,
     ) -> Result<FnResponse, HandlerError> {
-        let answer = match self.answer(ctx, payload).await {
+        let started = Instant::now();
+        let fdk_deadline = ctx.deadline;
+        let throttled_before = self.metrics.as_ref().map(Metrics::throttled_so_far);
+        let (answer, counts) = metrics::counting(self.answer(ctx, payload)).await;
+        if let Some(m) = &self.metrics {
+            // A body that never became a report still counts as an invocation.
+            let mut counts = counts.unwrap_or_else(|| Counts {
+                kind: "batch",
+                ..Counts::default()
+            });
+            counts.throttled = m.throttled_so_far() - throttled_before.unwrap_or(0);
+            counts.invocation_ms = started.elapsed().as_millis() as u64;
+            // Bounded (metrics::POST_WAIT) and clear of the FDK's cutoff; the answer is already
+            // settled, and nothing the post does changes it.
+            let deadline = fdk_deadline
+                .checked_sub(METRICS_MARGIN)
+                .unwrap_or(fdk_deadline);
+            m.post(&counts, deadline).await;
+        }
+        let answer = match answer {
             Ok(response) => Ok(response),
             Err(e) => e.into_answer(self.config.dry_run),
         };
@@ -138,6 +162,7 @@ impl Function {
             Invocation::Reconcile(request) => return self.reconcile(*request, deadline).await,
         };
         log_report(&report);
+        metrics::note(Counts::from_batch(&report));
         if report.needs_retry() {
             // The platform discards a 502 body: the report goes to the log (every record also has
             // its own line, logged as it settled).
@@ -177,7 +202,7 @@ impl Function {
         };
         let hop = Hop::of(&request);
         let job = ReconcileJob {
-            domain_values: domain_values(&request.domain, &domain),
+            domain_values: self.engine.route_values(&route, &request.domain, &domain),
             domain,
             filter: request
                 .filter
@@ -208,6 +233,7 @@ impl Function {
         }
         let report = reconcile(&self.engine, &job, work_deadline).await;
         log_hop(&hop, &request, &report);
+        metrics::note(Counts::from_reconcile(&report, &job.domain_values));
         let handing_off = may_hand_off
             && report.error.is_none()
             && report.stopped_because == Some(StopReason::Deadline);
@@ -315,6 +341,12 @@ impl Function {
             tracing::error!(run_id = %run_id, reason = %reason, "tenancy reconcile: listing domains failed");
             CallError::TenancyIncomplete(reason)
         })?;
+        // A fan-out counts no users itself (each domain's own invocation does); it still posts its
+        // time and throttling as a reconcile.
+        metrics::note(Counts {
+            kind: "reconcile",
+            ..Counts::default()
+        });
         let domains = fan_out(&self.functions, &request, &run_id, planned, deadline).await;
         let count = |o: &str| domains.iter().filter(|d| d.outcome == o).count();
         let report = FanOutReport {

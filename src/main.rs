@@ -28,6 +28,9 @@ use oci_user_capabilities::intake::audit::Cursor;
 use oci_user_capabilities::intake::audit::{parse_invocation, Invocation};
 use oci_user_capabilities::intake::names::{CompartmentOcid, DomainUrl};
 use oci_user_capabilities::report::html;
+use oci_user_capabilities::report::metrics::{
+    ingestion_url, Metrics, MetricsConfig, KEY_COMPARTMENT, KEY_INGESTION_URL,
+};
 use oci_user_capabilities::report::posture::{self, PolicyShown, ScanJob};
 use oci_user_capabilities::report::progress::Progress;
 use oci_user_capabilities::report::telemetry;
@@ -161,6 +164,12 @@ Function configuration (fn config keys, read as environment variables):
   MAX_CONCURRENCY               users processed at once, 1-64 [default: 4]
   MAX_REQUESTS_PER_SECOND       client-side request cap, 0.1-10000, or 0/off [default: 20]
   LOG_FORMAT                    json or text [default: json]
+  METRICS_COMPARTMENT_ID        compartment (or tenancy) OCID to post each invocation's counts to, as
+                                OCI Monitoring custom metrics [default: unset, no metrics]
+  METRICS_NAMESPACE             the metrics' namespace: letters, digits and _, starting with a letter,
+                                not oci_ or oracle_ [default: user_capabilities]
+  MONITORING_INGESTION_URL      where metrics are posted; https to telemetry-ingestion.*, or http to
+                                loopback [default: https://telemetry-ingestion.{region}.oraclecloud.com]
   FUNCTION_INVOKE_ENDPOINT      the function's own invoke endpoint for reconcile hand-offs: an https
                                 host under oci.oraclecloud.com [default: unset, resolved once from
                                 FUNCTIONS_URL]
@@ -444,6 +453,23 @@ fn control_plane_base(
     }
 }
 
+/// Where metrics go, when `METRICS_COMPARTMENT_ID` is set: `MONITORING_INGESTION_URL`, else the
+/// region's ingestion endpoint (the same region and realm as the control plane's default).
+fn metrics_endpoint(
+    config: &Config,
+    control_plane: Option<&DomainUrl>,
+) -> Result<Option<(MetricsConfig, DomainUrl)>, CliError> {
+    let Some(settings) = config.metrics.clone() else {
+        return Ok(None);
+    };
+    match ingestion_url(settings.ingestion_url.as_ref(), control_plane) {
+        Some(url) => Ok(Some((settings, url))),
+        None => Err(CliError::usage(format_args!(
+            "{KEY_COMPARTMENT} is set, but {KEY_INGESTION_URL} is unset and no region is known to derive it from"
+        ))),
+    }
+}
+
 /// The Functions management endpoint: FUNCTIONS_URL, else the region's.
 fn functions_base(config: &Config, region: Option<&str>) -> Result<DomainUrl, String> {
     match (&config.functions_url, region) {
@@ -466,6 +492,7 @@ fn serve() -> Result<ExitCode, CliError> {
     warn_near_misses();
     let credentials = ResourcePrincipal::from_env(&env, std::time::SystemTime::now())?;
     let control_plane_base = control_plane_base(&config, credentials.region())?;
+    let metrics_endpoint = metrics_endpoint(&config, control_plane_base.as_ref().ok())?;
     let functions_url = functions_base(&config, credentials.region());
     let tenancy = credentials
         .claims()
@@ -477,6 +504,8 @@ fn serve() -> Result<ExitCode, CliError> {
         let client = IdentityDomainClient::new(Arc::new(credentials), client_settings(&config))?;
         let (profile, unmanaged) = profile_fields(&config);
         let rules = config.policy.rules.len();
+        let metrics = metrics_endpoint
+            .map(|(settings, url)| Metrics::new(settings, url, client.transport().clone()));
         let functions = Functions::new(
             client.transport().clone(),
             env("FN_FN_ID").as_deref(),
@@ -489,6 +518,7 @@ fn serve() -> Result<ExitCode, CliError> {
         let function = Arc::new(Function {
             config: Arc::new(config),
             engine,
+            metrics,
             functions,
             tenancy,
         });

@@ -653,9 +653,16 @@ impl Engine {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
-        let decision = UserFacts::from_scim(&user.value, work.domain_values())
-            .map(|facts| self.policy.decide(&facts))
+        let facts = UserFacts::from_scim(&user.value, self.domain_facts(work))
             .map_err(|e| fail(format!("reading the user: unexpected answer: {e}")))?;
+        let decision = self.policy.decide(&facts);
+        if !matches!(decision, Decision::Exempt { .. }) {
+            // A rule that cannot be decided must not act (one decision per user, whichever path
+            // brings it): nothing is written, and the reason says what is missing.
+            if let Some(reason) = self.policy.undecided_domains(&facts) {
+                return Err(fail_all(work, reason, ecids.clone(), Outcome::Rejected));
+            }
+        }
         let Some(actor) = work
             .records
             .iter()
@@ -704,6 +711,56 @@ impl Engine {
             self.policy
                 .certainly_exempt(t.user_name.as_deref(), &domains)
         })
+    }
+
+    /// What a reconcile request's `domains` matcher may compare: the domain as requested, the
+    /// `idcs-` name in its URL and, for a domain resolved by OCID, the display name `GetDomain` gave.
+    pub fn route_values(
+        &self,
+        route: &DomainRoute,
+        requested: &str,
+        url: &DomainUrl,
+    ) -> Vec<String> {
+        let mut values = crate::action::reconcile::domain_values(requested, url);
+        if let DomainRoute::Ocid(ocid) = route {
+            for v in [
+                Some(ocid.as_str().to_owned()),
+                self.control_plane.display_name(ocid),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !values.contains(&v) {
+                    values.push(v);
+                }
+            }
+        }
+        values
+    }
+
+    /// Every value the policy's `domains` matcher may compare for this user's domain: what the
+    /// records gave, the `idcs-` name in the URL, and the display name the control plane gave when
+    /// the domain was resolved by OCID.
+    fn domain_facts(&self, work: &RouteWork) -> Vec<String> {
+        let mut values = work.domain_values();
+        let mut add = |v: String| {
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        };
+        if let DomainRoute::Url(url) = &work.user.0 {
+            let label = url.host().split('.').next().unwrap_or_default();
+            if let Ok(name) = crate::intake::names::DomainName::parse(label) {
+                add(name.as_str().to_owned());
+            }
+        }
+        if let DomainRoute::Ocid(ocid) = &work.user.0 {
+            add(ocid.as_str().to_owned());
+            if let Some(display) = self.control_plane.display_name(ocid) {
+                add(display);
+            }
+        }
+        values
     }
 
     /// Carries out the policy's decision for one user whose current capabilities are known: an

@@ -217,6 +217,9 @@ struct Inner {
     base: Result<DomainUrl, String>,
     transport: Transport,
     resolved: Mutex<HashMap<DomainOcid, Arc<OnceCell<DomainUrl>>>>,
+    /// The `displayName` each `GetDomain` answered, so a policy's `domains` matcher knows the
+    /// domain's display name on every path that resolved its OCID (issue 24).
+    display_names: Mutex<HashMap<DomainOcid, String>>,
 }
 
 impl ControlPlane {
@@ -228,6 +231,7 @@ impl ControlPlane {
                 base,
                 transport,
                 resolved: Mutex::new(HashMap::new()),
+                display_names: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -299,8 +303,27 @@ impl ControlPlane {
         };
         let url = identity_domain_url(url, base)
             .map_err(|why| ResolveError::Rejected(format!("domain {ocid}: {why}")))?;
-        tracing::info!(domain = %ocid, url = %url, "resolved the domain through the control plane");
+        let display_name = value.get("displayName").and_then(serde_json::Value::as_str);
+        if let Some(name) = display_name.filter(|d| !d.is_empty() && d.len() <= 256) {
+            self.inner
+                .display_names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ocid.clone(), name.to_owned());
+        }
+        let shown_name = display_name.unwrap_or_default();
+        tracing::info!(domain = %ocid, url = %url, display_name = shown_name, "resolved the domain through the control plane");
         Ok(url)
+    }
+
+    /// The display name `GetDomain` gave for `ocid`, once it has been resolved.
+    pub fn display_name(&self, ocid: &DomainOcid) -> Option<String> {
+        self.inner
+            .display_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ocid)
+            .cloned()
     }
 }
 

@@ -280,6 +280,22 @@ impl Rule {
         })
     }
 
+    /// Every matcher but `domains` holds.
+    fn holds_besides_domains(&self, facts: &UserFacts) -> bool {
+        (self.users.is_empty()
+            || facts
+                .user_name
+                .as_deref()
+                .is_some_and(|n| self.users_hold(n)))
+            && (self.groups.is_empty() || self.groups_hold(&facts.groups))
+            && self
+                .federated
+                .is_none_or(|want| facts.federated.unwrap_or(false) == want)
+            && self
+                .service_user
+                .is_none_or(|want| facts.service_user.unwrap_or(false) == want)
+    }
+
     fn domains_hold(&self, domains: &[String]) -> bool {
         self.domains
             .iter()
@@ -662,6 +678,43 @@ impl Policy {
         self.rules.iter().any(|r| {
             r.action == Action::Exempt && r.prospect(user_name, domains) == Prospect::Applies
         })
+    }
+
+    /// Why the decision for `facts` cannot be trusted: a rule whose other matchers hold lists a
+    /// domain by a kind of name (OCID, `idcs-` name or display name) that none of the user's known
+    /// domain values is, so whether it applies is unknown on this path. `None`: every rule is
+    /// decided. A domain value's kind is read from its shape: `ocid1.domain.…` is an OCID,
+    /// `idcs-` + 32 hex a name, anything else a display name.
+    pub fn undecided_domains(&self, facts: &UserFacts) -> Option<String> {
+        let kind = |v: &str| {
+            if crate::intake::names::DomainOcid::parse(v).is_ok() {
+                "OCID"
+            } else if crate::intake::names::DomainName::parse(v).is_ok() {
+                "name"
+            } else {
+                "display name"
+            }
+        };
+        let known: Vec<&str> = facts.domains.iter().map(|d| kind(d)).collect();
+        self.rules
+            .iter()
+            .filter(|r| !r.domains.is_empty() && !r.domains_hold(&facts.domains))
+            .filter(|r| r.holds_besides_domains(facts))
+            .find_map(|r| {
+                let wanted = r.domains.iter().find(|w| !known.contains(&kind(w)))?;
+                Some(format!(
+                    "rule {} lists domain {} by {}, and this user's domain is known here only as {}:                      the rule cannot be decided, so nothing was written (name the domain in the rule                      as the records and reconcile requests name it, or send the domain's OCID)",
+                    r.name,
+                    shown(wanted),
+                    kind(wanted),
+                    facts
+                        .domains
+                        .iter()
+                        .map(|d| shown(d))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
     }
 
     /// The profile for one user: `default`, each matching rule's capabilities in file order,

@@ -2,6 +2,7 @@
 //! posture report of a domain ([`posture`], drawn as a page by [`html`]) and the progress of long
 //! command-line work ([`progress`]).
 pub mod html;
+pub mod metrics;
 pub mod plan;
 pub mod posture;
 pub mod progress;

@@ -369,3 +369,91 @@ async fn tiny_records_against_hundred_megabyte_answers_stay_under_64_mib_call_af
     println!("39,000 tiny records, 100 MB answers, 3 calls: peak RSS {peaks:.1?} MiB");
     assert!(peaks.iter().all(|p| *p < 56.0), "{peaks:.1?} MiB");
 }
+
+/// The shipped break-glass policy (`domains = ["Production"]`, a display name, with `federated =
+/// false`): an audit record that carries the display name, the OCI Events object that carries only the
+/// domain's OCID, and the README's reconcile body (the `idcs-` name) must never decide one user two
+/// ways, or the user's auth tokens flip on every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_decision_per_user_whichever_path_brings_it() {
+    use crate::support::identity_domain_server::hex_id;
+    const PROD: &str = "ocid1.domain.oc1..aaaaaaaaproduction000000000000000000000000000000000";
+    let policy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/policies/break-glass-and-service-users.toml"
+    ))
+    .unwrap();
+    let idd = server().await;
+    idd.add_listed_domain(
+        "ocid1.tenancy.oc1..t",
+        PROD,
+        "Production",
+        &idd.base_url(),
+        "ACTIVE",
+    );
+    let id = hex_id(7);
+    let ocid = "ocid1.user.oc1..aaaaaaaalocaluser0000000000000000000000000000000000";
+    idd.add_user(&id, "local@example.com", ALL_ON, "samljit", false);
+    idd.set_user_ocid(&id, ocid);
+    let launch = crate::platform_harness::Launch::function()
+        .env("DOMAINS", format!("{DOMAIN_A}={}", idd.base_url()))
+        .env("IDENTITY_CONTROL_PLANE_URL", idd.base_url())
+        .env("MAX_REQUESTS_PER_SECOND", "0")
+        .env("POLICY", policy);
+    let f = crate::platform_harness::FnProcess::start(&launch).unwrap();
+    // 1. An audit record with the domain's name and display name: the prod rule turns tokens off.
+    let mut audit = actor_record(DOMAIN_A, &id, "local@example.com");
+    audit["data"]["additionalDetails"]["domainDisplayName"] = json!("Production");
+    let (status, report) = invoke(&f, &audit).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["results"][0]["policy"],
+        json!(["local-accounts-in-prod"]),
+        "{report}"
+    );
+    let after_audit = idd.user_caps(&id);
+    assert_eq!(after_audit.unwrap()[1], Some(false), "auth tokens off");
+    // 2. The OCI Events object names the domain by OCID only: the same decision, nothing written.
+    let event = json!({
+        "eventType": "com.oraclecloud.identitycontrolplane.createuser",
+        "cloudEventsVersion": "0.1", "eventTypeVersion": "2.0", "source": "IdentityControlPlane",
+        "eventTime": "2026-11-21T10:00:00Z", "contentType": "application/json", "eventID": "ev-7",
+        "data": {"resourceName": "local@example.com", "resourceId": ocid,
+                 "additionalDetails": {"domainId": PROD}}
+    });
+    let launch = crate::platform_harness::Launch::function()
+        .env("IDENTITY_CONTROL_PLANE_URL", idd.base_url())
+        .env("MAX_REQUESTS_PER_SECOND", "0")
+        .env(
+            "POLICY",
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/policies/break-glass-and-service-users.toml"
+            ))
+            .unwrap(),
+        );
+    let events_fn = crate::platform_harness::FnProcess::start(&launch).unwrap();
+    let (status, report) = invoke(&events_fn, &event).await;
+    assert_eq!(status, 200, "{report}");
+    let r = &report["results"][0];
+    assert_eq!(r["policy"], json!(["local-accounts-in-prod"]), "{report}");
+    assert_eq!(r["outcome"], "unchanged", "{report}");
+    // 3. The README's reconcile body (the idcs- name): the display name is not known on this path,
+    // so the rule cannot be decided and nothing is written; the tokens never flip back on.
+    let (status, report) = invoke(&f, &json!({"reconcile": {"domain": DOMAIN_A}})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(idd.user_caps(&id), after_audit, "no flip: {report}");
+    let user = report["users"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["userId"] == id.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(user["outcome"], "rejected", "{report}");
+    assert!(
+        user["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be decided"),
+        "{report}"
+    );
+}

@@ -15,6 +15,7 @@ mod functions_platform;
 mod hardening;
 mod hostile;
 mod idd_server;
+mod metrics;
 mod platform_harness;
 mod policy;
 mod real_api;

@@ -6,6 +6,7 @@
 //! send, and read the answer within the call's limit while [`classify`] judges it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -86,6 +87,8 @@ struct Inner {
     settings: Settings,
     /// One limiter per (host with port, group), made on first use.
     limiters: Mutex<HashMap<(String, RateGroup), Arc<RateLimiter>>>,
+    /// 429 answers met since the start, whatever the service (for metrics).
+    throttled: AtomicU64,
 }
 
 /// One attempt's result, with the request id the service gave it.
@@ -159,6 +162,7 @@ impl Transport {
                 credentials,
                 settings,
                 limiters: Mutex::new(HashMap::new()),
+                throttled: AtomicU64::new(0),
             }),
         })
     }
@@ -166,6 +170,12 @@ impl Transport {
     /// The credential in use, described for logs, e.g. "api key (profile DEFAULT)".
     pub fn credentials_label(&self) -> String {
         self.inner.credentials.describe()
+    }
+
+    /// How many 429 answers (a service throttling us) the transport has met since it was made;
+    /// the difference over a piece of work is that work's count.
+    pub fn throttled_answers(&self) -> u64 {
+        self.inner.throttled.load(Ordering::Relaxed)
     }
 
     /// The rate `group` is allowed now towards `url`'s host, in requests per second; `None` when
@@ -377,7 +387,11 @@ impl Transport {
     ) -> Attempt {
         let status = response.status();
         // The one place every answer's status is seen (a 429 is the service throttling us).
-        limiter.record(grant, status == StatusCode::TOO_MANY_REQUESTS);
+        let throttled = status == StatusCode::TOO_MANY_REQUESTS;
+        limiter.record(grant, throttled);
+        if throttled {
+            self.inner.throttled.fetch_add(1, Ordering::Relaxed);
+        }
         let request_id = request_id(response.headers());
         let retry_after = response
             .headers()

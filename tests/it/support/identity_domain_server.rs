@@ -1200,12 +1200,21 @@ fn get_user(state: &State, id: &str, query: &HashMap<String, String>) -> Respons
 /// The IAM control plane's `GetDomain`: the registered `url`, or 404 in OCI's error shape.
 fn get_domain(state: &State, ocid: &str) -> Response<Body> {
     let inner = state.lock();
+    // A domain added with a display name (`add_listed_domain`) answers with it.
+    let display_name = inner
+        .plane
+        .domains
+        .iter()
+        .find(|(_, d)| d["id"] == ocid)
+        .and_then(|(_, d)| d["displayName"].as_str())
+        .unwrap_or("Default")
+        .to_owned();
     match inner.domains.get(ocid) {
         Some(url) => json_response(
             StatusCode::OK,
             &json!({
                 "id": ocid,
-                "displayName": "Default",
+                "displayName": display_name,
                 "url": url,
                 "homeRegionUrl": url,
                 "lifecycleState": "ACTIVE",

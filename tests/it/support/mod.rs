@@ -2,4 +2,5 @@
 pub mod demo;
 pub mod fixtures;
 pub mod identity_domain_server;
+pub mod monitoring_server;
 pub mod png;
