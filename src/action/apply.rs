@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::action::bulk::BulkState;
+use crate::action::credentials::{conclude, Lingering};
 use crate::action::ledger::{Ledger, OpenCall, Stage};
 use crate::clients::control_plane::{ControlPlane, ResolveError};
 use crate::clients::identity_domain::{
@@ -956,22 +957,56 @@ impl Planned {
         written: Option<Written>,
         deadline: Instant,
     ) -> Enforced {
+        let (lingering, decided) = self.noted(engine, domain, user, written);
+        let done = match lingering {
+            Lingering::Settled(done) => done,
+            Lingering::Revoke(done, held) => {
+                let revocation = engine.revoke(domain, user, &held, deadline).await;
+                conclude(done, revocation)
+            }
+        };
+        decided.finish(done)
+    }
+
+    /// [`settle`](Self::settle) up to the credential deletes, for users whose deletes go
+    /// together: the outcome of the write with the lingering credentials noted (and those still
+    /// to delete), and what decided it, to [`Decided::finish`] once they are deleted.
+    pub(crate) fn noted(
+        self,
+        engine: &Engine,
+        domain: &DomainUrl,
+        user: &UserId,
+        written: Option<Written>,
+    ) -> (Lingering, Decided) {
         let Planned {
             plan,
             policy,
             notes,
             lingering,
         } = self;
-        let mut done = finish_write(plan, written);
-        if let Some(held) = lingering {
-            done = engine
-                .settle_lingering(domain, user, held, done, deadline)
-                .await;
-        }
-        done.policy = policy;
-        if !notes.is_empty() {
+        let done = finish_write(plan, written);
+        let noted = match lingering {
+            Some(held) => engine.note_lingering(domain, user, held, done),
+            None => Lingering::Settled(done),
+        };
+        (noted, Decided { policy, notes })
+    }
+}
+
+/// What decided a user's profile, for its result: the policy's names and its notes.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    policy: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Decided {
+    /// `done` with what decided it, the notes added to its reason.
+    pub(crate) fn finish(self, mut done: Enforced) -> Enforced {
+        done.policy = self.policy;
+        if !self.notes.is_empty() {
             let mut reason = done.reason.take().map(|r| vec![r]).unwrap_or_default();
-            reason.extend(notes);
+            reason.extend(self.notes);
             done.reason = Some(reason.join("; "));
         }
         done

@@ -22,12 +22,14 @@ use crate::action::apply::{
     Plan, Planned, RecordResult, RouteWork, SettledResults, Written, DEADLINE_BEFORE_START,
     START_MARGIN, STOPPING_BEFORE_START,
 };
+use crate::action::credentials::{conclude, Lingering, Revocation};
 use crate::action::ledger::OpenCall;
 use crate::clients::identity_domain::{Answer, Failure, Settled, UserPage};
 use crate::clients::scim_bulk::{
     bulk_call, chunks, judge_answer, match_search, refused_as_unsupported, search_call,
     BulkOperation, OpResult, MAX_SEARCH_USERS,
 };
+use crate::decision::credentials::Held;
 use crate::intake::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use crate::transport::backoff;
 
@@ -41,6 +43,8 @@ const BULK_ROUNDS: u32 = 4;
 enum Endpoint {
     Search,
     Bulk,
+    /// Credential `DELETE` operations inside Bulk (the capability writes may still go in Bulk).
+    BulkDelete,
 }
 
 impl Endpoint {
@@ -48,6 +52,7 @@ impl Endpoint {
         match self {
             Endpoint::Search => "/admin/v1/Users/.search",
             Endpoint::Bulk => "/admin/v1/Bulk",
+            Endpoint::BulkDelete => "/admin/v1/Bulk (credential DELETE operations)",
         }
     }
 }
@@ -89,6 +94,56 @@ impl BulkState {
 type Pending = (usize, UserId, Vec<u8>);
 
 impl Engine {
+    /// Whether credential deletes for `domain` go in Bulk: `BULK=auto`, and the domain has not
+    /// refused Bulk or credential deletes inside it.
+    pub(crate) fn deletes_in_bulk(&self, domain: &DomainUrl) -> bool {
+        self.bulk.enabled
+            && !self.bulk_state.refuses(domain, Endpoint::Bulk)
+            && !self.bulk_state.refuses(domain, Endpoint::BulkDelete)
+    }
+
+    /// Remembers that `domain` refuses credential deletes inside Bulk (each one answered as
+    /// unsupported): single `DELETE`s from now on, logged once.
+    pub(crate) fn refuses_deletes_in_bulk(&self, domain: &DomainUrl) {
+        self.bulk_state.refused(
+            domain,
+            Endpoint::BulkDelete,
+            "every credential DELETE of a Bulk request was refused as unsupported (or not found)",
+        );
+    }
+
+    /// One Bulk request carrying `operations`, one in flight per domain. `None` when it did not
+    /// succeed as a whole (then nothing in it is assumed done; a refusal of `/Bulk` as such is
+    /// remembered for the domain).
+    pub(crate) async fn send_bulk(
+        &self,
+        domain: &DomainUrl,
+        operations: &[BulkOperation],
+        deadline: Instant,
+    ) -> Option<crate::transport::Answer> {
+        let call = bulk_call(domain, crate::clients::scim_bulk::bulk_body(operations));
+        let sent = {
+            let lock = self.bulk_state.bulk_lock(domain);
+            let _one_at_a_time = lock.lock().await;
+            self.client.send(&call, deadline).await
+        };
+        match sent {
+            Ok(answer) => Some(answer),
+            Err(failure) => {
+                let refused = failure
+                    .error
+                    .status()
+                    .is_some_and(|s| refused_as_unsupported(s, failure.error.detail()));
+                if refused {
+                    self.bulk_state
+                        .refused(domain, Endpoint::Bulk, &failure.to_string());
+                }
+                tracing::warn!(domain = %domain, error = %failure, operations = operations.len(), "Bulk request failed; its operations go singly");
+                None
+            }
+        }
+    }
+
     /// A batch's users with `BULK=auto`: those whose domain URL is known at once, and each domain
     /// OCID's users as soon as its lookup answers (a slow lookup holds up no other domain). Each
     /// window's records are logged as they settle.
@@ -200,13 +255,35 @@ impl Engine {
             })
             .collect();
         let mut written = self.write_all(writes, deadline).await;
-        let mut firsts: Vec<FirstOutcome> = Vec::with_capacity(acting.len());
+        // The writes are settled: the lingering credentials are noted, and those to revoke are
+        // deleted together, per domain.
+        let mut noted = Vec::with_capacity(acting.len());
+        let mut to_revoke: HashMap<DomainUrl, Vec<(usize, UserId, Vec<Held>)>> = HashMap::new();
         for (k, (i, checked, planned)) in acting.into_iter().enumerate() {
             let domain = &work[i].0;
-            let done = planned
-                .settle(self, domain, &checked.user_id, written.remove(&k), deadline)
-                .await;
-            let (result, first) = acted_result(&work[i].1, &checked, done);
+            let (lingering, decided) =
+                planned.noted(self, domain, &checked.user_id, written.remove(&k));
+            let done = match lingering {
+                Lingering::Settled(done) => done,
+                Lingering::Revoke(done, held) => {
+                    let user = checked.user_id.clone();
+                    to_revoke
+                        .entry(domain.clone())
+                        .or_default()
+                        .push((k, user, held));
+                    done
+                }
+            };
+            noted.push((i, checked, done, decided));
+        }
+        let mut revocations = self.revoke_all(to_revoke, deadline).await;
+        let mut firsts: Vec<FirstOutcome> = Vec::with_capacity(noted.len());
+        for (k, (i, checked, done, decided)) in noted.into_iter().enumerate() {
+            let done = match revocations.remove(&k) {
+                Some(revocation) => conclude(done, revocation),
+                None => done,
+            };
+            let (result, first) = acted_result(&work[i].1, &checked, decided.finish(done));
             results.extend(record_results(
                 &work[i].1,
                 &checked,
@@ -226,6 +303,23 @@ impl Engine {
             ));
         }
         results
+    }
+
+    /// Every domain's credential deletes (`slot, user, credentials` per domain), domains side by
+    /// side; what became of each user's, by slot.
+    async fn revoke_all(
+        &self,
+        by_domain: HashMap<DomainUrl, Vec<(usize, UserId, Vec<Held>)>>,
+        deadline: Instant,
+    ) -> HashMap<usize, Revocation> {
+        let domains = by_domain.into_iter().map(|(domain, users)| async move {
+            self.revoke_in_domain(&domain, users, deadline).await
+        });
+        futures_util::stream::iter(domains)
+            .buffer_unordered(self.max_concurrency.max(1))
+            .flat_map(futures_util::stream::iter)
+            .collect()
+            .await
     }
 
     /// Each user's read, in order: from searches of at most 50 users per domain where the domain

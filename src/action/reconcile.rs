@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::action::apply::{Enforced, Engine, Outcome, Plan, Planned, START_MARGIN};
+use crate::action::credentials::{conclude, Lingering};
 use crate::clients::identity_domain::UserPage;
 use crate::decision::credentials::{add_counts, Counts};
 use crate::decision::policy::{Decision, UserFacts};
@@ -721,20 +722,45 @@ async fn settle_in_bulk(
         })
         .collect();
     let mut written = engine.write_all(writes, deadline).await;
-    let mut entries = Vec::with_capacity(prepared.len());
+    // Then the page's lingering credentials to revoke, deleted together (Bulk).
+    let mut noted = Vec::with_capacity(prepared.len());
+    let mut to_revoke = Vec::new();
     for (pos, p) in prepared {
-        let entry = match p {
-            Prepared::Settled(entry) => entry,
+        match p {
+            Prepared::Settled(entry) => noted.push((pos, Err(entry))),
             Prepared::Planned { id, planned, base } => {
-                let done = planned
-                    .settle(engine, &job.domain, &id, written.remove(&pos), deadline)
-                    .await;
-                entry_from(base, done)
+                let (lingering, decided) =
+                    planned.noted(engine, &job.domain, &id, written.remove(&pos));
+                let done = match lingering {
+                    Lingering::Settled(done) => done,
+                    Lingering::Revoke(done, held) => {
+                        to_revoke.push((pos, id, held));
+                        done
+                    }
+                };
+                noted.push((pos, Ok((base, done, decided))));
             }
-        };
-        entries.push((pos, Some(entry)));
+        }
     }
-    entries
+    let mut revocations = engine
+        .revoke_in_domain(&job.domain, to_revoke, deadline)
+        .await;
+    noted
+        .into_iter()
+        .map(|(pos, noted)| {
+            let entry = match noted {
+                Err(entry) => entry,
+                Ok((base, done, decided)) => {
+                    let done = match revocations.remove(&pos) {
+                        Some(revocation) => conclude(done, revocation),
+                        None => done,
+                    };
+                    entry_from(base, decided.finish(done))
+                }
+            };
+            (pos, Some(entry))
+        })
+        .collect()
 }
 
 /// The user's position in its page, with `None` when the deadline left no time to start it.

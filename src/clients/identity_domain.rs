@@ -39,11 +39,11 @@ const WRITE_HINTS: Hints = Hints {
     unauthorized: Some(unauthorized_hint),
 };
 
-/// A credential delete refused with 403: the role may not delete other users' credentials.
+/// What a 403 to a credential delete means: the role may not delete other users' credentials.
+pub(crate) const REVOKE_FORBIDDEN: &str = "deleting another user's credentials needs the Identity Domain Administrator or Security Administrator role in this domain (User Administrator may not be enough); grant one to the function's dynamic group, or set CREDENTIALS=report";
+/// A credential delete refused with 403.
 const REVOKE_HINTS: Hints = Hints {
-    forbidden: Some(
-        "deleting another user's credentials needs the Identity Domain Administrator or Security Administrator role in this domain (User Administrator may not be enough); grant one to the function's dynamic group, or set CREDENTIALS=report",
-    ),
+    forbidden: Some(REVOKE_FORBIDDEN),
     unauthorized: Some(unauthorized_hint),
 };
 

@@ -239,18 +239,49 @@ pub fn judge_answer(
     Ok((judged, notes))
 }
 
-/// One operation's `status` (a number or a string of digits, as RFC 7644 writes it), judged by
-/// the same table as a single write.
-fn judge_operation(op: &Value) -> OpResult {
+/// Each operation's own `status` in a Bulk answer, by `bulkId` (operations without a usable one,
+/// or listed twice, left out): for callers to whom a status means more than the write table says
+/// (a credential `DELETE` answered 404 is already done).
+pub fn operation_statuses(body: &[u8]) -> HashMap<String, StatusCode> {
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut statuses = HashMap::new();
+    let mut twice = Vec::new();
+    for op in answer
+        .get("Operations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(id), Some(status)) = (op.get("bulkId").and_then(Value::as_str), op_status(op))
+        else {
+            continue;
+        };
+        if statuses.insert(id.to_owned(), status).is_some() {
+            twice.push(id.to_owned());
+        }
+    }
+    for id in twice {
+        statuses.remove(&id);
+    }
+    statuses
+}
+
+/// An operation's `status`: a number or a string of digits, as RFC 7644 writes it.
+fn op_status(op: &Value) -> Option<StatusCode> {
     let status = match op.get("status") {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
         _ => None,
     };
-    let Some(status) = status
+    status
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
-    else {
+}
+
+/// One operation's `status` (a number or a string of digits, as RFC 7644 writes it), judged by
+/// the same table as a single write.
+fn judge_operation(op: &Value) -> OpResult {
+    let Some(status) = op_status(op) else {
         return OpResult::Failed(
             "the Bulk answer gives this operation no numeric status; not assumed written".into(),
         );

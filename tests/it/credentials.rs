@@ -108,13 +108,45 @@ fn set(ns: &[u64]) -> BTreeSet<String> {
     ns.iter().map(|n| cred(*n)).collect()
 }
 
-/// The credential DELETEs the domain received, as `resource/id`.
+/// Every credential delete the domain received, single or inside Bulk, as `Resource/id`.
 fn deletes(idd: &IdentityDomainServer) -> BTreeSet<String> {
+    let mut all = single_deletes(idd);
+    all.extend(bulk_deletes(idd).into_iter().flatten());
+    all
+}
+
+/// The single `DELETE` requests, as `Resource/id`.
+fn single_deletes(idd: &IdentityDomainServer) -> BTreeSet<String> {
     idd.requests()
         .iter()
         .filter(|r| r.method == "DELETE")
         .map(|r| r.target.trim_start_matches("/admin/v1/").to_string())
         .collect()
+}
+
+/// The `DELETE` operations of each Bulk request, as `Resource/id`.
+fn bulk_deletes(idd: &IdentityDomainServer) -> Vec<Vec<String>> {
+    idd.bulk_bodies()
+        .iter()
+        .map(|body| {
+            body["Operations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|op| op["method"] == "DELETE")
+                .filter_map(|op| op["path"].as_str())
+                .map(|p| p.trim_start_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|ops| !ops.is_empty())
+        .collect()
+}
+
+/// The position of the first request that carried `needle` (in its path, or in a Bulk body).
+fn first_carrying(idd: &IdentityDomainServer, needle: &str) -> Option<usize> {
+    idd.requests().iter().position(|r| {
+        r.target.contains(needle) || String::from_utf8_lossy(&r.body).contains(needle)
+    })
 }
 
 /// The `attributes` of the GET that read `user`.
@@ -204,8 +236,14 @@ async fn report_counts_exactly_the_credentials_of_disabled_capabilities_and_dele
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_deletes_exactly_the_lingering_credentials_after_the_capability_write() {
+    for bulk in ["off", "auto"] {
+        revoke_deletes_exactly_those(bulk).await;
+    }
+}
+
+async fn revoke_deletes_exactly_those(bulk: &str) {
     let d = domain().await;
-    let f = start(&d, &[("CREDENTIALS", "revoke")]);
+    let f = start(&d, &[("CREDENTIALS", "revoke"), ("BULK", bulk)]);
     let (status, report) = invoke(&f, &d.batch).await;
     assert_eq!(status, 200, "{report}");
 
@@ -236,20 +274,20 @@ async fn revoke_deletes_exactly_the_lingering_credentials_after_the_capability_w
         format!("SmtpCredentials/{}", cred(20)),
     ]
     .into();
-    assert_eq!(deletes(&d.idd), expected);
+    assert_eq!(deletes(&d.idd), expected, "BULK={bulk}");
+    if bulk == "auto" {
+        // Five deletes of one domain: one Bulk request, no single DELETE.
+        assert!(single_deletes(&d.idd).is_empty(), "BULK={bulk}");
+        assert_eq!(bulk_deletes(&d.idd).len(), 1);
+    } else {
+        assert!(d.idd.bulk_bodies().is_empty(), "BULK={bulk}");
+    }
     // The capability is off before any of its user's credentials is deleted.
-    let requests = d.idd.requests();
-    let put = requests
-        .iter()
-        .position(|r| r.method == "PUT" && r.target.contains(&hex_id(JIT)))
-        .expect("the JIT user was written");
-    let first_delete = requests
-        .iter()
-        .position(|r| r.method == "DELETE" && r.target.contains(&cred(3)))
-        .expect("deleted");
-    assert!(put < first_delete);
-    assert!(requests.iter().all(|r| r.auth_ok));
-    let log = f.stderr.wait_for("credential revoked");
+    let put = first_carrying(&d.idd, &format!("UserCapabilitiesChanger/{}", hex_id(JIT)));
+    let first_delete = first_carrying(&d.idd, &format!("CustomerSecretKeys/{}", cred(3)));
+    assert!(put.expect("written") < first_delete.expect("deleted"));
+    assert!(d.idd.requests().iter().all(|r| r.auth_ok));
+    let log = f.stderr.wait_for(&cred(6));
     assert!(
         log.contains("credential revoked") && log.contains(&cred(6)),
         "{log}"
@@ -293,7 +331,7 @@ async fn a_404_on_delete_counts_as_revoked_and_a_403_is_rejected_naming_the_role
         .add_fault("DELETE", &cred(5), Fault::Status(404), None);
     d.idd
         .add_fault("DELETE", &cred(20), Fault::Status(403), None);
-    let f = start(&d, &[("CREDENTIALS", "revoke")]);
+    let f = start(&d, &[("CREDENTIALS", "revoke"), ("BULK", "off")]);
     let (status, report) = invoke(&f, &d.batch).await;
     assert_eq!(status, 200, "a 403 is final, not retried: {report}");
     let jit = result_for(&report, JIT);
@@ -317,7 +355,14 @@ async fn a_delete_that_keeps_failing_fails_the_record_so_the_platform_retries() 
     let d = domain().await;
     d.idd
         .add_fault("DELETE", &cred(20), Fault::Status(503), None);
-    let f = start(&d, &[("CREDENTIALS", "revoke"), ("MAX_CONCURRENCY", "1")]);
+    let f = start(
+        &d,
+        &[
+            ("CREDENTIALS", "revoke"),
+            ("MAX_CONCURRENCY", "1"),
+            ("BULK", "off"),
+        ],
+    );
     let (status, log) = invoke(&f, &d.batch).await;
     assert_eq!(status, 502, "{log}");
     let log = f.stderr.wait_for("credential not revoked");
@@ -351,7 +396,9 @@ async fn a_credential_id_that_is_not_32_hex_digits_never_reaches_a_path() {
         .idd
         .requests()
         .iter()
-        .all(|r| !r.target.contains("Users/x") && !r.target.contains("..")));
+        .all(|r| !r.target.contains("Users/x")
+            && !r.target.contains("..")
+            && !String::from_utf8_lossy(&r.body).contains("Users/x")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,5 +448,144 @@ async fn an_unknown_credentials_mode_stops_the_start() {
     assert!(
         text.contains("CREDENTIALS: expected report, revoke or off"),
         "{text}"
+    );
+}
+
+/// With `BULK=auto`, the deletes of one domain go as Bulk `DELETE` operations, and each operation's
+/// own status is judged: 403 is `rejected` naming the role; a 404 (which inside Bulk may mean an
+/// unknown path), a retryable one and one refused as unsupported are sent again singly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_deletes_are_judged_operation_by_operation() {
+    let d = domain().await;
+    d.idd
+        .add_bulk_op_fault(&cred(3), 404, "Resource not found.", None);
+    d.idd
+        .add_bulk_op_fault(&cred(20), 403, "Not authorized to delete.", None);
+    d.idd
+        .add_bulk_op_fault(&cred(5), 503, "Service unavailable.", Some(1));
+    d.idd.add_bulk_op_fault(
+        &cred(6),
+        400,
+        "The operation DELETE on the path /OAuth2ClientCredentials is not supported.",
+        Some(1),
+    );
+    let f = start(&d, &[("CREDENTIALS", "revoke"), ("BULK", "auto")]);
+    let (status, report) = invoke(&f, &d.batch).await;
+    assert_eq!(status, 200, "{report}");
+    let jit = result_for(&report, JIT);
+    assert_eq!(jit["outcome"], "applied", "{jit}");
+    assert_eq!(jit["revoked"], jit_lingering_counts(), "{jit}");
+    let compliant = result_for(&report, COMPLIANT);
+    assert_eq!(compliant["outcome"], "rejected", "{compliant}");
+    let reason = compliant["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("403")
+            && reason.contains("Identity Domain Administrator or Security Administrator"),
+        "{reason}"
+    );
+    // One Bulk request carried the five; the 404, the retryable and the unsupported one went
+    // again singly, the 403 did not.
+    assert_eq!(
+        bulk_deletes(&d.idd)
+            .iter()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
+        [5]
+    );
+    let expected: BTreeSet<String> = [
+        format!("CustomerSecretKeys/{}", cred(3)),
+        format!("SmtpCredentials/{}", cred(5)),
+        format!("OAuth2ClientCredentials/{}", cred(6)),
+    ]
+    .into();
+    assert_eq!(single_deletes(&d.idd), expected);
+    // The single DELETE of credential 3 found it there (the 404 inside Bulk was not the last
+    // word): deleted, not assumed gone. 20 stays, refused.
+    assert_eq!(ids(&d.idd, JIT), set(&JIT_KEPT));
+    assert_eq!(ids(&d.idd, COMPLIANT), set(&[20]));
+    assert_eq!(ids(&d.idd, EXEMPT), set(&[30, 31, 32]));
+}
+
+/// A domain that refuses every credential DELETE inside Bulk as unsupported gets them singly, and
+/// from then on singly only (the refusal is remembered); a domain that refuses Bulk as such too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_refusing_deletes_in_bulk_gets_them_singly_for_the_life_of_the_process() {
+    let d = domain().await;
+    d.idd.add_bulk_op_fault(
+        "/",
+        400,
+        "The operation DELETE is not supported in a bulk request.",
+        None,
+    );
+    let f = start(&d, &[("CREDENTIALS", "revoke"), ("BULK", "auto")]);
+    let (status, report) = invoke(&f, &d.batch).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["revoked"], report["lingering"], "{report}");
+    assert_eq!(bulk_deletes(&d.idd).len(), 1);
+    assert_eq!(single_deletes(&d.idd).len(), 5);
+    assert_eq!(ids(&d.idd, JIT), set(&JIT_KEPT));
+
+    // More lingering credentials later: no Bulk request for them any more.
+    for n in [40, 41] {
+        d.idd
+            .add_credential(&hex_id(COMPLIANT), "smtpCredentials", &cred(n));
+    }
+    d.idd.clear_requests();
+    let (status, report) = invoke(&f, &d.batch).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        result_for(&report, COMPLIANT)["revoked"],
+        json!({"smtpCredentials": 2})
+    );
+    assert!(bulk_deletes(&d.idd).is_empty());
+    assert_eq!(single_deletes(&d.idd).len(), 2);
+    let log = f.stderr.text();
+    assert_eq!(
+        log.matches("every credential DELETE of a Bulk request was refused")
+            .count(),
+        1,
+        "logged once"
+    );
+}
+
+/// Many users' deletes: 120 lingering credentials of 60 users cost three Bulk requests (50, 50, 20
+/// operations) instead of 120 DELETEs, and every one is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_users_credentials_go_fifty_to_a_bulk_request() {
+    let idd = server().await;
+    let mut batch = Vec::new();
+    for n in 0..60u64 {
+        let id = hex_id(100 + n);
+        let name = format!("u{n}@example.com");
+        idd.add_user(&id, &name, PROFILE_APPLIED, "samljit", true);
+        idd.add_credential(&id, "smtpCredentials", &cred(1000 + 2 * n));
+        idd.add_credential(&id, "dbCredentials", &cred(1001 + 2 * n));
+        batch.push(actor_record(DOMAIN_A, &id, &name));
+    }
+    let f = function_for(
+        &[(DOMAIN_A, &idd)],
+        &[("CREDENTIALS", "revoke"), ("BULK", "auto")],
+    );
+    let started = std::time::Instant::now();
+    let (status, report) = invoke(&f, &Value::Array(batch)).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], 60, "{report}");
+    assert_eq!(
+        report["revoked"],
+        json!({"dbCredentials": 60, "smtpCredentials": 60})
+    );
+    let sizes: Vec<usize> = bulk_deletes(&idd).iter().map(Vec::len).collect();
+    assert_eq!(sizes, [50, 50, 20]);
+    assert!(single_deletes(&idd).is_empty());
+    assert!((0..60).all(|n| idd.credentials(&hex_id(100 + n)).is_empty()));
+    assert!(
+        idd.most_bulk_running() <= 1,
+        "one Bulk request in flight per domain"
+    );
+    eprintln!(
+        "60 users, 120 lingering credentials: {} requests ({} Bulk) in {took:?}",
+        idd.requests().len(),
+        idd.bulk_bodies().len()
     );
 }

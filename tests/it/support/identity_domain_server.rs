@@ -1692,6 +1692,10 @@ fn bulk_operation(state: &State, op: &Value) -> Value {
                 Err((status, detail)) => error(status, &detail),
             }
         }
+        ("DELETE", [resource, id]) => match remove_credential(state, resource, id) {
+            Ok(()) => answer(StatusCode::NO_CONTENT, None),
+            Err((status, detail)) => error(status, &detail),
+        },
         _ => error(
             StatusCode::NOT_FOUND,
             &format!("The URI {path} does not exist"),
@@ -1753,11 +1757,23 @@ fn credentials_json(user: &User, wanted: &[&str]) -> Option<Value> {
 /// `DELETE /admin/v1/<resource>/{id}`: removes the credential of that resource type with that id
 /// from whichever user holds it; 204, or 404 when there is none.
 fn delete_credential(state: &State, resource: &str, id: &str) -> Response<Body> {
+    match remove_credential(state, resource, id) {
+        Ok(()) => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Body::empty())
+            .expect("response"),
+        Err((status, detail)) => scim_error(status, &detail),
+    }
+}
+
+/// The work of a credential `DELETE`, single or inside Bulk: the error status and detail when
+/// there is no such resource type or credential.
+fn remove_credential(state: &State, resource: &str, id: &str) -> Result<(), (StatusCode, String)> {
     let Some((kind, _)) = CREDENTIAL_TYPES.iter().find(|(_, r)| *r == resource) else {
-        return scim_error(
+        return Err((
             StatusCode::NOT_FOUND,
-            &format!("The URI /admin/v1/{resource}/{id} does not exist"),
-        );
+            format!("The URI /admin/v1/{resource}/{id} does not exist"),
+        ));
     };
     let mut inner = state.lock();
     for user in inner.users.values_mut() {
@@ -1767,13 +1783,10 @@ fn delete_credential(state: &State, resource: &str, id: &str) -> Response<Body> 
             .position(|(k, i)| k == kind && i == id)
         {
             user.credentials.remove(at);
-            return Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(Body::empty())
-                .expect("response");
+            return Ok(());
         }
     }
-    scim_error(StatusCode::NOT_FOUND, &format!("Resource {id} not found."))
+    Err((StatusCode::NOT_FOUND, format!("Resource {id} not found.")))
 }
 
 // Issue 24 (hostile answers): raw values a test places in a user's answer verbatim.
