@@ -452,7 +452,17 @@ async fn a_hand_off_that_cannot_be_made_answers_502_with_the_cursor() {
 
     // RECONCILE_MAX_HOPS=1: the first hand-off is made, the second is refused.
     let t = tenancy(1, 3_000, format!("ST${}", test_rpst())).await;
-    let (platform, logs) = run_one_domain(&t, &[("RECONCILE_MAX_HOPS", "1")], |_| {}).await;
+    // At 20 requests a second the domain's writes take about 30 s: more than two hops of 8 s on any
+    // machine (at 100/s a quiet machine finished in two and the limit was never reached).
+    let (platform, logs) = run_one_domain(
+        &t,
+        &[
+            ("RECONCILE_MAX_HOPS", "1"),
+            ("MAX_REQUESTS_PER_SECOND", "20"),
+        ],
+        |_| {},
+    )
+    .await;
     let answers: Vec<_> = platform.invocations().iter().map(|i| i.answered).collect();
     assert_eq!(answers, [Some(200), Some(502)]);
     let limit = log_lines(&logs, "reconcile hop limit reached");
