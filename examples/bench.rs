@@ -26,7 +26,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use support::fixtures::{actor_record, deadline_in, ALL_ON, DOMAIN_A as DOMAIN, PROFILE_APPLIED};
-use support::identity_domain_server::{hex_id, test_key_pem, test_rpst, IdentityDomainServer};
+use support::identity_domain_server::{
+    hex_id, test_key_pem, test_private_key_pem, test_rpst, IdentityDomainServer,
+};
 
 // PROFILE_APPLIED is the built-in profile (api_keys and auth_tokens on, the other five off, console
 // unmanaged) applied to ALL_ON; the reference's hard-coded body sets the same seven values.
@@ -205,6 +207,57 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The CPU time of one RSA-2048 signature with our signer on this machine now, in milliseconds
+/// (the median of 5 runs of 100). Every request the function sends costs one; on a loaded machine
+/// (or one core's sibling thread busy) it is several times its quiet value, and with it every
+/// per-request CPU figure above.
+fn signature_cost_ms() -> f64 {
+    use oci_signer::RsaSha256Signer;
+    let Ok(key) = oci_signer::PrivateKey::from_pem(&test_private_key_pem(), None) else {
+        return f64::NAN;
+    };
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = cpu_time_ms();
+            for i in 0..100u32 {
+                let _ = key.sign_pkcs1v15_sha256(&i.to_be_bytes());
+            }
+            (cpu_time_ms() - start) / 100.0
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[2]
+}
+
+/// This thread's CPU time so far, in milliseconds (the first field of
+/// `/proc/thread-self/schedstat`, in nanoseconds: finer than the 10 ms ticks of `/proc/.../stat`).
+fn cpu_time_ms() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns / 1e6)
+}
+
+/// How much of `BULK=off`'s CPU per user is its two signatures (one GET, one PUT), so a figure
+/// measured on a busy machine can be told apart from a change in our own code.
+fn print_signature_share(signature_ms: f64, samples: &[(Subject, Sample)]) {
+    let mut off: Vec<f64> = samples
+        .iter()
+        .filter(|(s, _)| *s == Subject::OursBulkOff)
+        .map(|(_, s)| s.cpu_per_user_ms)
+        .collect();
+    off.sort_by(f64::total_cmp);
+    let Some(&median) = off.get(off.len() / 2) else {
+        println!("RSA-2048 signature, measured now in this process: {signature_ms:.3} ms of CPU");
+        return;
+    };
+    println!(
+        "RSA-2048 signature, measured now in this process: {signature_ms:.3} ms of CPU; BULK=off signs 2 requests per user: {:.2} of its {median:.2} ms per user, {:.2} ms the rest",
+        2.0 * signature_ms,
+        median - 2.0 * signature_ms
+    );
 }
 
 fn vectors_dir() -> PathBuf {
@@ -853,6 +906,7 @@ async fn main() -> ExitCode {
         }
     }
     let load_end = loadavg();
+    let signature_ms = signature_cost_ms();
 
     let n = args.users as f64;
     let latency = args.latency_ms as f64;
@@ -1079,6 +1133,7 @@ async fn main() -> ExitCode {
         binary_bytes as f64 / 1e6
     );
     println!("load average: {load_start} at start, {load_end} at end ({cores} cores)");
+    print_signature_share(signature_ms, &samples);
     if checks.failures.is_empty() {
         println!("correctness: all checks passed (every user has the profile after each batch; every request signed and verified)");
     } else {
@@ -1101,6 +1156,7 @@ async fn main() -> ExitCode {
         },
         "binary_bytes_ours": binary_bytes,
         "load_average": {"start": load_start, "end": load_end},
+        "rsa_2048_signature_ms": signature_ms,
         "figures": figures_json,
         "requests": {
             "ours": requests(Subject::Ours),

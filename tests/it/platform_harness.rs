@@ -220,7 +220,17 @@ impl FnProcess {
             .ok()
             .map(|m| identity(&m));
         let spawned = Instant::now();
-        let mut child = Command::new(&launch.program)
+        // IT_FN_WRAPPER=/path/to/script runs every started process as `script <program> <args>`:
+        // a profiler (heaptrack, valgrind) for one test, never set in CI.
+        let mut cmd = match std::env::var_os("IT_FN_WRAPPER") {
+            Some(wrapper) => {
+                let mut c = Command::new(wrapper);
+                c.arg(&launch.program);
+                c
+            }
+            None => Command::new(&launch.program),
+        };
+        let mut child = cmd
             .args(&launch.args)
             .env_clear()
             .envs(launch.environment(dir.path()))
