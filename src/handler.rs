@@ -443,7 +443,7 @@ pub mod memory {
             // SAFETY: mallopt only sets an allocator parameter; it is called once at start, before
             // the runtime's threads allocate.
             unsafe {
-                mallopt(M_ARENA_MAX, 2);
+                mallopt(M_ARENA_MAX, 1);
             }
         }
 

@@ -1105,7 +1105,7 @@ fn print_apply(report: &Report, output: OutputKind) {
         "{:>5}  {:<9}  {:<32}  {:<30}  DETAIL",
         "INDEX", "OUTCOME", "USER ID", "USER NAME"
     );
-    for r in &report.results {
+    for r in report.results.results() {
         let mut detail = if r.changed.is_empty() {
             r.reason.clone().unwrap_or_default()
         } else {
@@ -1123,7 +1123,7 @@ fn print_apply(report: &Report, output: OutputKind) {
             out,
             "{:>5}  {:<9}  {:<32}  {:<30}  {}",
             r.index,
-            r.outcome.as_str(),
+            r.outcome,
             r.user_id.as_deref().unwrap_or("-"),
             r.user_name.as_deref().unwrap_or("-"),
             detail
@@ -1219,7 +1219,10 @@ fn credential_totals(lingering: &Counts, revoked: &Counts) -> String {
 }
 
 /// ` [lingering: apiKeys 2; revoked: apiKeys 2]` for one user's table row; empty when none.
-fn credential_detail(lingering: &Counts, revoked: &Counts) -> String {
+fn credential_detail<K: std::fmt::Display>(
+    lingering: &std::collections::BTreeMap<K, usize>,
+    revoked: &std::collections::BTreeMap<K, usize>,
+) -> String {
     if lingering.is_empty() {
         return String::new();
     }
@@ -1232,7 +1235,7 @@ fn credential_detail(lingering: &Counts, revoked: &Counts) -> String {
 }
 
 /// `apiKeys 2, authTokens 1`.
-fn count_list(counts: &Counts) -> String {
+fn count_list<K: std::fmt::Display>(counts: &std::collections::BTreeMap<K, usize>) -> String {
     counts
         .iter()
         .map(|(k, n)| format!("{k} {n}"))

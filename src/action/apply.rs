@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use crate::action::bulk::BulkState;
 use crate::action::credentials::{conclude, Lingering};
 use crate::action::ledger::{Ledger, OpenCall, Stage};
+pub(crate) use crate::action::settled::SettledResults;
+pub use crate::action::settled::{Listing, RecordsByDomain, IGNORED_LISTED_MAX, REPORT_MAX_BYTES};
 use crate::clients::control_plane::{ControlPlane, ResolveError};
 use crate::clients::identity_domain::{
     answered_user_id, Answer, Failure, IdentityDomainClient, Settled,
@@ -23,9 +25,7 @@ use crate::clients::identity_domain::{
 use crate::config::{
     BulkSettings, Config, DomainPolicy, DomainRoute, EventTypes, KEY_CONTROL_PLANE,
 };
-use crate::decision::credentials::{
-    add_counts, attributes_to_read, lingering, Counts, CredentialsMode, Held,
-};
+use crate::decision::credentials::{attributes_to_read, lingering, Counts, CredentialsMode, Held};
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Change, CurrentCapabilities, Profile};
 use crate::intake::audit::{Records, Target, Triage};
@@ -36,9 +36,6 @@ use reqwest::StatusCode;
 /// Work is not started on a user with less than this left before the deadline: one read and one write
 /// must fit, with room to answer.
 pub const START_MARGIN: Duration = Duration::from_millis(1500);
-
-/// Above this many ignored records the report summarises them instead of listing each.
-pub const IGNORED_LISTED_MAX: usize = 100;
 
 /// How a record (or a reconciled user) ended; every one ends in exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,7 +107,7 @@ pub struct RecordResult {
 }
 
 impl RecordResult {
-    fn new(index: usize, outcome: Outcome) -> Self {
+    pub(crate) fn new(index: usize, outcome: Outcome) -> Self {
         RecordResult {
             index,
             event_id: None,
@@ -168,7 +165,7 @@ pub struct Report {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub revoked: Counts,
     /// One entry per record, in record order, less any that are summarised.
-    pub results: Vec<RecordResult>,
+    pub results: Listing,
     /// Set when ignored records were summarised rather than listed: reason → count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignored_summary: Option<BTreeMap<String, usize>>,
@@ -183,6 +180,9 @@ pub struct Report {
     /// line is the result.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub results_logged_per_record: bool,
+    /// Every record by outcome and domain, for the metrics (listed or not); not in the answer.
+    #[serde(skip)]
+    pub records_by_domain: RecordsByDomain,
 }
 
 /// The records a report summarises instead of listing.
@@ -194,14 +194,6 @@ pub struct NotListed {
     /// `"<outcome>: <reason>"` → how many records.
     pub by_outcome_and_reason: BTreeMap<String, usize>,
 }
-
-/// The largest report answered: the platform's limit is 6 MB, and the counts and the summary need
-/// room besides the listed records.
-pub const REPORT_MAX_BYTES: usize = 5 * 1024 * 1024;
-/// Room kept for everything but the listed records when a report is cut down.
-const REPORT_SUMMARY_ROOM: usize = 256 * 1024;
-/// Distinct reasons a summary counts one by one; the rest share one line per outcome.
-const SUMMARY_REASONS_MAX: usize = 500;
 
 impl Report {
     /// A body that cannot be processed: retrying cannot help, so this is a final answer.
@@ -216,111 +208,13 @@ impl Report {
             dry_run,
             lingering: Counts::new(),
             revoked: Counts::new(),
-            results: Vec::new(),
+            results: Listing::default(),
             ignored_summary: None,
             not_listed: None,
             error: Some(error.into()),
             results_logged_per_record: false,
+            records_by_domain: RecordsByDomain::new(),
         }
-    }
-
-    fn from_results(mut results: Vec<RecordResult>, dry_run: bool) -> Self {
-        results.sort_by_key(|r| r.index);
-        let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
-        let (mut lingering, mut revoked) = (Counts::new(), Counts::new());
-        for r in &results {
-            add_counts(&mut lingering, &r.lingering);
-            add_counts(&mut revoked, &r.revoked);
-        }
-        let mut report = Report {
-            received: results.len(),
-            applied: count(Outcome::Applied),
-            unchanged: count(Outcome::Unchanged),
-            ignored: count(Outcome::Ignored),
-            rejected: count(Outcome::Rejected),
-            failed: count(Outcome::Failed),
-            dry_run,
-            lingering,
-            revoked,
-            results,
-            ignored_summary: None,
-            not_listed: None,
-            error: None,
-            results_logged_per_record: false,
-        };
-        if report.ignored > IGNORED_LISTED_MAX {
-            let mut summary = BTreeMap::new();
-            for r in report
-                .results
-                .iter()
-                .filter(|r| r.outcome == Outcome::Ignored)
-            {
-                *summary
-                    .entry(r.reason.clone().unwrap_or_default())
-                    .or_insert(0) += 1;
-            }
-            report.results.retain(|r| r.outcome != Outcome::Ignored);
-            report.ignored_summary = Some(summary);
-        }
-        report.fit_within(REPORT_MAX_BYTES);
-        report
-    }
-
-    /// Keeps the serialised report under `limit`: when it would pass it, the failed and rejected
-    /// records are listed first, as many records as fit are listed, and the rest are counted by
-    /// outcome and reason.
-    fn fit_within(&mut self, limit: usize) {
-        let sizes: Vec<usize> = self
-            .results
-            .iter()
-            .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()) + 1)
-            .collect();
-        if sizes.iter().sum::<usize>() + REPORT_SUMMARY_ROOM <= limit {
-            return;
-        }
-        let rank = |o: Outcome| match o {
-            Outcome::Failed => 0,
-            Outcome::Rejected => 1,
-            _ => 2,
-        };
-        let mut order: Vec<usize> = (0..self.results.len()).collect();
-        order.sort_by_key(|&i| (rank(self.results[i].outcome), self.results[i].index));
-        let budget = limit.saturating_sub(REPORT_SUMMARY_ROOM);
-        let mut used = 0;
-        let mut listed = vec![false; self.results.len()];
-        for &i in &order {
-            if used + sizes[i] > budget {
-                break;
-            }
-            used += sizes[i];
-            listed[i] = true;
-        }
-        let mut not_listed = NotListed::default();
-        let mut kept = Vec::new();
-        let results = std::mem::take(&mut self.results);
-        for (r, listed) in results.into_iter().zip(listed) {
-            if listed {
-                kept.push(r);
-                continue;
-            }
-            not_listed.count += 1;
-            let reason: String = r
-                .reason
-                .as_deref()
-                .unwrap_or("")
-                .chars()
-                .take(200)
-                .collect();
-            let mut key = format!("{}: {reason}", r.outcome.as_str());
-            let known = not_listed.by_outcome_and_reason.contains_key(&key);
-            if !known && not_listed.by_outcome_and_reason.len() >= SUMMARY_REASONS_MAX {
-                key = format!("{}: (other reasons)", r.outcome.as_str());
-            }
-            *not_listed.by_outcome_and_reason.entry(key).or_insert(0) += 1;
-        }
-        kept.sort_by_key(|r| (rank(r.outcome), r.index));
-        self.results = kept;
-        self.not_listed = Some(not_listed);
     }
 
     /// Whether the platform should retry the invocation.
@@ -350,7 +244,7 @@ pub fn report_for_log(mut report: Report) -> String {
         return String::from_utf8_lossy(&whole).into_owned();
     }
     drop(whole);
-    report.results = Vec::new();
+    report.results = Listing::default();
     report.results_logged_per_record = true;
     String::from_utf8_lossy(&json_bytes(&report)).into_owned()
 }
@@ -442,7 +336,7 @@ impl Engine {
         deadline: Instant,
     ) -> Report {
         let call = self.ledger.open(records.len());
-        let mut results = SettledResults::new(&call, records.len());
+        let results = SettledResults::new(&call);
         let acting = acting_iter(&records, events, domains, |index, triaged| {
             results.push(settled_result(index, triaged))
         });
@@ -455,8 +349,8 @@ impl Engine {
         }));
         // Each target owns what it needs: the raw records go before any request is made.
         drop(records);
-        self.run_users(work, &call, &mut results, deadline).await;
-        Report::from_results(results.into_inner(), self.dry_run)
+        self.run_users(work, &call, &results, deadline).await;
+        results.into_report(self.dry_run)
     }
 
     /// Works through the users, at most `max_concurrency` at once. A user whose domain must first be
@@ -467,7 +361,7 @@ impl Engine {
         &self,
         work: Vec<RouteWork>,
         call: &OpenCall,
-        results: &mut SettledResults<'_>,
+        results: &SettledResults<'_>,
         deadline: Instant,
     ) {
         let concurrency = self.max_concurrency.max(1);
@@ -1271,7 +1165,7 @@ fn next_runnable(
     resolved: &HashMap<DomainOcid, DomainUrl>,
     failed: &HashMap<DomainOcid, ResolveError>,
     parked: &mut HashMap<DomainOcid, Vec<RouteWork>>,
-    results: &mut SettledResults<'_>,
+    results: &SettledResults<'_>,
 ) -> Option<(DomainUrl, RouteWork)> {
     for w in pending.by_ref() {
         let ocid = match &w.user.0 {
@@ -1290,7 +1184,7 @@ fn next_runnable(
 }
 
 /// Every record of a user whose domain OCID has no usable URL.
-fn settle_unresolved(w: &RouteWork, error: &ResolveError, results: &mut SettledResults<'_>) {
+fn settle_unresolved(w: &RouteWork, error: &ResolveError, results: &SettledResults<'_>) {
     for (index, target) in &w.records {
         results.push(unresolved(*index, target, error));
     }
@@ -1373,73 +1267,4 @@ pub fn log_report(report: &Report) {
         revoked = %serde_json::to_string(&report.revoked).unwrap_or_default(),
         "summary"
     );
-}
-
-/// A batch's results as they settle: each is logged at once and counted in the call's ledger.
-pub(crate) struct SettledResults<'a> {
-    call: &'a OpenCall,
-    results: Vec<RecordResult>,
-}
-
-impl<'a> SettledResults<'a> {
-    fn new(call: &'a OpenCall, capacity: usize) -> Self {
-        SettledResults {
-            call,
-            results: Vec::with_capacity(capacity),
-        }
-    }
-
-    pub(crate) fn push(&mut self, result: RecordResult) {
-        log_record(&result);
-        self.call.settled(1);
-        self.results.push(result);
-    }
-
-    fn into_inner(self) -> Vec<RecordResult> {
-        self.results
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_report_past_five_mebibytes_lists_failures_first_and_summarises_the_rest() {
-        let results: Vec<RecordResult> = (0..60_000)
-            .map(|i| {
-                let outcome = match i % 3 {
-                    0 => Outcome::Unchanged,
-                    1 => Outcome::Rejected,
-                    _ if i % 1000 == 2 => Outcome::Failed,
-                    _ => Outcome::Applied,
-                };
-                RecordResult::new(i, outcome).reason(format!("{} {}", "x".repeat(100), i % 7))
-            })
-            .collect();
-        let failed = results
-            .iter()
-            .filter(|r| r.outcome == Outcome::Failed)
-            .count();
-        let report = Report::from_results(results, false);
-        let size = serde_json::to_vec(&report).unwrap().len();
-        assert!(size < REPORT_MAX_BYTES, "{size}");
-        assert_eq!(report.received, 60_000);
-        let not_listed = report.not_listed.as_ref().expect("summarised");
-        assert_eq!(report.results.len() + not_listed.count, 60_000);
-        assert_eq!(
-            not_listed.by_outcome_and_reason.values().sum::<usize>(),
-            not_listed.count
-        );
-        assert!(report.results[..failed]
-            .iter()
-            .all(|r| r.outcome == Outcome::Failed));
-        assert!(report.results[failed..]
-            .iter()
-            .take(10)
-            .all(|r| r.outcome == Outcome::Rejected));
-        // A small report is left as it is.
-        let small = Report::from_results(vec![RecordResult::new(0, Outcome::Applied)], false);
-        assert!(small.not_listed.is_none());
-    }
 }

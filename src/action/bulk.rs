@@ -152,47 +152,50 @@ impl Engine {
         ready: Vec<(DomainUrl, RouteWork)>,
         by_ocid: HashMap<DomainOcid, Vec<RouteWork>>,
         call: &OpenCall,
-        results: &mut SettledResults<'_>,
+        results: &SettledResults<'_>,
         deadline: Instant,
     ) {
-        type Job<'a> =
-            std::pin::Pin<Box<dyn std::future::Future<Output = Vec<RecordResult>> + Send + 'a>>;
-        let mut jobs: Vec<Job<'_>> = vec![Box::pin(self.process_in_bulk(ready, call, deadline))];
+        type Job<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+        let mut jobs: Vec<Job<'_>> = vec![Box::pin(
+            self.process_in_bulk(ready, call, results, deadline),
+        )];
         for (ocid, users) in by_ocid {
             jobs.push(Box::pin(async move {
                 match self.control_plane.domain_url(&ocid, deadline).await {
                     Ok(url) => {
                         let work = users.into_iter().map(|w| (url.clone(), w)).collect();
-                        self.process_in_bulk(work, call, deadline).await
+                        self.process_in_bulk(work, call, results, deadline).await
                     }
-                    Err(error) => users
-                        .iter()
-                        .flat_map(|w| &w.records)
-                        .map(|(index, target)| unresolved(*index, target, &error))
-                        .collect(),
+                    Err(error) => {
+                        users
+                            .iter()
+                            .flat_map(|w| &w.records)
+                            .for_each(|(index, target)| {
+                                results.push(unresolved(*index, target, &error))
+                            })
+                    }
                 }
             }));
         }
         let mut done =
             futures_util::stream::iter(jobs).buffer_unordered(self.max_concurrency.max(1));
-        while let Some(settled) = done.next().await {
-            settled.into_iter().for_each(|r| results.push(r));
-        }
+        while done.next().await.is_some() {}
     }
 
     /// Users whose domain URL is known, read, decided and written in windows (see the module
-    /// documentation).
+    /// documentation); each window's records are logged as soon as the window settles.
     async fn process_in_bulk(
         &self,
         work: Vec<(DomainUrl, RouteWork)>,
         call: &OpenCall,
+        results: &SettledResults<'_>,
         deadline: Instant,
-    ) -> Vec<RecordResult> {
-        let mut results = Vec::with_capacity(work.len());
+    ) {
         for window in work.chunks(WINDOW) {
-            results.extend(self.bulk_window(window, call, deadline).await);
+            for r in self.bulk_window(window, call, deadline).await {
+                results.push(r);
+            }
         }
-        results
     }
 
     async fn bulk_window(

@@ -205,29 +205,8 @@ impl Counts {
             revoked: by_type(&report.revoked),
             ..Counts::default()
         };
-        for r in &report.results {
-            let domain = domain_dimension(r.domain.as_deref());
-            *counts
-                .records
-                .entry((r.outcome.as_str(), domain))
-                .or_default() += 1;
-        }
-        // Records summarised instead of listed (many ignored, a report past 5 MiB) still count.
-        let listed = |o: Outcome| report.results.iter().filter(|r| r.outcome == o).count();
-        for (outcome, total) in [
-            (Outcome::Applied, report.applied),
-            (Outcome::Unchanged, report.unchanged),
-            (Outcome::Ignored, report.ignored),
-            (Outcome::Rejected, report.rejected),
-            (Outcome::Failed, report.failed),
-        ] {
-            let missing = total.saturating_sub(listed(outcome)) as u64;
-            if missing > 0 {
-                *counts
-                    .records
-                    .entry((outcome.as_str(), NO_DOMAIN.to_owned()))
-                    .or_default() += missing;
-            }
+        for (&(outcome, ref domain), &n) in &report.records_by_domain {
+            *counts.records.entry((outcome, domain.clone())).or_default() += n;
         }
         counts
     }
@@ -270,7 +249,7 @@ fn by_type(counts: &crate::decision::credentials::Counts) -> BTreeMap<String, u6
 }
 
 /// A record's domain as a dimension value: a valid domain name or OCID as it is, else `invalid`.
-fn domain_dimension(domain: Option<&str>) -> String {
+pub(crate) fn domain_dimension(domain: Option<&str>) -> String {
     match domain {
         None => NO_DOMAIN.to_owned(),
         Some(d) if DomainName::parse(d).is_ok() || DomainOcid::parse(d).is_ok() => d.to_owned(),
