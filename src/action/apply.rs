@@ -337,7 +337,7 @@ impl Engine {
     ) -> Report {
         let call = self.ledger.open(records.len());
         let results = SettledResults::new(&call);
-        let acting = acting_iter(&records, events, domains, |index, triaged| {
+        let acting = acting_iter(records, events, domains, |index, triaged| {
             results.push(settled_result(index, triaged))
         });
         let work = group_by_user(acting.map(|(index, target)| {
@@ -347,8 +347,6 @@ impl Engine {
                 target,
             )
         }));
-        // Each target owns what it needs: the raw records go before any request is made.
-        drop(records);
         self.run_users(work, &call, &results, deadline).await;
         results.into_report(self.dry_run)
     }

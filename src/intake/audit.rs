@@ -61,6 +61,28 @@ impl Records {
         })
     }
 
+    /// [`triage`] of each record in order, each record's text freed once it is triaged (a large
+    /// batch's texts and its targets are never all held at once); a record that cannot be parsed on
+    /// its own is rejected.
+    pub fn into_triage<'a>(
+        self,
+        events: &'a EventTypes,
+        domains: &'a DomainPolicy,
+    ) -> impl ExactSizeIterator<Item = Triage> + 'a {
+        self.0
+            .into_iter()
+            .map(move |raw| match serde_json::from_str::<Value>(raw.get()) {
+                Ok(value) => triage(&value, events, domains),
+                Err(e) => rejected(
+                    None,
+                    None,
+                    None,
+                    None,
+                    format!("record is not usable JSON ({e})"),
+                ),
+            })
+    }
+
     /// [`triage`] of each record in order; a record that cannot be parsed on its own is rejected.
     pub fn triage<'a>(
         &'a self,

@@ -30,17 +30,18 @@ impl<K> UserRecords<K> {
     }
 }
 
-/// Triages each record as the iterator is walked: the acting ones are yielded with their index;
-/// every other record (ignored or rejected) goes to `settled` as it is met. Nothing is collected, so
-/// a caller that groups the records as they come never holds a batch's targets twice.
+/// Triages each record as the iterator is walked, freeing each record's text as it goes: the acting
+/// ones are yielded with their index; every other record (ignored or rejected) goes to `settled` as it
+/// is met. Nothing is collected, so a caller that groups the records as they come never holds a
+/// batch's texts and targets at once.
 pub fn acting_iter<'a>(
-    records: &'a Records,
+    records: Records,
     events: &'a EventTypes,
     domains: &'a DomainPolicy,
     mut settled: impl FnMut(usize, Triage) + 'a,
 ) -> impl Iterator<Item = (usize, Target)> + 'a {
     records
-        .triage(events, domains)
+        .into_triage(events, domains)
         .enumerate()
         .filter_map(move |(index, triaged)| match triaged {
             Triage::Act(target) => Some((index, target)),

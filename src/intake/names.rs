@@ -143,25 +143,32 @@ impl DomainName {
     }
 }
 
-/// A user's SCIM id: 32 lower-case hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(String);
+/// A user's SCIM id: 32 lower-case hex digits, held in place (no allocation: a batch may name
+/// tens of thousands of users, each id copied into its grouping key and its result).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId([u8; HEX_ID_LEN]);
 
 impl UserId {
     /// Accepts `s` only if it is a SCIM user id as described above; the error repeats it.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        if s.len() == HEX_ID_LEN && is_lower_hex(s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::UserId {
+        match <[u8; HEX_ID_LEN]>::try_from(s.as_bytes()) {
+            Ok(bytes) if is_lower_hex(s) => Ok(Self(bytes)),
+            _ => Err(NameError::UserId {
                 value: s.to_owned(),
-            })
+            }),
         }
     }
 
     /// The validated text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII hex digits are ever stored, so this is always the whole id.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("UserId").field(&self.as_str()).finish()
     }
 }
 
