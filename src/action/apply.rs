@@ -33,6 +33,29 @@ use crate::intake::batch::{acting_iter, group_by_user, UserRecords};
 use crate::intake::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use reqwest::StatusCode;
 
+/// Why a user gets no decision from the policy; nothing is written for it.
+#[derive(Debug)]
+pub(crate) enum NoDecision {
+    /// The answer does not hold the facts the policy needs in a usable form; a retry may fix it.
+    Unusable(String),
+    /// A rule may apply but cannot be decided from what is known of the user's domain.
+    Undecided(String),
+}
+
+impl NoDecision {
+    /// The user's outcome and reason; `context` says what held the unusable answer (e.g.
+    /// "reading the user").
+    pub(crate) fn settled(self, context: &str) -> (Outcome, String) {
+        match self {
+            NoDecision::Unusable(e) => (
+                Outcome::Failed,
+                format!("{context}: unexpected answer: {e}"),
+            ),
+            NoDecision::Undecided(reason) => (Outcome::Rejected, reason),
+        }
+    }
+}
+
 /// Work is not started on a user with less than this left before the deadline: one read and one write
 /// must fit, with room to answer.
 pub const START_MARGIN: Duration = Duration::from_millis(1500);
@@ -653,16 +676,12 @@ impl Engine {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
-        let facts = UserFacts::from_scim(&user.value, self.domain_facts(work))
-            .map_err(|e| fail(format!("reading the user: unexpected answer: {e}")))?;
-        let decision = self.policy.decide(&facts);
-        if !matches!(decision, Decision::Exempt { .. }) {
-            // A rule that cannot be decided must not act (one decision per user, whichever path
-            // brings it): nothing is written, and the reason says what is missing.
-            if let Some(reason) = self.policy.undecided_domains(&facts) {
-                return Err(fail_all(work, reason, ecids.clone(), Outcome::Rejected));
-            }
-        }
+        let decision = self
+            .decide(&user.value, self.domain_facts(work))
+            .map_err(|no| {
+                let (outcome, reason) = no.settled("reading the user");
+                fail_all(work, reason, ecids.clone(), outcome)
+            })?;
         let Some(actor) = work
             .records
             .iter()
@@ -688,6 +707,25 @@ impl Engine {
             actor,
             held: keep.then_some(user.value),
         })
+    }
+
+    /// The policy's decision for a user as read or listed, given the values its domain is known
+    /// by. The same on every path that brings a user (a record, a listing, a search).
+    pub(crate) fn decide(
+        &self,
+        user: &serde_json::Value,
+        domain_values: Vec<String>,
+    ) -> Result<Decision, NoDecision> {
+        let facts = UserFacts::from_scim(user, domain_values).map_err(NoDecision::Unusable)?;
+        let decision = self.policy.decide(&facts);
+        if !matches!(decision, Decision::Exempt { .. }) {
+            // A rule that cannot be decided must not act (one decision per user, whichever path
+            // brings it): nothing is written, and the reason says what is missing.
+            if let Some(reason) = self.policy.undecided_domains(&facts) {
+                return Err(NoDecision::Undecided(reason));
+            }
+        }
+        Ok(decision)
     }
 
     /// The attributes a read (or a listing) asks for: the policy's facts, and the credentials the
