@@ -34,6 +34,29 @@ use crate::intake::batch::{acting_iter, group_by_user, UserRecords};
 use crate::intake::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use reqwest::StatusCode;
 
+/// Why a user gets no decision from the policy; nothing is written for it.
+#[derive(Debug)]
+pub(crate) enum NoDecision {
+    /// The answer does not hold the facts the policy needs in a usable form; a retry may fix it.
+    Unusable(String),
+    /// A rule may apply but cannot be decided from what is known of the user's domain.
+    Undecided(String),
+}
+
+impl NoDecision {
+    /// The user's outcome and reason; `context` says what held the unusable answer (e.g.
+    /// "reading the user").
+    pub(crate) fn settled(self, context: &str) -> (Outcome, String) {
+        match self {
+            NoDecision::Unusable(e) => (
+                Outcome::Failed,
+                format!("{context}: unexpected answer: {e}"),
+            ),
+            NoDecision::Undecided(reason) => (Outcome::Rejected, reason),
+        }
+    }
+}
+
 /// Work is not started on a user with less than this left before the deadline: one read and one write
 /// must fit, with room to answer.
 pub const START_MARGIN: Duration = Duration::from_millis(1500);
@@ -663,12 +686,10 @@ impl Engine {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
-        let facts = UserFacts::from_scim(&user.value, known.values)
-            .map_err(|e| fail(format!("reading the user: unexpected answer: {e}")))?;
-        let decision = self.policy.decide(&facts);
-        if let Some(reason) = self.undecided(&decision, &facts, known.why_unknown) {
-            return Err(fail_all(work, reason, ecids.clone(), Outcome::Rejected));
-        }
+        let decision = self.decide(&user.value, known).map_err(|no| {
+            let (outcome, reason) = no.settled("reading the user");
+            fail_all(work, reason, ecids.clone(), outcome)
+        })?;
         let Some(actor) = work
             .records
             .iter()
@@ -696,25 +717,6 @@ impl Engine {
         })
     }
 
-    /// Why `decision` must not act: a rule that cannot be decided (one decision per user, whichever
-    /// path brings it), with why the domain's other names could not be learned. An exempt user is
-    /// left alone whatever else is unknown.
-    pub(crate) fn undecided(
-        &self,
-        decision: &Decision,
-        facts: &UserFacts,
-        why_unknown: Option<String>,
-    ) -> Option<String> {
-        if matches!(decision, Decision::Exempt { .. }) {
-            return None;
-        }
-        let reason = self.policy.undecided_domains(facts)?;
-        Some(match why_unknown {
-            Some(why) => format!("{reason}; {why}"),
-            None => reason,
-        })
-    }
-
     /// What the decision knows of the user's domain once read: the path's values, and the
     /// domain's OCID and display name learned from the read when the policy needs them. `Err`
     /// holds every record's result when a retryable lookup failed.
@@ -729,6 +731,31 @@ impl Engine {
         self.domain_known(domain, self.domain_facts(work), user, deadline)
             .await
             .map_err(|f| fail_all(work, f.reason, f.ecids, Outcome::Failed))
+    }
+
+    /// The policy's decision for a user as read or listed, given what is known of its domain
+    /// ([`learn_for`](Self::learn_for)). The same on every path that brings a user (a record, a
+    /// listing, a search).
+    pub(crate) fn decide(
+        &self,
+        user: &serde_json::Value,
+        known: DomainKnown,
+    ) -> Result<Decision, NoDecision> {
+        let facts = UserFacts::from_scim(user, known.values).map_err(NoDecision::Unusable)?;
+        let decision = self.policy.decide(&facts);
+        if !matches!(decision, Decision::Exempt { .. }) {
+            // A rule that cannot be decided must not act (one decision per user, whichever path
+            // brings it): nothing is written, and the reason says what is missing and why it
+            // could not be learned.
+            if let Some(reason) = self.policy.undecided_domains(&facts) {
+                let reason = match known.why_unknown {
+                    Some(why) => format!("{reason}; {why}"),
+                    None => reason,
+                };
+                return Err(NoDecision::Undecided(reason));
+            }
+        }
+        Ok(decision)
     }
 
     /// The attributes a read (or a listing) asks for: the policy's facts, and the credentials the

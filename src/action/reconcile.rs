@@ -24,7 +24,6 @@ use crate::action::credentials::{conclude, Lingering};
 use crate::action::domains::DomainKnown;
 use crate::clients::identity_domain::UserPage;
 use crate::decision::credentials::{add_counts, Counts};
-use crate::decision::policy::UserFacts;
 use crate::decision::profile::CurrentCapabilities;
 use crate::intake::audit::{parse_instant, Cursor, Totals};
 use crate::intake::names::{DomainName, DomainUrl, UserId};
@@ -859,29 +858,23 @@ fn prepare(engine: &Engine, user: &serde_json::Value, known: DomainKnown) -> Pre
         }
     };
     let current = CurrentCapabilities::from_user(user);
-    match UserFacts::from_scim(user, known.values) {
-        Ok(facts) => {
-            let decision = engine.policy.decide(&facts);
-            // A rule that cannot be decided here must not act (issue 24): nothing is written.
-            if let Some(reason) = engine.undecided(&decision, &facts, known.why_unknown) {
-                return Prepared::Settled(entry(Outcome::Rejected, Some(reason)));
-            }
-            Prepared::Planned {
-                id,
-                // The listing asked every user's credentials (one attribute list serves the page);
-                // an exempt user's are dropped unexamined.
-                planned: engine.plan(
-                    &decision,
-                    &current,
-                    (!engine.credential_attributes.is_empty()).then_some(user),
-                ),
-                base: entry(Outcome::Failed, None),
-            }
+    let decision = match engine.decide(user, known) {
+        Ok(decision) => decision,
+        Err(no) => {
+            let (outcome, reason) = no.settled("listed user");
+            return Prepared::Settled(entry(outcome, Some(reason)));
         }
-        Err(e) => Prepared::Settled(entry(
-            Outcome::Failed,
-            Some(format!("listed user: unexpected answer: {e}")),
-        )),
+    };
+    Prepared::Planned {
+        id,
+        // The listing asked every user's credentials (one attribute list serves the page); an
+        // exempt user's are dropped unexamined.
+        planned: engine.plan(
+            &decision,
+            &current,
+            (!engine.credential_attributes.is_empty()).then_some(user),
+        ),
+        base: entry(Outcome::Failed, None),
     }
 }
 
