@@ -35,6 +35,8 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::loopback::LoopbackServer;
+
 pub const CAPABILITIES_URN: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:capabilities:User";
 pub const USER_EXTENSION_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:user:User";
@@ -271,8 +273,7 @@ impl State {
 /// The running server; it stops when dropped.
 pub struct IdentityDomainServer {
     state: Arc<State>,
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    server: LoopbackServer,
 }
 
 impl IdentityDomainServer {
@@ -289,36 +290,21 @@ impl IdentityDomainServer {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
-        let app = axum::Router::new().fallback({
+        let server = LoopbackServer::start({
             let state = state.clone();
-            move |request: Request<Body>| handle(state.clone(), request)
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        IdentityDomainServer {
-            state,
-            addr,
-            _stop: stop,
-        }
+            move |_| move |request: Request<Body>| handle(state.clone(), request)
+        })
+        .await;
+        IdentityDomainServer { state, server }
     }
 
     /// `http://127.0.0.1:port`, the identity-domain URL to configure.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     pub fn add_user(
