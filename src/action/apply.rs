@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::action::bulk::BulkState;
 use crate::action::credentials::{conclude, Lingering};
+use crate::action::domains::{DomainKnown, LearnedDomains};
 use crate::action::ledger::{Ledger, OpenCall, Stage};
 pub(crate) use crate::action::settled::SettledResults;
 pub use crate::action::settled::{Listing, RecordsByDomain, IGNORED_LISTED_MAX, REPORT_MAX_BYTES};
@@ -32,6 +33,29 @@ use crate::intake::audit::{Records, Target, Triage};
 use crate::intake::batch::{acting_iter, group_by_user, UserRecords};
 use crate::intake::names::{DomainOcid, DomainUrl, UserId, UserRef};
 use reqwest::StatusCode;
+
+/// Why a user gets no decision from the policy; nothing is written for it.
+#[derive(Debug)]
+pub(crate) enum NoDecision {
+    /// The answer does not hold the facts the policy needs in a usable form; a retry may fix it.
+    Unusable(String),
+    /// A rule may apply but cannot be decided from what is known of the user's domain.
+    Undecided(String),
+}
+
+impl NoDecision {
+    /// The user's outcome and reason; `context` says what held the unusable answer (e.g.
+    /// "reading the user").
+    pub(crate) fn settled(self, context: &str) -> (Outcome, String) {
+        match self {
+            NoDecision::Unusable(e) => (
+                Outcome::Failed,
+                format!("{context}: unexpected answer: {e}"),
+            ),
+            NoDecision::Undecided(reason) => (Outcome::Rejected, reason),
+        }
+    }
+}
 
 /// Work is not started on a user with less than this left before the deadline: one read and one write
 /// must fit, with room to answer.
@@ -276,6 +300,8 @@ pub struct Engine {
     pub(crate) credentials: CredentialsMode,
     /// The `userCredentials` attributes a read asks for (none with `CREDENTIALS=off`).
     pub(crate) credential_attributes: Vec<&'static str>,
+    /// What users' `domainOcid`s taught about their domains, for the life of the process.
+    pub(crate) learned_domains: Arc<LearnedDomains>,
 }
 
 /// All records that name one user: by the way to its domain and as the records name the user (the
@@ -307,6 +333,7 @@ impl Engine {
             bulk_state: Arc::default(),
             credentials: config.credentials,
             credential_attributes: attributes_to_read(&config.policy, config.credentials),
+            learned_domains: Arc::default(),
         }
     }
 
@@ -480,7 +507,11 @@ impl Engine {
             .client
             .get_user(domain_url, user_ref, &wanted, deadline)
             .await;
-        let checked = match self.check_read(&work, read, ask_credentials) {
+        let known = match self.learn_for(domain_url, &work, &read, deadline).await {
+            Ok(known) => known,
+            Err(results) => return results,
+        };
+        let checked = match self.check_read(&work, read, ask_credentials, known) {
             Ok(checked) => checked,
             Err(results) => return results,
         };
@@ -517,12 +548,14 @@ impl Engine {
     /// The answer to a user's read, checked as PRODUCT.md has it (the user asked for, a record
     /// whose name matches) and decided by the policy; `Err` holds every record's result when
     /// nothing may be written.
-    /// `keep` keeps the read (for the credentials it holds).
+    /// `keep` keeps the read (for the credentials it holds); `known` is what the decision knows of
+    /// the user's domain ([`learn_for`](Self::learn_for)).
     pub(crate) fn check_read(
         &self,
         work: &RouteWork,
         read: Result<Answer<serde_json::Value>, Failure>,
         keep: bool,
+        known: DomainKnown,
     ) -> Result<Checked, Vec<RecordResult>> {
         let user = read.map_err(|failure| {
             let reason = match failure.error.status() {
@@ -545,16 +578,10 @@ impl Engine {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
-        let facts = UserFacts::from_scim(&user.value, self.domain_facts(work))
-            .map_err(|e| fail(format!("reading the user: unexpected answer: {e}")))?;
-        let decision = self.policy.decide(&facts);
-        if !matches!(decision, Decision::Exempt { .. }) {
-            // A rule that cannot be decided must not act (one decision per user, whichever path
-            // brings it): nothing is written, and the reason says what is missing.
-            if let Some(reason) = self.policy.undecided_domains(&facts) {
-                return Err(fail_all(work, reason, ecids.clone(), Outcome::Rejected));
-            }
-        }
+        let decision = self.decide(&user.value, known).map_err(|no| {
+            let (outcome, reason) = no.settled("reading the user");
+            fail_all(work, reason, ecids.clone(), outcome)
+        })?;
         let Some(actor) = work
             .records
             .iter()
@@ -580,6 +607,53 @@ impl Engine {
             actor,
             held: keep.then_some(user.value),
         })
+    }
+
+    /// What the decision knows of the user's domain once read: the path's values, and the
+    /// domain's OCID and display name learned from the read when the policy needs them. `Err`
+    /// holds every record's result when a retryable lookup failed.
+    pub(crate) async fn learn_for(
+        &self,
+        domain: &DomainUrl,
+        work: &RouteWork,
+        read: &Result<Answer<serde_json::Value>, Failure>,
+        deadline: Instant,
+    ) -> Result<DomainKnown, Vec<RecordResult>> {
+        let user = read.as_ref().ok().map(|a| &a.value);
+        let mut values = self.domain_facts(work);
+        // The URL is known on every path (a reconcile by URL gives it too), so a rule decides
+        // alike whichever path brings the user.
+        if !values.iter().any(|v| v == domain.as_str()) {
+            values.push(domain.as_str().to_owned());
+        }
+        self.domain_known(domain, values, user, deadline)
+            .await
+            .map_err(|f| fail_all(work, f.reason, f.ecids, Outcome::Failed))
+    }
+
+    /// The policy's decision for a user as read or listed, given what is known of its domain
+    /// ([`learn_for`](Self::learn_for)). The same on every path that brings a user (a record, a
+    /// listing, a search).
+    pub(crate) fn decide(
+        &self,
+        user: &serde_json::Value,
+        known: DomainKnown,
+    ) -> Result<Decision, NoDecision> {
+        let facts = UserFacts::from_scim(user, known.values).map_err(NoDecision::Unusable)?;
+        let decision = self.policy.decide(&facts);
+        if !matches!(decision, Decision::Exempt { .. }) {
+            // A rule that cannot be decided must not act (one decision per user, whichever path
+            // brings it): nothing is written, and the reason says what is missing and why it
+            // could not be learned.
+            if let Some(reason) = self.policy.undecided_domains(&facts) {
+                let reason = match known.why_unknown {
+                    Some(why) => format!("{reason}; {why}"),
+                    None => reason,
+                };
+                return Err(NoDecision::Undecided(reason));
+            }
+        }
+        Ok(decision)
     }
 
     /// The attributes a read (or a listing) asks for: the policy's facts, and the credentials the

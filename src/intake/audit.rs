@@ -16,13 +16,15 @@
 //! assert_eq!(target.user_id.as_str(), "8f2e4c6a1b3d5f7091a2b3c4d5e6f708");
 //! ```
 
+use std::fmt;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::{DomainDecision, DomainFields, DomainPolicy, DomainRoute, EventTypes};
-use crate::intake::names::{shown, truncated, UserOcid, UserRef};
+use crate::intake::names::{shown, truncated, CompartmentOcid, UserId, UserOcid, UserRef};
 
 /// The Functions invoke body limit.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -103,49 +105,70 @@ impl PartialEq for Records {
     }
 }
 
-/// `{"reconcile": {...}}`: page over a domain's users and apply the profile, or, with
-/// `"domains": "all"`, start one such reconcile per identity domain of a compartment tree.
-///
-/// The fields after `maxUsers` are what a reconcile hands on to the next invocation when it nears
-/// its deadline (see `action::tenancy`); an operator may give `after` to resume from a logged cursor.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReconcileRequest {
-    /// The domain to scan: its name, display name, OCID or URL, checked against `DOMAINS`. Empty
-    /// when `domains` is given.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub domain: String,
-    /// `"all"`: every ACTIVE identity domain of the compartment tree.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domains: Option<AllDomains>,
-    /// With `domains`: the root of the compartment tree; `None` means the tenancy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compartment: Option<String>,
-    /// The SCIM filter that selects users; `None` means the default (JIT-created users).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<String>,
-    /// The 1-based SCIM `startIndex` to resume from (a previous run's `nextStartIndex`); `None`
-    /// starts at 1. Ignored when `after` is given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_index: Option<u64>,
-    /// Stop after this many users have been scanned; `None` scans to the end of the listing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_users: Option<u64>,
-    /// Resume after this user, in `meta.created` order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Cursor>,
-    /// How many hand-offs led to this invocation (0 or absent: the first).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hop: Option<u32>,
-    /// The run's id, the same on every hop of every domain of one tenancy-wide run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    /// When the domain's first hop started (RFC 3339), for the run's duration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    /// The counts of the hops before this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub totals: Option<Totals>,
+/// Declares [`ReconcileRequest`] with the attributes every optional field shares written once: an
+/// absent field is `None`, and a `None` is left out when the request is handed on (so a hand-off
+/// body holds only what is set).
+macro_rules! reconcile_request {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+            optional {
+                $($(#[$opt_meta:meta])* pub $opt:ident: Option<$opt_ty:ty>,)*
+            }
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+            $(
+                $(#[$opt_meta])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $opt: Option<$opt_ty>,
+            )*
+        }
+    };
+}
+
+reconcile_request! {
+    /// `{"reconcile": {...}}`: page over a domain's users and apply the profile, or, with
+    /// `"domains": "all"`, start one such reconcile per identity domain of a compartment tree.
+    ///
+    /// The fields after `maxUsers` are what a reconcile hands on to the next invocation when it
+    /// nears its deadline (see `action::tenancy`); an operator may give `after` to resume from a
+    /// logged cursor.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ReconcileRequest {
+        /// The domain to scan: its name, display name, OCID or URL, checked against `DOMAINS`.
+        /// Empty when `domains` is given.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pub domain: String,
+        optional {
+            /// `"all"`: every ACTIVE identity domain of the compartment tree.
+            pub domains: Option<AllDomains>,
+            /// With `domains`: the root of the compartment tree; `None` means the tenancy.
+            pub compartment: Option<String>,
+            /// The SCIM filter that selects users; `None` means the default (JIT-created users).
+            pub filter: Option<String>,
+            /// The 1-based SCIM `startIndex` to resume from (a previous run's `nextStartIndex`);
+            /// `None` starts at 1. Ignored when `after` is given.
+            pub start_index: Option<u64>,
+            /// Stop after this many users have been scanned; `None` scans to the end of the
+            /// listing.
+            pub max_users: Option<u64>,
+            /// Resume after this user, in `meta.created` order.
+            pub after: Option<Cursor>,
+            /// How many hand-offs led to this invocation (0 or absent: the first).
+            pub hop: Option<u32>,
+            /// The run's id, the same on every hop of every domain of one tenancy-wide run.
+            pub run_id: Option<String>,
+            /// When the domain's first hop started (RFC 3339), for the run's duration.
+            pub started_at: Option<String>,
+            /// The counts of the hops before this one.
+            pub totals: Option<Totals>,
+        }
+    }
 }
 
 /// The only value `domains` takes.
@@ -194,7 +217,21 @@ impl ReconcileRequest {
     /// The checks serde cannot make: one of `domain` and `domains`, and well-formed hand-off
     /// fields. The error names the field.
     fn validate(&self) -> Result<(), PayloadError> {
-        let err = |field: &str, why: String| PayloadError::new(format!("reconcile.{field}: {why}"));
+        self.validate_scope()?;
+        if let Some(after) = &self.after {
+            validate_cursor(after)?;
+        }
+        if let Some(id) = &self.run_id {
+            check_field("runId", check_run_id(id))?;
+        }
+        if let Some(at) = &self.started_at {
+            check_field("startedAt", parse_instant(at))?;
+        }
+        Ok(())
+    }
+
+    /// Exactly one of `domain` and `domains`, and `compartment` only with `domains`.
+    fn validate_scope(&self) -> Result<(), PayloadError> {
         match (self.domain.is_empty(), self.domains.is_some()) {
             (true, false) => {
                 return Err(PayloadError::new(
@@ -210,47 +247,55 @@ impl ReconcileRequest {
         }
         if let Some(c) = &self.compartment {
             if self.domains.is_none() {
-                return Err(err("compartment", "only with \"domains\": \"all\"".into()));
+                return Err(field_error("compartment", "only with \"domains\": \"all\""));
             }
-            crate::intake::names::CompartmentOcid::parse(c)
-                .map_err(|e| err("compartment", e.to_string()))?;
-        }
-        if let Some(after) = &self.after {
-            crate::intake::names::UserId::parse(&after.id)
-                .map_err(|e| err("after.id", e.to_string()))?;
-            parse_instant(&after.created).map_err(|e| err("after.created", e))?;
-            if after.same_instant.len() > MAX_SAME_INSTANT {
-                return Err(err(
-                    "after.sameInstant",
-                    format!("at most {MAX_SAME_INSTANT} ids"),
-                ));
-            }
-            for id in &after.same_instant {
-                crate::intake::names::UserId::parse(id)
-                    .map_err(|e| err("after.sameInstant", e.to_string()))?;
-            }
-        }
-        if let Some(id) = &self.run_id {
-            let ok = !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok {
-                return Err(err(
-                    "runId",
-                    format!(
-                        "expected 1 to 64 letters, digits, '-' or '_', got {}",
-                        shown(id)
-                    ),
-                ));
-            }
-        }
-        if let Some(at) = &self.started_at {
-            parse_instant(at).map_err(|e| err("startedAt", e))?;
+            check_field("compartment", CompartmentOcid::parse(c))?;
         }
         Ok(())
     }
+}
+
+/// `after`: a user id, an RFC 3339 instant, and at most a page of user ids done at that instant.
+fn validate_cursor(after: &Cursor) -> Result<(), PayloadError> {
+    check_field("after.id", UserId::parse(&after.id))?;
+    check_field("after.created", parse_instant(&after.created))?;
+    if after.same_instant.len() > MAX_SAME_INSTANT {
+        return Err(field_error(
+            "after.sameInstant",
+            format!("at most {MAX_SAME_INSTANT} ids"),
+        ));
+    }
+    for id in &after.same_instant {
+        check_field("after.sameInstant", UserId::parse(id))?;
+    }
+    Ok(())
+}
+
+/// A run id: 1 to 64 letters, digits, '-' or '_' (it names the run in logs and metrics).
+fn check_run_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected 1 to 64 letters, digits, '-' or '_', got {}",
+            shown(id)
+        ))
+    }
+}
+
+/// A refused field of the reconcile request: `reconcile.<field>: <why>`.
+fn field_error(field: &str, why: impl fmt::Display) -> PayloadError {
+    PayloadError::new(format!("reconcile.{field}: {why}"))
+}
+
+/// `checked`, or its error as a refusal of `field`.
+fn check_field<T, E: fmt::Display>(field: &str, checked: Result<T, E>) -> Result<T, PayloadError> {
+    checked.map_err(|why| field_error(field, why))
 }
 
 /// An RFC 3339 instant (`meta.created`, `startedAt`).

@@ -114,33 +114,95 @@ pub enum NameError {
     },
 }
 
+macro_rules! string_like {
+    ($ty:ty) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+    };
+}
+
 fn is_lower_hex(s: &str) -> bool {
     // Bytes, not chars: any multi-byte look-alike fails here.
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// An identity-domain name: `idcs-` and 32 lower-case hex digits, nothing else.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DomainName(String);
+/// True for a SCIM id: exactly 32 lower-case hex digits.
+fn is_hex_id(s: &str) -> bool {
+    s.len() == HEX_ID_LEN && is_lower_hex(s)
+}
 
-impl DomainName {
-    /// Accepts `s` only if it is an identity-domain name as described above; the error repeats it.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        let valid = s.len() == DOMAIN_PREFIX.len() + HEX_ID_LEN
-            && s.strip_prefix(DOMAIN_PREFIX).is_some_and(is_lower_hex);
-        if valid {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::DomainName {
-                value: s.to_owned(),
-            })
+/// Defines a newtype over `String` that can only hold text its check accepts: the type's doc and
+/// name, `parse`'s doc, the check (`fn(&str) -> bool`), and how a refusal names the field and the
+/// reason (`fn(String) -> NameError`, given the refused text in full). `Display`, `Serialize`,
+/// `FromStr` and `AsRef<str>` come with it.
+macro_rules! checked_name {
+    (
+        $(#[$doc:meta])* $name:ident,
+        $(#[$parse_doc:meta])* valid: $valid:expr,
+        refused: $refused:expr $(,)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            $(#[$parse_doc])*
+            pub fn parse(s: &str) -> Result<Self, NameError> {
+                checked(s, $valid, $refused).map(Self)
+            }
+
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
 
-    /// The validated text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+        string_like!($name);
+    };
+}
+
+/// `s` as owned text when `valid` accepts it, else the error `refused` makes of it.
+fn checked(
+    s: &str,
+    valid: impl Fn(&str) -> bool,
+    refused: impl FnOnce(String) -> NameError,
+) -> Result<String, NameError> {
+    if valid(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(refused(s.to_owned()))
     }
+}
+
+checked_name! {
+    /// An identity-domain name: `idcs-` and 32 lower-case hex digits, nothing else.
+    DomainName,
+    /// Accepts `s` only if it is an identity-domain name as described above; the error repeats it.
+    valid: |s| s.len() == DOMAIN_PREFIX.len() + HEX_ID_LEN
+        && s.strip_prefix(DOMAIN_PREFIX).is_some_and(is_lower_hex),
+    refused: |value| NameError::DomainName { value }
 }
 
 /// A user's SCIM id: 32 lower-case hex digits, held in place (no allocation: a batch may name
@@ -152,7 +214,7 @@ impl UserId {
     /// Accepts `s` only if it is a SCIM user id as described above; the error repeats it.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         match <[u8; HEX_ID_LEN]>::try_from(s.as_bytes()) {
-            Ok(bytes) if is_lower_hex(s) => Ok(Self(bytes)),
+            Ok(bytes) if is_hex_id(s) => Ok(Self(bytes)),
             _ => Err(NameError::UserId {
                 value: s.to_owned(),
             }),
@@ -166,38 +228,33 @@ impl UserId {
     }
 }
 
-impl std::fmt::Debug for UserId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("UserId").field(&self.as_str()).finish()
     }
 }
 
-/// The SCIM id of one of a user's credentials (API key, auth token, customer secret key, SMTP
-/// credential, OAuth2 client credential, DB credential): 32 lower-case hex digits, like a user id,
-/// because it goes into a `DELETE /admin/v1/<type>/{id}` path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CredentialId(String);
+string_like!(UserId);
 
-impl CredentialId {
+checked_name! {
+    /// The SCIM id of one of a user's credentials (API key, auth token, customer secret key, SMTP
+    /// credential, OAuth2 client credential, DB credential): 32 lower-case hex digits, like a user
+    /// id, because it goes into a `DELETE /admin/v1/<type>/{id}` path.
+    CredentialId,
     /// Accepts `s` only if it is 32 lower-case hex digits; the error repeats it.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        if s.len() == HEX_ID_LEN && is_lower_hex(s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::CredentialId {
-                value: s.to_owned(),
-            })
-        }
-    }
-
-    /// The validated text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+    valid: is_hex_id,
+    refused: |value| NameError::CredentialId { value }
 }
 
 /// Longest OCID accepted; real ones are well under 100 characters.
 const MAX_OCID_LEN: usize = 255;
+
+/// What follows `ocid1.<kind>.` in `s`, if it starts so.
+fn after_ocid_kind<'a>(s: &'a str, kind: &str) -> Option<&'a str> {
+    s.strip_prefix("ocid1.")
+        .and_then(|r| r.strip_prefix(kind))
+        .and_then(|r| r.strip_prefix('.'))
+}
 
 /// True for `ocid1.<kind>.<realm>..<id>`: a realm and an id of lower-case letters and digits, and
 /// the empty region of a global resource. Nothing in it needs escaping in a URL path, and no part
@@ -211,11 +268,7 @@ fn is_global_ocid(s: &str, kind: &str) -> bool {
     if s.len() > MAX_OCID_LEN {
         return false;
     }
-    let Some(rest) = s
-        .strip_prefix("ocid1.")
-        .and_then(|r| r.strip_prefix(kind))
-        .and_then(|r| r.strip_prefix('.'))
-    else {
+    let Some(rest) = after_ocid_kind(s, kind) else {
         return false;
     };
     match rest.split_once("..") {
@@ -236,11 +289,7 @@ fn is_regional_ocid(s: &str, kind: &str) -> bool {
             && p.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || (dash && b == b'-'))
     };
-    let Some(rest) = s
-        .strip_prefix("ocid1.")
-        .and_then(|r| r.strip_prefix(kind))
-        .and_then(|r| r.strip_prefix('.'))
-    else {
+    let Some(rest) = after_ocid_kind(s, kind) else {
         return false;
     };
     let parts: Vec<&str> = rest.split('.').collect();
@@ -249,52 +298,28 @@ fn is_regional_ocid(s: &str, kind: &str) -> bool {
             if part(realm, false) && part(region, true) && part(id, false))
 }
 
-/// A compartment to list identity domains in: a compartment OCID or the tenancy's OCID (the
-/// root compartment).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CompartmentOcid(String);
-
-impl CompartmentOcid {
+checked_name! {
+    /// A compartment to list identity domains in: a compartment OCID or the tenancy's OCID (the
+    /// root compartment).
+    CompartmentOcid,
     /// Accepts `ocid1.compartment.<realm>..<id>` or `ocid1.tenancy.<realm>..<id>`.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        if is_global_ocid(s, "compartment") || is_global_ocid(s, "tenancy") {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::Ocid {
-                what: "compartment",
-                pattern: "ocid1.compartment.<realm>..<id> or ocid1.tenancy.<realm>..<id>",
-                value: s.to_owned(),
-            })
-        }
-    }
-
-    /// The validated text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    valid: |s| is_global_ocid(s, "compartment") || is_global_ocid(s, "tenancy"),
+    refused: |value| NameError::Ocid {
+        what: "compartment",
+        pattern: "ocid1.compartment.<realm>..<id> or ocid1.tenancy.<realm>..<id>",
+        value,
     }
 }
 
-/// A function's OCID (`FN_FN_ID`), `ocid1.fnfunc.<realm>.<region>.<id>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FunctionOcid(String);
-
-impl FunctionOcid {
+checked_name! {
+    /// A function's OCID (`FN_FN_ID`), `ocid1.fnfunc.<realm>.<region>.<id>`.
+    FunctionOcid,
     /// Accepts `s` only if it is a function OCID as described above.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        if is_regional_ocid(s, "fnfunc") {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::Ocid {
-                what: "function id",
-                pattern: "ocid1.fnfunc.<realm>.<region>.<id>",
-                value: s.to_owned(),
-            })
-        }
-    }
-
-    /// The validated text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    valid: |s| is_regional_ocid(s, "fnfunc"),
+    refused: |value| NameError::Ocid {
+        what: "function id",
+        pattern: "ocid1.fnfunc.<realm>.<region>.<id>",
+        value,
     }
 }
 
@@ -332,55 +357,29 @@ pub fn check_invoke_endpoint(url: &DomainUrl, loopback_allowed: bool) -> Result<
     }
 }
 
-/// A user's OCID, `ocid1.user.<realm>..<id>`: the identity domain accepts it in place of the SCIM
-/// id in `/admin/v1/Users/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserOcid(String);
+checked_name! {
+    /// A user's OCID, `ocid1.user.<realm>..<id>`: the identity domain accepts it in place of the
+    /// SCIM id in `/admin/v1/Users/{id}`.
+    UserOcid,
+    /// Accepts `s` only if it is a user OCID as described above; the error repeats it.
+    valid: |s| is_global_ocid(s, "user"),
+    refused: |value| NameError::UserRef { value }
+}
 
 impl UserOcid {
-    /// Accepts `s` only if it is a user OCID as described above; the error repeats it.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        if is_global_ocid(s, "user") {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::UserRef {
-                value: s.to_owned(),
-            })
-        }
-    }
-
     /// True when `s` claims to be a user OCID (whether or not it is a valid one).
     pub fn is_claimed_by(s: &str) -> bool {
         s.starts_with("ocid1.user.")
     }
-
-    /// The validated text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-/// An identity domain's OCID, `ocid1.domain.<realm>..<id>`, resolved to its URL through the IAM
-/// control plane (`GetDomain`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DomainOcid(String);
-
-impl DomainOcid {
+checked_name! {
+    /// An identity domain's OCID, `ocid1.domain.<realm>..<id>`, resolved to its URL through the
+    /// IAM control plane (`GetDomain`).
+    DomainOcid,
     /// Accepts `s` only if it is a domain OCID as described above; the error repeats it.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        if is_global_ocid(s, "domain") {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::DomainOcid {
-                value: s.to_owned(),
-            })
-        }
-    }
-
-    /// The validated text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+    valid: |s| is_global_ocid(s, "domain"),
+    refused: |value| NameError::DomainOcid { value }
 }
 
 /// How a record names a user: by SCIM id, or by OCID (read first, then written by the id the
@@ -555,44 +554,8 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-macro_rules! string_like {
-    ($ty:ty) => {
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = NameError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::parse(s)
-            }
-        }
-
-        impl AsRef<str> for $ty {
-            fn as_ref(&self) -> &str {
-                self.as_str()
-            }
-        }
-    };
-}
-
-string_like!(DomainName);
-string_like!(UserId);
-string_like!(CredentialId);
 string_like!(DomainUrl);
-string_like!(UserOcid);
-string_like!(DomainOcid);
 string_like!(UserRef);
-string_like!(CompartmentOcid);
-string_like!(FunctionOcid);
 
 #[cfg(test)]
 mod tests {

@@ -398,6 +398,25 @@ pub struct ScanJob {
     pub page_size: u64,
 }
 
+/// The domain values a user is judged with: the job's, and the domain's OCID and display name
+/// learned from the user's `domainOcid` when the policy needs them (as reconcile does); a lookup
+/// that fails leaves the job's values.
+async fn domain_values_of(
+    engine: &Engine,
+    job: &ScanJob,
+    user: &Value,
+    deadline: Instant,
+) -> Vec<String> {
+    let values = job.domain_values.clone();
+    match engine
+        .domain_known(&job.domain, values.clone(), Some(user), deadline)
+        .await
+    {
+        Ok(known) => known.values,
+        Err(_) => values,
+    }
+}
+
 /// Pages through the listing and judges every user; `on_page(scanned, total)` after each page.
 /// A page that cannot be read ends the scan with the report marked incomplete.
 pub async fn scan(
@@ -436,7 +455,8 @@ pub async fn scan(
             // A user listed twice (the listing shifted under the scan) is reported once.
             let id = user.get("id").and_then(Value::as_str).map(str::to_owned);
             if id.is_none_or(|id| seen.insert(id)) {
-                report.push(row(user, &engine.policy, &job.domain_values));
+                let values = domain_values_of(engine, job, user, deadline).await;
+                report.push(row(user, &engine.policy, &values));
             }
         }
         let total = page.total_results;

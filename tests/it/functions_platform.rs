@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::platform_harness::{deadline_in, Call, FnProcess};
 use crate::support::identity_domain_server::{public_key_from_pem, verify, PublicKey};
+use crate::support::loopback::LoopbackServer;
 
 /// One invocation the platform accepted, and how its call ended.
 #[derive(Debug, Clone)]
@@ -67,8 +68,7 @@ impl State {
 /// The running stand-in; it stops when dropped.
 pub struct FunctionsPlatform {
     state: Arc<State>,
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    server: LoopbackServer,
 }
 
 impl FunctionsPlatform {
@@ -85,32 +85,17 @@ impl FunctionsPlatform {
             inner: Mutex::new(Inner::default()),
             wake: tokio::sync::Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
-        let app = axum::Router::new().fallback({
+        let server = LoopbackServer::start({
             let state = state.clone();
-            move |request: Request<Body>| handle(state.clone(), addr, request)
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        FunctionsPlatform {
-            state,
-            addr,
-            _stop: stop,
-        }
+            move |addr| move |request: Request<Body>| handle(state.clone(), addr, request)
+        })
+        .await;
+        FunctionsPlatform { state, server }
     }
 
     /// `http://127.0.0.1:port`: FUNCTIONS_URL, and the invoke endpoint it answers.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// Delivers accepted invocations to `containers`, one call per container at a time, each with a

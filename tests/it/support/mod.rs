@@ -2,5 +2,6 @@
 pub mod demo;
 pub mod fixtures;
 pub mod identity_domain_server;
+pub mod loopback;
 pub mod monitoring_server;
 pub mod png;

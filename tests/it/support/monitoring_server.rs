@@ -6,7 +6,6 @@
 //! past and 10 min ahead), records what it got, and can answer 500 or never answer.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +14,7 @@ use axum::http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::identity_domain_server::{public_key_from_pem, verify, PublicKey};
+use super::loopback::LoopbackServer;
 
 /// How the endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +49,7 @@ struct State {
 /// The running endpoint; it stops when dropped.
 pub struct MonitoringServer {
     state: Arc<State>,
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    server: LoopbackServer,
 }
 
 impl MonitoringServer {
@@ -61,32 +60,17 @@ impl MonitoringServer {
             mode: Mutex::new(mode),
             posted: Mutex::new(Vec::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
-        let app = axum::Router::new().fallback({
+        let server = LoopbackServer::start({
             let state = state.clone();
-            move |request: Request<Body>| handle(state.clone(), request)
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        MonitoringServer {
-            state,
-            addr,
-            _stop: stop,
-        }
+            move |_| move |request: Request<Body>| handle(state.clone(), request)
+        })
+        .await;
+        MonitoringServer { state, server }
     }
 
     /// `http://127.0.0.1:port`, the `MONITORING_INGESTION_URL` to configure.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     pub fn set_mode(&self, mode: Mode) {
