@@ -427,8 +427,10 @@ fn log_complete(hop: &Hop, request: &ReconcileRequest, report: &ReconcileReport)
 
 /// Process memory between calls. A function container serves call after call: what one call's
 /// 39,000 records needed must not stay resident for the next. glibc keeps freed memory in per-thread
-/// arenas and returns little of it on its own, so the process caps the arenas and gives the free pages
-/// back after every call. musl (the deployed image) needs neither; there these are no-ops.
+/// arenas and returns little of it on its own, so the process uses one arena (with two, a call's peak
+/// could land in both, and the peak grew call after call), maps large blocks on their own, and gives
+/// the free pages back after every call. musl (the deployed image) needs none of it; there these are
+/// no-ops.
 pub mod memory {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     mod glibc {
@@ -438,12 +440,19 @@ pub mod memory {
         }
         /// glibc's `M_ARENA_MAX`.
         const M_ARENA_MAX: i32 = -8;
+        /// glibc's `M_MMAP_THRESHOLD`.
+        const M_MMAP_THRESHOLD: i32 = -3;
+        /// Blocks from this size up are mapped on their own and unmapped when freed. Set, it stays
+        /// put: by default glibc raises it to the size of each large block freed, after which answer
+        /// buffers (up to 1 MiB each, 16 at once) come from the heap and leave resident holes.
+        const MMAP_THRESHOLD: i32 = 128 * 1024;
 
         pub(super) fn limit_arenas() {
             // SAFETY: mallopt only sets an allocator parameter; it is called once at start, before
             // the runtime's threads allocate.
             unsafe {
                 mallopt(M_ARENA_MAX, 1);
+                mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
             }
         }
 
@@ -455,8 +464,8 @@ pub mod memory {
         }
     }
 
-    /// At start: at most two malloc arenas (each thread otherwise gets its own, and each keeps what it
-    /// once held).
+    /// At start: one malloc arena (each thread otherwise gets its own, and each keeps what it once
+    /// held), and a fixed threshold for mapping large blocks on their own.
     pub fn limit_arenas() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         glibc::limit_arenas();

@@ -18,7 +18,6 @@ use crate::clients::identity_domain::{calls, user_attributes};
 use crate::intake::names::{truncated_to, DomainUrl, UserRef};
 use crate::transport::{
     classify, error_detail, Call, Intent, Method, Observed, RateGroup, StatusCode, Verdict,
-    PAGE_ANSWER_LIMIT,
 };
 
 /// `/Bulk` calls count against their own rate budget per domain (`BULK_REQUESTS_PER_SECOND`), as
@@ -28,6 +27,12 @@ pub const BULK_GROUP: RateGroup = RateGroup::new("bulk");
 pub const MAX_OPERATIONS: usize = 50;
 /// Oracle's limit on a Bulk request's size (1 MB); a margin is kept for the envelope.
 pub const MAX_BULK_BYTES: usize = 1_000_000;
+
+/// The largest search or Bulk answer read: 50 users with their credential lists, or 50 operations'
+/// results, take well under 1 MiB. The page limit (32 MiB) would let one hostile answer hold half
+/// the function's memory; past this a search's users are read singly (1 MiB each) and a Bulk
+/// request's users are `failed` for a retry, never assumed written.
+pub const BATCH_ANSWER_LIMIT: usize = 4 * 1024 * 1024;
 /// Users asked for in one search (the product's limit, as for Bulk).
 pub const MAX_SEARCH_USERS: usize = 50;
 const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
@@ -116,13 +121,13 @@ pub fn chunks(operations: Vec<BulkOperation>) -> Vec<Vec<BulkOperation>> {
 }
 
 /// The `/Bulk` call for `body`, in its own rate group; an answer holds one small result per
-/// operation, so a page's limit is ample.
+/// operation (see [`BATCH_ANSWER_LIMIT`]).
 pub fn bulk_call(domain: &DomainUrl, body: Vec<u8>) -> Call {
     let url = domain.endpoint(&["admin", "v1", "Bulk"], &[]);
     calls::call(Method::POST, url, Intent::Write)
         .with_body(body)
         .with_group(BULK_GROUP)
-        .with_answer_limit(PAGE_ANSWER_LIMIT)
+        .with_answer_limit(BATCH_ANSWER_LIMIT)
 }
 
 /// The `.search` call for `users` (at most [`MAX_SEARCH_USERS`]), asking the attributes a single
@@ -133,7 +138,7 @@ pub fn search_call(domain: &DomainUrl, users: &[&UserRef], policy: &[&str]) -> C
     let url = domain.endpoint(&["admin", "v1", "Users", ".search"], &[]);
     calls::call(Method::POST, url, Intent::Read)
         .with_body(body.to_string().into_bytes())
-        .with_answer_limit(PAGE_ANSWER_LIMIT)
+        .with_answer_limit(BATCH_ANSWER_LIMIT)
 }
 
 /// The SearchRequest for `users` (see [`search_call`]).
