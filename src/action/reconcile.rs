@@ -192,10 +192,11 @@ pub fn keyset_filter(filter: &str, created: &str) -> String {
     }
 }
 
-/// Where the scan stands: the cursor, the users done at its instant, and (for the older form)
-/// the index of the next user.
+/// Where a scan in `meta.created` order stands: the cursor, the users done at its instant, and
+/// (for the older form) the index of the next user. The reconcile and the posture report page
+/// with it alike.
 #[derive(Debug)]
-struct Position {
+pub(crate) struct Position {
     /// The last user done: `meta.created` as given, parsed, and the user's id.
     last: Option<(String, OffsetDateTime, String)>,
     /// Ids done whose `meta.created` is the cursor's instant.
@@ -207,14 +208,15 @@ struct Position {
 }
 
 impl Position {
-    fn new(job: &ReconcileJob) -> Self {
+    /// A scan from `start_index` (1-based; 0 is read as 1), or after the cursor `after`.
+    pub(crate) fn new(start_index: u64, after: Option<&Cursor>) -> Self {
         let mut position = Position {
             last: None,
             same_instant: HashSet::new(),
             offset: 1,
-            index: job.start_index.max(1),
+            index: start_index.max(1),
         };
-        if let Some(after) = &job.after {
+        if let Some(after) = after {
             // Checked when the request was read; a cursor that does not parse starts from the top.
             if let Ok(at) = parse_instant(&after.created) {
                 position.last = Some((after.created.clone(), at, after.id.clone()));
@@ -233,12 +235,78 @@ impl Position {
         }
     }
 
-    fn instant(&self) -> Option<OffsetDateTime> {
+    /// The filter, `startIndex` and `count` of the next page: `page_size` users, at most
+    /// `budget_left`, plus the users done at the cursor's instant (they come again at the top of a
+    /// keyset page, so they do not eat the budget).
+    pub(crate) fn next_page(
+        &self,
+        filter: &str,
+        page_size: u64,
+        budget_left: Option<u64>,
+    ) -> (String, u64, u64) {
+        let overlap = match (&self.last, self.offset) {
+            (Some(_), 1) => self.same_instant.len() as u64,
+            _ => 0,
+        };
+        let count = budget_left
+            .map_or(page_size, |left| left.min(page_size))
+            .saturating_add(overlap)
+            .min(MAX_PAGE_SIZE);
+        let (filter, start) = self.query(filter);
+        (filter, start, count)
+    }
+
+    /// Moves past a whole page read from `start` (every user done) and says whether it held the
+    /// end of what the domain reported (`totalResults`) for the page's query.
+    pub(crate) fn past_page(&mut self, listed: &[Listed<'_>], start: u64, total: u64) -> bool {
+        let before = self.instant();
+        self.past(listed);
+        if (start - 1) + listed.len() as u64 >= total {
+            return true;
+        }
+        // A page of users all created at the cursor's instant moves on within that instant.
+        self.offset = if self.instant() == before && before.is_some() {
+            self.offset + listed.len() as u64
+        } else {
+            1
+        };
+        false
+    }
+
+    /// Moves the cursor past these users, done.
+    fn past(&mut self, users: &[Listed<'_>]) {
+        for user in users {
+            self.advance(user.created, user.at, user.id);
+        }
+    }
+
+    /// Steps over the user one page of which is too large by itself: `named` is that user, or
+    /// `None` when it was done before (the scan then moves on within the cursor's instant).
+    pub(crate) fn step_over(&mut self, named: Option<&Oversized>) {
+        match named {
+            Some(user) => {
+                let id = user.id.as_deref().unwrap_or_default();
+                self.advance(&user.created, user.at, Some(id));
+                self.offset = 1;
+            }
+            None => self.offset += 1,
+        }
+    }
+
+    /// Where the scan stands, as an error message says it.
+    pub(crate) fn where_from(&self) -> String {
+        match &self.last {
+            Some((created, _, id)) => format!("after user {id} (created {created})"),
+            None => format!("index {}", self.index),
+        }
+    }
+
+    pub(crate) fn instant(&self) -> Option<OffsetDateTime> {
         self.last.as_ref().map(|(_, at, _)| *at)
     }
 
     /// True when the user at `at` with `id` was done before (at the cursor's instant).
-    fn done(&self, at: OffsetDateTime, id: Option<&str>) -> bool {
+    pub(crate) fn done(&self, at: OffsetDateTime, id: Option<&str>) -> bool {
         self.instant() == Some(at) && id.is_some_and(|id| self.same_instant.contains(id))
     }
 
@@ -280,11 +348,11 @@ impl Position {
 }
 
 /// One user of a page: its JSON, id and `meta.created`.
-struct Listed<'a> {
-    user: &'a serde_json::Value,
-    id: Option<&'a str>,
-    created: &'a str,
-    at: OffsetDateTime,
+pub(crate) struct Listed<'a> {
+    pub(crate) user: &'a serde_json::Value,
+    pub(crate) id: Option<&'a str>,
+    pub(crate) created: &'a str,
+    pub(crate) at: OffsetDateTime,
 }
 
 /// Pages through `job`'s listing and brings each user to the profile the policy decides, until the
@@ -310,7 +378,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         users: Vec::new(),
     };
     let mut page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
-    let mut position = Position::new(job);
+    let mut position = Position::new(job.start_index, job.after.as_ref());
     let mut seen: HashSet<String> = HashSet::new();
     loop {
         let budget_left = job.max_users.map(|m| m.saturating_sub(report.scanned));
@@ -326,18 +394,8 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             stopped_here(&mut report, &position);
             break;
         }
-        // Users done at the cursor's instant come again at the top of a keyset page: ask for
-        // them on top of the budget so they do not eat it.
-        let overlap = match (&position.last, position.offset) {
-            (Some(_), 1) => position.same_instant.len() as u64,
-            _ => 0,
-        };
-        let count = budget_left
-            .map_or(page_size, |left| left.min(page_size))
-            .saturating_add(overlap)
-            .min(MAX_PAGE_SIZE);
-        let (filter, start) = position.query(&job.filter);
-        let page = match read_page(engine, job, &filter, start, count, deadline).await {
+        let (filter, start, count) = position.next_page(&job.filter, page_size, budget_left);
+        let page = match read_page(engine, &job.domain, &filter, start, count, deadline).await {
             PageRead::Page(page, asked) => {
                 page_size = page_size.min(asked.max(1));
                 page
@@ -345,18 +403,28 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             PageRead::Alone(why) => {
                 // One user's listing passes the page limit by itself: final for that user, and
                 // the scan goes on past it.
-                match skip_oversized(engine, job, &filter, start, &position, why, deadline).await {
-                    Ok(Some((created, at, id, entry))) => {
-                        seen.insert(id.clone());
-                        tally(&mut report, entry);
-                        position.advance(&created, at, Some(&id));
-                        position.offset = 1;
+                let named = name_oversized(
+                    engine,
+                    &job.domain,
+                    &filter,
+                    start,
+                    &position,
+                    why,
+                    deadline,
+                )
+                .await;
+                match named {
+                    Ok(named) => {
+                        if let Some(user) = &named {
+                            seen.insert(user.id.clone().unwrap_or_default());
+                            tally(&mut report, oversized_entry(user));
+                        }
+                        position.step_over(named.as_ref());
                     }
-                    Ok(None) => position.offset += 1,
                     Err(reason) => {
                         report.error = Some(format!(
                             "listing users from {}: {reason}",
-                            where_from(&position)
+                            position.where_from()
                         ));
                         stopped_here(&mut report, &position);
                         break;
@@ -369,7 +437,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
                 // Nothing after the cursor was looked at: the caller continues from there.
                 report.error = Some(format!(
                     "listing users from {}: {reason}",
-                    where_from(&position)
+                    position.where_from()
                 ));
                 stopped_here(&mut report, &position);
                 break;
@@ -381,7 +449,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
                 // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
                 report.error = Some(format!(
                     "incomplete listing from {}: {reason}",
-                    where_from(&position)
+                    position.where_from()
                 ));
                 stopped_here(&mut report, &position);
                 break;
@@ -389,7 +457,6 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         };
         let total = page.total_results.unwrap_or_default();
         report.total_results = Some(run_total(&report, job, &position, &listed, start, total));
-        let before = position.instant();
         let left = budget_left.unwrap_or(u64::MAX);
         let stopped = run_page(
             engine,
@@ -402,25 +469,15 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
             deadline,
         )
         .await;
-        let done = stopped.map_or(listed.len(), |(pos, _)| pos);
-        for user in &listed[..done] {
-            position.advance(user.created, user.at, user.id);
-        }
-        if let Some((_, reason)) = stopped {
+        if let Some((done, reason)) = stopped {
+            position.past(&listed[..done]);
             report.stopped_because = Some(reason);
             stopped_here(&mut report, &position);
             break;
         }
-        // The end of what the domain reported for this query is in this page.
-        if (start - 1) + listed.len() as u64 >= total {
+        if position.past_page(&listed, start, total) {
             break;
         }
-        // A page of users all created at the cursor's instant moves on within that instant.
-        position.offset = if position.instant() == before && before.is_some() {
-            position.offset + listed.len() as u64
-        } else {
-            1
-        };
     }
     report
 }
@@ -454,15 +511,8 @@ fn stopped_here(report: &mut ReconcileReport, position: &Position) {
     report.next_after = position.cursor();
 }
 
-fn where_from(position: &Position) -> String {
-    match &position.last {
-        Some((created, _, id)) => format!("after user {id} (created {created})"),
-        None => format!("index {}", position.index),
-    }
-}
-
 /// What reading one page came to.
-enum PageRead {
+pub(crate) enum PageRead {
     /// The page, and the count that fit.
     Page(UserPage, u64),
     /// Even one user's listing is over the page limit (the reason says so).
@@ -474,9 +524,9 @@ enum PageRead {
 /// Reads one page, asking for fewer users while the answer is too large (down to one): a page of
 /// users with many groups can pass the page limit, and one that always does would stop every run
 /// at the same place.
-async fn read_page(
+pub(crate) async fn read_page(
     engine: &Engine,
-    job: &ReconcileJob,
+    domain: &DomainUrl,
     filter: &str,
     start: u64,
     mut count: u64,
@@ -486,7 +536,7 @@ async fn read_page(
         let attributes = engine.read_attributes(true);
         match engine
             .client
-            .list_users(&job.domain, filter, start, count, &attributes, deadline)
+            .list_users(domain, filter, start, count, &attributes, deadline)
             .await
         {
             Ok(answer) => return PageRead::Page(answer.value, count),
@@ -495,7 +545,7 @@ async fn read_page(
                     return PageRead::Alone(failure.to_string());
                 }
                 let smaller = (count / 2).max(1);
-                tracing::warn!(domain = %job.domain, count, smaller, "a page of users is too large; asking for fewer");
+                tracing::warn!(%domain, count, smaller, "a page of users is too large; asking for fewer");
                 count = smaller;
             }
             Err(failure) => return PageRead::Failed(failure.to_string()),
@@ -503,21 +553,37 @@ async fn read_page(
     }
 }
 
+/// A user whose listing alone is too large, named by a read without the policy's attributes.
+#[derive(Debug)]
+pub(crate) struct Oversized {
+    /// `meta.created` as listed, and parsed.
+    pub(crate) created: String,
+    pub(crate) at: OffsetDateTime,
+    /// The SCIM id as listed.
+    pub(crate) id: Option<String>,
+    /// `userName`, when listed.
+    pub(crate) user_name: Option<String>,
+    /// Why the user cannot be judged: final, a retry would not shrink it.
+    pub(crate) reason: String,
+    /// Request ids of the read that named it.
+    pub(crate) ecids: Vec<String>,
+}
+
 /// The user whose listing alone is too large, read again without the policy's attributes (groups,
-/// tags) so it can be named, with its `rejected` entry. `Ok(None)` when that user was done already
-/// (it shares the cursor's instant): the scan steps over it.
-async fn skip_oversized(
+/// tags) so it can be named. `Ok(None)` when that user was done already (it shares the cursor's
+/// instant): the scan steps over it.
+pub(crate) async fn name_oversized(
     engine: &Engine,
-    job: &ReconcileJob,
+    domain: &DomainUrl,
     filter: &str,
     start: u64,
     position: &Position,
     why: String,
     deadline: Instant,
-) -> Result<Option<(String, OffsetDateTime, String, UserEntry)>, String> {
+) -> Result<Option<Oversized>, String> {
     let answer = engine
         .client
-        .list_users(&job.domain, filter, start, 1, &[], deadline)
+        .list_users(domain, filter, start, 1, &[], deadline)
         .await
         .map_err(|f| format!("naming a user whose listing is too large: {f}"))?;
     let listed = check_page(&answer.value, start, 1, position.instant())?;
@@ -526,30 +592,41 @@ async fn skip_oversized(
             "a page of one user is too large ({why}), and without its groups the user is gone"
         ));
     };
-    let id = user.id.unwrap_or_default().to_owned();
     if position.done(user.at, user.id) {
         return Ok(None);
     }
+    let id = user.id.map(str::to_owned);
     let reason = format!(
         "the user's listing alone is too large ({why}); it will not shrink on a retry (a user in thousands of groups?)"
     );
-    tracing::warn!(domain = %job.domain, user_id = %id, reason = %reason, "user skipped");
-    let entry = UserEntry {
-        user_id: user.id.map(str::to_owned),
+    tracing::warn!(%domain, user_id = %id.as_deref().unwrap_or_default(), reason = %reason, "user skipped");
+    Ok(Some(Oversized {
+        created: user.created.to_owned(),
+        at: user.at,
+        id,
         user_name: user
             .user
             .get("userName")
             .and_then(|v| v.as_str())
             .map(str::to_owned),
+        reason,
+        ecids: answer.ecids,
+    }))
+}
+
+/// The `rejected` entry of a user whose listing alone is too large.
+fn oversized_entry(user: &Oversized) -> UserEntry {
+    UserEntry {
+        user_id: user.id.clone(),
+        user_name: user.user_name.clone(),
         outcome: Outcome::Rejected,
         policy: Vec::new(),
         changed: Default::default(),
-        reason: Some(reason),
-        request_ids: answer.ecids,
+        reason: Some(user.reason.clone()),
+        request_ids: user.ecids.clone(),
         lingering: Counts::new(),
         revoked: Counts::new(),
-    };
-    Ok(Some((user.created.to_owned(), user.at, id, entry)))
+    }
 }
 
 /// Processes a page's users not done before, at most `budget` of them; returns the page position
@@ -633,7 +710,7 @@ fn tally(report: &mut ReconcileReport, entry: UserEntry) {
 /// smaller) or at the end of the listing; fewer than that before the end means users the scan
 /// cannot account for. Every user must carry `meta.created`, in ascending order and not before
 /// the cursor, and none may appear twice.
-fn check_page(
+pub(crate) fn check_page(
     page: &UserPage,
     index: u64,
     asked: u64,
@@ -943,7 +1020,7 @@ mod tests {
             max_users: None,
             page_size: 10,
         };
-        let mut position = Position::new(&job);
+        let mut position = Position::new(job.start_index, job.after.as_ref());
         assert_eq!(position.query(&job.filter), ("userName pr".to_owned(), 1));
         assert_eq!(position.cursor(), None);
         let t = "2026-11-01T00:00:01.5Z";
@@ -962,10 +1039,7 @@ mod tests {
             (b.as_str(), vec![a.clone()])
         );
         // The next hop starts where this one stopped.
-        let resumed = Position::new(&ReconcileJob {
-            after: Some(cursor),
-            ..job.clone()
-        });
+        let resumed = Position::new(1, Some(&cursor));
         assert!(resumed.done(at, Some(&a)) && resumed.done(at, Some(&b)));
         assert!(!resumed.done(at, Some(&"c".repeat(32))));
         // A later instant forgets the earlier one's ids.
