@@ -151,6 +151,29 @@ pub enum StopReason {
 }
 
 impl ReconcileReport {
+    /// A run of `job` that has done nothing yet.
+    fn new(job: &ReconcileJob, dry_run: bool) -> Self {
+        ReconcileReport {
+            domain: job.domain.as_str().to_string(),
+            filter: job.filter.clone(),
+            start_index: job.start_index.max(1),
+            scanned: 0,
+            applied: 0,
+            unchanged: 0,
+            rejected: 0,
+            failed: 0,
+            dry_run,
+            lingering: Counts::new(),
+            revoked: Counts::new(),
+            total_results: None,
+            next_start_index: None,
+            next_after: None,
+            stopped_because: None,
+            error: None,
+            users: Vec::new(),
+        }
+    }
+
     /// Whether the invocation should fail so the caller retries (a page or a write failed).
     pub fn needs_retry(&self) -> bool {
         self.failed > 0 || self.error.is_some()
@@ -238,7 +261,7 @@ impl Position {
     /// The filter, `startIndex` and `count` of the next page: `page_size` users, at most
     /// `budget_left`, plus the users done at the cursor's instant (they come again at the top of a
     /// keyset page, so they do not eat the budget).
-    pub(crate) fn next_page(
+    fn next_page(
         &self,
         filter: &str,
         page_size: u64,
@@ -282,7 +305,7 @@ impl Position {
 
     /// Steps over the user one page of which is too large by itself: `named` is that user, or
     /// `None` when it was done before (the scan then moves on within the cursor's instant).
-    pub(crate) fn step_over(&mut self, named: Option<&Oversized>) {
+    fn step_over(&mut self, named: Option<&Oversized>) {
         match named {
             Some(user) => {
                 let id = user.id.as_deref().unwrap_or_default();
@@ -294,14 +317,14 @@ impl Position {
     }
 
     /// Where the scan stands, as an error message says it.
-    pub(crate) fn where_from(&self) -> String {
+    fn where_from(&self) -> String {
         match &self.last {
             Some((created, _, id)) => format!("after user {id} (created {created})"),
             None => format!("index {}", self.index),
         }
     }
 
-    pub(crate) fn instant(&self) -> Option<OffsetDateTime> {
+    fn instant(&self) -> Option<OffsetDateTime> {
         self.last.as_ref().map(|(_, at, _)| *at)
     }
 
@@ -358,111 +381,55 @@ pub(crate) struct Listed<'a> {
 /// Pages through `job`'s listing and brings each user to the profile the policy decides, until the
 /// end, `max_users`, the deadline or a page that cannot be trusted.
 pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -> ReconcileReport {
-    let mut report = ReconcileReport {
-        domain: job.domain.as_str().to_string(),
-        filter: job.filter.clone(),
-        start_index: job.start_index.max(1),
-        scanned: 0,
-        applied: 0,
-        unchanged: 0,
-        rejected: 0,
-        failed: 0,
-        dry_run: engine.dry_run,
-        lingering: Counts::new(),
-        revoked: Counts::new(),
-        total_results: None,
-        next_start_index: None,
-        next_after: None,
-        stopped_because: None,
-        error: None,
-        users: Vec::new(),
-    };
-    let mut page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
-    let mut position = Position::new(job.start_index, job.after.as_ref());
+    let mut report = ReconcileReport::new(job, engine.dry_run);
+    let mut pager = Pager::new(
+        Position::new(job.start_index, job.after.as_ref()),
+        job.page_size,
+    );
     let mut seen: HashSet<String> = HashSet::new();
     loop {
         let budget_left = job.max_users.map(|m| m.saturating_sub(report.scanned));
-        let stop = if budget_left == Some(0) {
-            Some(StopReason::MaxUsers)
-        } else if Instant::now() + START_MARGIN >= deadline {
-            Some(StopReason::Deadline)
-        } else {
-            None
-        };
-        if let Some(reason) = stop {
+        if let Some(reason) = stop_before_page(budget_left, deadline) {
             report.stopped_because = Some(reason);
-            stopped_here(&mut report, &position);
+            stopped_here(&mut report, &pager.position);
             break;
         }
-        let (filter, start, count) = position.next_page(&job.filter, page_size, budget_left);
-        let page = match read_page(engine, &job.domain, &filter, start, count, deadline).await {
-            PageRead::Page(page, asked) => {
-                page_size = page_size.min(asked.max(1));
-                page
-            }
-            PageRead::Alone(why) => {
-                // One user's listing passes the page limit by itself: final for that user, and
-                // the scan goes on past it.
-                let named = name_oversized(
-                    engine,
-                    &job.domain,
-                    &filter,
-                    start,
-                    &position,
-                    why,
-                    deadline,
-                )
-                .await;
-                match named {
-                    Ok(named) => {
-                        if let Some(user) = &named {
-                            seen.insert(user.id.clone().unwrap_or_default());
-                            tally(&mut report, oversized_entry(user));
-                        }
-                        position.step_over(named.as_ref());
-                    }
-                    Err(reason) => {
-                        report.error = Some(format!(
-                            "listing users from {}: {reason}",
-                            position.where_from()
-                        ));
-                        stopped_here(&mut report, &position);
-                        break;
-                    }
+        let next = pager
+            .next(engine, &job.domain, &job.filter, budget_left, deadline)
+            .await;
+        // Nothing after the cursor was looked at or trusted: the caller continues from there.
+        let (page, start, count) = match next {
+            Ok(Next::Page { page, start, count }) => (page, start, count),
+            Ok(Next::Oversized(named)) => {
+                if let Some(user) = &named {
+                    seen.insert(user.id.clone().unwrap_or_default());
+                    tally(&mut report, oversized_entry(user));
                 }
-                page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
                 continue;
             }
-            PageRead::Failed(reason) => {
-                // Nothing after the cursor was looked at: the caller continues from there.
-                report.error = Some(format!(
-                    "listing users from {}: {reason}",
-                    position.where_from()
-                ));
-                stopped_here(&mut report, &position);
+            Err(reason) => {
+                report.error = Some(reason);
+                stopped_here(&mut report, &pager.position);
                 break;
             }
         };
-        let listed = match check_page(&page, start, count, position.instant()) {
+        let listed = match pager.check(&page, start, count) {
             Ok(listed) => listed,
             Err(reason) => {
-                // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
-                report.error = Some(format!(
-                    "incomplete listing from {}: {reason}",
-                    position.where_from()
-                ));
-                stopped_here(&mut report, &position);
+                report.error = Some(reason);
+                stopped_here(&mut report, &pager.position);
                 break;
             }
         };
+        let position = &mut pager.position;
         let total = page.total_results.unwrap_or_default();
-        report.total_results = Some(run_total(&report, job, &position, &listed, start, total));
+        report.total_results = Some(run_total(&report, job, position, &listed, start, total));
         let left = budget_left.unwrap_or(u64::MAX);
         let stopped = run_page(
             engine,
             job,
             &listed,
-            &position,
+            position,
             &mut seen,
             &mut report,
             left,
@@ -472,7 +439,7 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         if let Some((done, reason)) = stopped {
             position.past(&listed[..done]);
             report.stopped_because = Some(reason);
-            stopped_here(&mut report, &position);
+            stopped_here(&mut report, position);
             break;
         }
         if position.past_page(&listed, start, total) {
@@ -480,6 +447,17 @@ pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -
         }
     }
     report
+}
+
+/// Why a run stops before its next page, if it does: no budget left, or too little time.
+fn stop_before_page(budget_left: Option<u64>, deadline: Instant) -> Option<StopReason> {
+    if budget_left == Some(0) {
+        Some(StopReason::MaxUsers)
+    } else if Instant::now() + START_MARGIN >= deadline {
+        Some(StopReason::Deadline)
+    } else {
+        None
+    }
 }
 
 /// Users from where the run started to the end of the listing, as far as this page says: the
@@ -511,8 +489,95 @@ fn stopped_here(report: &mut ReconcileReport, position: &Position) {
     report.next_after = position.cursor();
 }
 
+/// A scan of a domain's users in `meta.created` order, page by page: the reconcile's and the
+/// posture report's. Its errors say where the scan stopped.
+#[derive(Debug)]
+pub(crate) struct Pager {
+    /// Where the scan stands.
+    pub(crate) position: Position,
+    /// Users asked per page: smaller after an answer too large, back to `page_size` past it.
+    asked: u64,
+    page_size: u64,
+}
+
+/// What [`Pager::next`] read.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Next {
+    /// A page, asked from `start` for `count` users: check it with [`Pager::check`].
+    Page {
+        page: UserPage,
+        start: u64,
+        count: u64,
+    },
+    /// One user's listing passes the page limit by itself: final for that user (`None`: done
+    /// before), and the cursor has moved past it.
+    Oversized(Option<Oversized>),
+}
+
+impl Pager {
+    /// A scan from `position`, `page_size` users a page (clamped to 1..=[`MAX_PAGE_SIZE`]).
+    pub(crate) fn new(position: Position, page_size: u64) -> Self {
+        let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        Pager {
+            position,
+            asked: page_size,
+            page_size,
+        }
+    }
+
+    /// Reads the next page of the users `filter` selects, at most `budget_left` new ones.
+    pub(crate) async fn next(
+        &mut self,
+        engine: &Engine,
+        domain: &DomainUrl,
+        filter: &str,
+        budget_left: Option<u64>,
+        deadline: Instant,
+    ) -> Result<Next, String> {
+        let (filter, start, count) = self.position.next_page(filter, self.asked, budget_left);
+        let why = match read_page(engine, domain, &filter, start, count, deadline).await {
+            PageRead::Page(page, fit) => {
+                self.asked = self.asked.min(fit.max(1));
+                return Ok(Next::Page { page, start, count });
+            }
+            PageRead::Alone(why) => why,
+            PageRead::Failed(reason) => return Err(self.stopped("listing users", &reason)),
+        };
+        let named = name_oversized(
+            engine,
+            domain,
+            &filter,
+            start,
+            &self.position,
+            why,
+            deadline,
+        )
+        .await
+        .map_err(|reason| self.stopped("listing users", &reason))?;
+        self.position.step_over(named.as_ref());
+        self.asked = self.page_size;
+        Ok(Next::Oversized(named))
+    }
+
+    /// The page's users, when it can be trusted to say where the scan stands (see [`check_page`]).
+    pub(crate) fn check<'p>(
+        &self,
+        page: &'p UserPage,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Listed<'p>>, String> {
+        check_page(page, start, count, self.position.instant())
+            .map_err(|reason| self.stopped("incomplete listing", &reason))
+    }
+
+    /// `what from <where the scan stands>: reason`.
+    fn stopped(&self, what: &str, reason: &str) -> String {
+        format!("{what} from {}: {reason}", self.position.where_from())
+    }
+}
+
 /// What reading one page came to.
-pub(crate) enum PageRead {
+enum PageRead {
     /// The page, and the count that fit.
     Page(UserPage, u64),
     /// Even one user's listing is over the page limit (the reason says so).
@@ -524,7 +589,7 @@ pub(crate) enum PageRead {
 /// Reads one page, asking for fewer users while the answer is too large (down to one): a page of
 /// users with many groups can pass the page limit, and one that always does would stop every run
 /// at the same place.
-pub(crate) async fn read_page(
+async fn read_page(
     engine: &Engine,
     domain: &DomainUrl,
     filter: &str,
@@ -572,7 +637,7 @@ pub(crate) struct Oversized {
 /// The user whose listing alone is too large, read again without the policy's attributes (groups,
 /// tags) so it can be named. `Ok(None)` when that user was done already (it shares the cursor's
 /// instant): the scan steps over it.
-pub(crate) async fn name_oversized(
+async fn name_oversized(
     engine: &Engine,
     domain: &DomainUrl,
     filter: &str,
@@ -710,7 +775,7 @@ fn tally(report: &mut ReconcileReport, entry: UserEntry) {
 /// smaller) or at the end of the listing; fewer than that before the end means users the scan
 /// cannot account for. Every user must carry `meta.created`, in ascending order and not before
 /// the cursor, and none may appear twice.
-pub(crate) fn check_page(
+fn check_page(
     page: &UserPage,
     index: u64,
     asked: u64,

@@ -13,9 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::action::apply::Engine;
-use crate::action::reconcile::{
-    check_page, name_oversized, read_page, Oversized, PageRead, Position,
-};
+use crate::action::reconcile::{Next, Oversized, Pager, Position};
 use crate::decision::credentials::{counts, lingering};
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Capability, CurrentCapabilities};
@@ -402,25 +400,21 @@ pub async fn scan(
     // unexamined by `row`.
     report.credentials_read = !engine.credential_attributes.is_empty();
     let mut scan = Scan {
-        position: Position::new(1, None),
-        page_size: job.page_size.clamp(1, PAGE_SIZE),
+        pager: Pager::new(Position::new(1, None), job.page_size.min(PAGE_SIZE)),
         seen: HashSet::new(),
         total: None,
     };
     loop {
-        let more = scan.next_page(engine, job, &mut report, deadline).await;
-        if more.is_ok() {
-            on_page(report.summary.users, scan.total);
-        }
-        match more {
-            Ok(true) => {}
-            Ok(false) => break,
+        match scan.next_page(engine, job, &mut report, deadline).await {
+            Ok(more) => {
+                on_page(report.summary.users, scan.total);
+                if !more {
+                    break;
+                }
+            }
             Err(reason) => {
                 report.complete = false;
-                report.error = Some(format!(
-                    "listing users from {}: {reason}",
-                    scan.position.where_from()
-                ));
+                report.error = Some(reason);
                 break;
             }
         }
@@ -431,8 +425,7 @@ pub async fn scan(
 
 /// Where a report's scan stands.
 struct Scan {
-    position: Position,
-    page_size: u64,
+    pager: Pager,
     /// Users reported, so one listed twice (the listing shifted under the scan) counts once.
     seen: HashSet<String>,
     /// The users reported plus those still ahead, as far as the last page said.
@@ -450,35 +443,22 @@ impl Scan {
         deadline: Instant,
     ) -> Result<bool, String> {
         let filter = job.filter.as_deref().unwrap_or_default();
-        let (filter, start, count) = self.position.next_page(filter, self.page_size, None);
-        let page = match read_page(engine, &job.domain, &filter, start, count, deadline).await {
-            PageRead::Page(page, asked) => {
-                self.page_size = self.page_size.min(asked.max(1));
-                page
-            }
-            PageRead::Alone(why) => {
-                let named = name_oversized(
-                    engine,
-                    &job.domain,
-                    &filter,
-                    start,
-                    &self.position,
-                    why,
-                    deadline,
-                )
-                .await?;
+        let next = self
+            .pager
+            .next(engine, &job.domain, filter, None, deadline)
+            .await?;
+        let (page, start, count) = match next {
+            Next::Page { page, start, count } => (page, start, count),
+            Next::Oversized(named) => {
                 if let Some(user) = &named {
                     self.report_oversized(report, user);
                 }
-                self.position.step_over(named.as_ref());
-                self.page_size = job.page_size.clamp(1, PAGE_SIZE);
                 return Ok(true);
             }
-            PageRead::Failed(reason) => return Err(reason),
         };
-        let listed = check_page(&page, start, count, self.position.instant())
-            .map_err(|reason| format!("incomplete listing: {reason}"))?;
-        for user in listed.iter().filter(|l| !self.position.done(l.at, l.id)) {
+        let listed = self.pager.check(&page, start, count)?;
+        let position = &mut self.pager.position;
+        for user in listed.iter().filter(|l| !position.done(l.at, l.id)) {
             if user.id.is_none_or(|id| self.seen.insert(id.to_owned())) {
                 report.push(row(user.user, &engine.policy, &job.domain_values));
             }
@@ -486,9 +466,8 @@ impl Scan {
         let total = page.total_results.unwrap_or_default();
         let ahead = total.saturating_sub(start - 1 + listed.len() as u64);
         self.total = Some(report.summary.users + ahead);
-        Ok(!self.position.past_page(&listed, start, total))
+        Ok(!position.past_page(&listed, start, total))
     }
-
     /// A user whose listing alone is too large: reported unreadable, with why.
     fn report_oversized(&mut self, report: &mut PostureReport, user: &Oversized) {
         if let Some(id) = &user.id {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::enforcement::jit_users;
 use crate::platform_harness::FN_BINARY;
 use crate::support::fixtures::{self, api_key_id, ALL_ON};
 use crate::support::identity_domain_server::{hex_id, test_key_pem, Fault, IdentityDomainServer};
@@ -363,15 +364,7 @@ async fn the_html_report_renders_in_headless_chromium_with_its_numbers_and_chart
 async fn paged_domain(users: u64, created_tick: u64) -> IdentityDomainServer {
     let idd = IdentityDomainServer::start(&test_key_pem(), vec![api_key_id()]).await;
     idd.set_created_tick(created_tick);
-    for n in 0..users {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-    }
+    jit_users(&idd, 0..users);
     idd.set_max_page(10);
     idd
 }
@@ -440,34 +433,36 @@ async fn the_report_pages_by_cursor_and_never_claims_users_it_did_not_see() {
     assert_eq!(report["summary"]["users"], 31);
 
     // A later page that holds fewer users than it promises: incomplete, never "complete".
-    let idd = paged_domain(30, 1).await;
     let short = serde_json::json!({"totalResults": 21, "itemsPerPage": 10, "startIndex": 1,
         "Resources": []});
-    idd.add_fault("GET", "meta.created%20ge", Fault::Answer(short), None);
-    let (code, stderr, report) = paged_report(&idd).await;
-    assert_eq!(code, Some(1), "{stderr}");
-    assert_eq!(report["complete"], false);
-    assert_eq!(report["summary"]["users"], 10);
-    let error = report["error"].as_str().unwrap();
+    let (error, stderr) = incomplete_after_first_page(Fault::Answer(short)).await;
     assert!(
-        error.contains(&format!("after user {}", hex_id(9)))
-            && error.contains("incomplete listing: the page holds 0 users where 10 were due"),
+        error.starts_with(&format!("incomplete listing from after user {}", hex_id(9)))
+            && error.contains("the page holds 0 users where 10 were due"),
         "{error}"
     );
     assert!(
-        stderr.contains("INCOMPLETE: listing users from after user"),
+        stderr.contains("INCOMPLETE: incomplete listing from after user"),
         "{stderr}"
     );
 
     // A later page refused: incomplete, with the refusal.
+    let (error, _) = incomplete_after_first_page(Fault::Status(403)).await;
+    assert!(
+        error.starts_with(&format!("listing users from after user {}", hex_id(9)))
+            && error.contains("403"),
+        "{error}"
+    );
+}
+
+/// A report of 30 users whose pages after the first get `fault`: it must exit 1, marked
+/// incomplete with the first page's 10 users. The report's `error`, and stderr.
+async fn incomplete_after_first_page(fault: Fault) -> (String, String) {
     let idd = paged_domain(30, 1).await;
-    idd.add_fault("GET", "meta.created%20ge", Fault::Status(403), None);
+    idd.add_fault("GET", "meta.created%20ge", fault, None);
     let (code, stderr, report) = paged_report(&idd).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(report["complete"], false);
     assert_eq!(report["summary"]["users"], 10);
-    assert!(
-        report["error"].as_str().unwrap().contains("403"),
-        "{report}"
-    );
+    (report["error"].as_str().unwrap().to_owned(), stderr)
 }
