@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::action::bulk::BulkState;
 use crate::action::credentials::{conclude, Lingering};
+use crate::action::domains::{DomainKnown, LearnedDomains};
 use crate::action::ledger::{Ledger, OpenCall, Stage};
 use crate::clients::control_plane::{ControlPlane, ResolveError};
 use crate::clients::identity_domain::{
@@ -405,6 +406,8 @@ pub struct Engine {
     pub(crate) credentials: CredentialsMode,
     /// The `userCredentials` attributes a read asks for (none with `CREDENTIALS=off`).
     pub(crate) credential_attributes: Vec<&'static str>,
+    /// What users' `domainOcid`s taught about their domains, for the life of the process.
+    pub(crate) learned_domains: Arc<LearnedDomains>,
 }
 
 /// All records that name one user: by the way to its domain and as the records name the user (the
@@ -436,6 +439,7 @@ impl Engine {
             bulk_state: Arc::default(),
             credentials: config.credentials,
             credential_attributes: attributes_to_read(&config.policy, config.credentials),
+            learned_domains: Arc::default(),
         }
     }
 
@@ -611,7 +615,11 @@ impl Engine {
             .client
             .get_user(domain_url, user_ref, &wanted, deadline)
             .await;
-        let checked = match self.check_read(&work, read, ask_credentials) {
+        let known = match self.learn_for(domain_url, &work, &read, deadline).await {
+            Ok(known) => known,
+            Err(results) => return results,
+        };
+        let checked = match self.check_read(&work, read, ask_credentials, known) {
             Ok(checked) => checked,
             Err(results) => return results,
         };
@@ -648,12 +656,14 @@ impl Engine {
     /// The answer to a user's read, checked as PRODUCT.md has it (the user asked for, a record
     /// whose name matches) and decided by the policy; `Err` holds every record's result when
     /// nothing may be written.
-    /// `keep` keeps the read (for the credentials it holds).
+    /// `keep` keeps the read (for the credentials it holds); `known` is what the decision knows of
+    /// the user's domain ([`learn_for`](Self::learn_for)).
     pub(crate) fn check_read(
         &self,
         work: &RouteWork,
         read: Result<Answer<serde_json::Value>, Failure>,
         keep: bool,
+        known: DomainKnown,
     ) -> Result<Checked, Vec<RecordResult>> {
         let user = read.map_err(|failure| {
             let reason = match failure.error.status() {
@@ -676,12 +686,10 @@ impl Engine {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let current = CurrentCapabilities::from_user(&user.value);
-        let decision = self
-            .decide(&user.value, self.domain_facts(work))
-            .map_err(|no| {
-                let (outcome, reason) = no.settled("reading the user");
-                fail_all(work, reason, ecids.clone(), outcome)
-            })?;
+        let decision = self.decide(&user.value, known).map_err(|no| {
+            let (outcome, reason) = no.settled("reading the user");
+            fail_all(work, reason, ecids.clone(), outcome)
+        })?;
         let Some(actor) = work
             .records
             .iter()
@@ -709,19 +717,41 @@ impl Engine {
         })
     }
 
-    /// The policy's decision for a user as read or listed, given the values its domain is known
-    /// by. The same on every path that brings a user (a record, a listing, a search).
+    /// What the decision knows of the user's domain once read: the path's values, and the
+    /// domain's OCID and display name learned from the read when the policy needs them. `Err`
+    /// holds every record's result when a retryable lookup failed.
+    pub(crate) async fn learn_for(
+        &self,
+        domain: &DomainUrl,
+        work: &RouteWork,
+        read: &Result<Answer<serde_json::Value>, Failure>,
+        deadline: Instant,
+    ) -> Result<DomainKnown, Vec<RecordResult>> {
+        let user = read.as_ref().ok().map(|a| &a.value);
+        self.domain_known(domain, self.domain_facts(work), user, deadline)
+            .await
+            .map_err(|f| fail_all(work, f.reason, f.ecids, Outcome::Failed))
+    }
+
+    /// The policy's decision for a user as read or listed, given what is known of its domain
+    /// ([`learn_for`](Self::learn_for)). The same on every path that brings a user (a record, a
+    /// listing, a search).
     pub(crate) fn decide(
         &self,
         user: &serde_json::Value,
-        domain_values: Vec<String>,
+        known: DomainKnown,
     ) -> Result<Decision, NoDecision> {
-        let facts = UserFacts::from_scim(user, domain_values).map_err(NoDecision::Unusable)?;
+        let facts = UserFacts::from_scim(user, known.values).map_err(NoDecision::Unusable)?;
         let decision = self.policy.decide(&facts);
         if !matches!(decision, Decision::Exempt { .. }) {
             // A rule that cannot be decided must not act (one decision per user, whichever path
-            // brings it): nothing is written, and the reason says what is missing.
+            // brings it): nothing is written, and the reason says what is missing and why it
+            // could not be learned.
             if let Some(reason) = self.policy.undecided_domains(&facts) {
+                let reason = match known.why_unknown {
+                    Some(why) => format!("{reason}; {why}"),
+                    None => reason,
+                };
                 return Err(NoDecision::Undecided(reason));
             }
         }

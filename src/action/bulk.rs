@@ -228,7 +228,18 @@ impl Engine {
         let mut repeats: Vec<(usize, Checked, usize)> = Vec::new();
         let mut first_of: HashMap<(DomainUrl, UserId), usize> = HashMap::new();
         for (i, read) in reads.into_iter().enumerate() {
-            let checked = match self.check_read(&work[i].1, read, keep) {
+            // Shared per domain: after the first user of a domain this waits for nothing.
+            let known = match self
+                .learn_for(&work[i].0, &work[i].1, &read, deadline)
+                .await
+            {
+                Ok(known) => known,
+                Err(settled) => {
+                    results.extend(settled);
+                    continue;
+                }
+            };
+            let checked = match self.check_read(&work[i].1, read, keep, known) {
                 Ok(checked) => checked,
                 Err(settled) => {
                     results.extend(settled);

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::action::apply::{Enforced, Engine, Outcome, Plan, Planned, START_MARGIN};
 use crate::action::credentials::{conclude, Lingering};
+use crate::action::domains::DomainKnown;
 use crate::clients::identity_domain::UserPage;
 use crate::decision::credentials::{add_counts, Counts};
 use crate::decision::profile::CurrentCapabilities;
@@ -846,10 +847,12 @@ async fn settle_in_bulk(
     if Instant::now() + START_MARGIN >= deadline {
         return users.into_iter().map(|(pos, _)| (pos, None)).collect();
     }
-    let prepared: Vec<(usize, Prepared)> = users
-        .into_iter()
-        .map(|(pos, user)| (pos, prepare(engine, job, user)))
-        .collect();
+    // Users one after another: a domain lookup (when the policy needs one) is shared, so only
+    // the first user of the page may wait for it.
+    let mut prepared: Vec<(usize, Prepared)> = Vec::with_capacity(users.len());
+    for (pos, user) in users {
+        prepared.push((pos, learn_and_prepare(engine, job, user, deadline).await));
+    }
     let writes = prepared
         .iter()
         .filter_map(|(pos, p)| match p {
@@ -915,7 +918,7 @@ async fn reconcile_user(
     if Instant::now() + START_MARGIN >= deadline {
         return (pos, None);
     }
-    let entry = match prepare(engine, job, user) {
+    let entry = match learn_and_prepare(engine, job, user, deadline).await {
         Prepared::Settled(entry) => entry,
         Prepared::Planned { id, planned, base } => {
             let written = match &planned.plan {
@@ -948,16 +951,33 @@ enum Prepared {
     },
 }
 
-/// The listing asked for the policy's attributes, so the page holds every fact the decision needs.
-fn prepare(engine: &Engine, job: &ReconcileJob, user: &serde_json::Value) -> Prepared {
-    let user_name = user
-        .get("userName")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
-    let raw_id = user.get("id").and_then(|v| v.as_str());
-    let entry = |outcome, reason: Option<String>| UserEntry {
-        user_id: raw_id.map(str::to_string),
-        user_name: user_name.clone(),
+/// [`prepare`] with what the decision knows of the domain: the job's values, and the domain's OCID
+/// and display name learned from the user's `domainOcid` when the policy needs them.
+async fn learn_and_prepare(
+    engine: &Engine,
+    job: &ReconcileJob,
+    user: &serde_json::Value,
+    deadline: Instant,
+) -> Prepared {
+    let values = job.domain_values.clone();
+    match engine
+        .domain_known(&job.domain, values, Some(user), deadline)
+        .await
+    {
+        Ok(known) => prepare(engine, user, known),
+        Err(failed) => Prepared::Settled(UserEntry {
+            request_ids: failed.ecids,
+            ..listed_entry(user, Outcome::Failed, Some(failed.reason))
+        }),
+    }
+}
+
+/// A listed user's entry with this outcome and reason, and nothing else yet.
+fn listed_entry(user: &serde_json::Value, outcome: Outcome, reason: Option<String>) -> UserEntry {
+    let text = |key: &str| user.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    UserEntry {
+        user_id: text("id"),
+        user_name: text("userName"),
         outcome,
         policy: Vec::new(),
         changed: Default::default(),
@@ -965,8 +985,13 @@ fn prepare(engine: &Engine, job: &ReconcileJob, user: &serde_json::Value) -> Pre
         revoked: Counts::new(),
         reason,
         request_ids: Vec::new(),
-    };
-    let id = match raw_id.map(UserId::parse) {
+    }
+}
+
+/// The listing asked for the policy's attributes, so the page holds every fact the decision needs.
+fn prepare(engine: &Engine, user: &serde_json::Value, known: DomainKnown) -> Prepared {
+    let entry = |outcome, reason: Option<String>| listed_entry(user, outcome, reason);
+    let id = match user.get("id").and_then(|v| v.as_str()).map(UserId::parse) {
         Some(Ok(id)) => id,
         Some(Err(e)) => return Prepared::Settled(entry(Outcome::Rejected, Some(e.to_string()))),
         None => {
@@ -975,7 +1000,7 @@ fn prepare(engine: &Engine, job: &ReconcileJob, user: &serde_json::Value) -> Pre
         }
     };
     let current = CurrentCapabilities::from_user(user);
-    let decision = match engine.decide(user, job.domain_values.clone()) {
+    let decision = match engine.decide(user, known) {
         Ok(decision) => decision,
         Err(no) => {
             let (outcome, reason) = no.settled("listed user");

@@ -53,6 +53,10 @@ const SERVICE_USER_ATTRIBUTE: &str =
 pub const TAGS_URN: &str = "urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags";
 const DEFINED_TAGS_ATTRIBUTE: &str =
     "urn:ietf:params:scim:schemas:oracle:idcs:extension:OCITags:definedTags";
+/// The OCID of the domain a user lives in (a readOnly core attribute), asked for when a rule's
+/// `domains` names the domain by OCID or display name: a path that knows the domain only by its
+/// `idcs-` name learns the rest from it (issue 24).
+pub const DOMAIN_OCID_ATTRIBUTE: &str = "domainOcid";
 
 /// A policy larger than this is surely not hand-written.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
@@ -206,6 +210,9 @@ pub(crate) enum Fact {
     IsFederatedUser,
     ServiceUser,
     DefinedTags,
+    /// The user's `domainOcid`, and the display name `GetDomain` gives for it: whether a rule's
+    /// `domains` holds when the record names the domain another way.
+    DomainOcid,
 }
 
 /// Whether a rule applies to a user of whom only the record is known (for `plan`).
@@ -243,7 +250,16 @@ impl Rule {
             }
         }
         if !self.domains.is_empty() && !self.domains_hold(domains) {
-            return Prospect::CannotApply;
+            // A kind of name the record does not give is learned from the read (issue 24).
+            let known: Vec<&str> = domains.iter().map(|d| domain_value_kind(d)).collect();
+            if self
+                .domains
+                .iter()
+                .all(|w| known.contains(&domain_value_kind(w)))
+            {
+                return Prospect::CannotApply;
+            }
+            pending.push(Fact::DomainOcid);
         }
         if !self.groups.is_empty() {
             pending.push(Fact::Groups);
@@ -339,9 +355,17 @@ pub(crate) struct Needs {
     federated: bool,
     service_user: bool,
     tags: bool,
+    /// Some rule's `domains` names a domain by OCID or display name.
+    domain_ocid: bool,
 }
 
 impl Needs {
+    /// Whether reads ask for the user's `domainOcid` (a rule's `domains` names a domain by OCID
+    /// or display name).
+    pub(crate) fn domain_ocid(&self) -> bool {
+        self.domain_ocid
+    }
+
     /// The SCIM attribute names to add to a read's `attributes` (which replaces the default set).
     pub(crate) fn attributes(&self) -> Vec<&'static str> {
         [
@@ -349,6 +373,7 @@ impl Needs {
             (self.federated, FEDERATED_ATTRIBUTE),
             (self.service_user, SERVICE_USER_ATTRIBUTE),
             (self.tags, DEFINED_TAGS_ATTRIBUTE),
+            (self.domain_ocid, DOMAIN_OCID_ATTRIBUTE),
         ]
         .into_iter()
         .filter_map(|(needed, attribute)| needed.then_some(attribute))
@@ -657,6 +682,7 @@ impl Policy {
             federated: any(|r| r.federated.is_some()),
             service_user: any(|r| r.service_user.is_some()),
             tags: self.tag_namespace.is_some(),
+            domain_ocid: any(|r| r.domains.iter().any(|d| domain_value_kind(d) != "name")),
         }
     }
 
@@ -686,27 +712,24 @@ impl Policy {
     /// decided. A domain value's kind is read from its shape: `ocid1.domain.…` is an OCID,
     /// `idcs-` + 32 hex a name, anything else a display name.
     pub fn undecided_domains(&self, facts: &UserFacts) -> Option<String> {
-        let kind = |v: &str| {
-            if crate::intake::names::DomainOcid::parse(v).is_ok() {
-                "OCID"
-            } else if crate::intake::names::DomainName::parse(v).is_ok() {
-                "name"
-            } else {
-                "display name"
-            }
-        };
-        let known: Vec<&str> = facts.domains.iter().map(|d| kind(d)).collect();
+        let known: Vec<&str> = facts.domains.iter().map(|d| domain_value_kind(d)).collect();
         self.rules
             .iter()
             .filter(|r| !r.domains.is_empty() && !r.domains_hold(&facts.domains))
             .filter(|r| r.holds_besides_domains(facts))
             .find_map(|r| {
-                let wanted = r.domains.iter().find(|w| !known.contains(&kind(w)))?;
+                let wanted = r
+                    .domains
+                    .iter()
+                    .find(|w| !known.contains(&domain_value_kind(w)))?;
                 Some(format!(
-                    "rule {} lists domain {} by {}, and this user's domain is known here only as {}:                      the rule cannot be decided, so nothing was written (name the domain in the rule                      as the records and reconcile requests name it, or send the domain's OCID)",
+                    "rule {} lists domain {} by {}, and this user's domain is known here only as \
+                     {}: the rule cannot be decided, so nothing was written (name the domain in \
+                     the rule as the records and reconcile requests name it, or send the \
+                     domain's OCID)",
                     r.name,
                     shown(wanted),
-                    kind(wanted),
+                    domain_value_kind(wanted),
                     facts
                         .domains
                         .iter()
@@ -810,6 +833,18 @@ impl Policy {
             decided,
             known_profile: known,
         }
+    }
+}
+
+/// The kind of name a domain value is, read from its shape: `ocid1.domain.…` is an `OCID`,
+/// `idcs-` and 32 hex digits a `name`, anything else a `display name`.
+fn domain_value_kind(value: &str) -> &'static str {
+    if crate::intake::names::DomainOcid::parse(value).is_ok() {
+        "OCID"
+    } else if crate::intake::names::DomainName::parse(value).is_ok() {
+        "name"
+    } else {
+        "display name"
     }
 }
 
@@ -1310,10 +1345,21 @@ mod tests {
         assert_eq!(enforced(&p.decide(&facts)).1, ["prod", "local", "svc"]);
         let needs = p.needs();
         assert!(needs.federated && needs.service_user && !needs.groups && !needs.tags);
+        // "Production" and an OCID are learned from the user's domainOcid on a path that knows
+        // the domain only by its idcs- name; a rule naming only idcs- names needs no such read.
         assert_eq!(
             needs.attributes(),
-            [FEDERATED_ATTRIBUTE, SERVICE_USER_ATTRIBUTE]
+            [
+                FEDERATED_ATTRIBUTE,
+                SERVICE_USER_ATTRIBUTE,
+                DOMAIN_OCID_ATTRIBUTE
+            ]
         );
+        let by_name = policy(&format!(
+            "[[rule]]\nname = \"n\"\ndomains = [\"idcs-{}\"]\ncapabilities = \"api_keys=on\"\n",
+            "0".repeat(32)
+        ));
+        assert!(!by_name.needs().domain_ocid());
     }
 
     fn tagged(tags: &[(&str, &str, &str)]) -> UserFacts {
@@ -1479,7 +1525,14 @@ mod tests {
         assert_eq!(o.known_profile.get(Capability::ApiKeys), Some(false));
 
         let o = p.outlook(None, &[]);
-        assert_eq!(o.reads, [Fact::UserName, Fact::Groups]);
+        assert_eq!(o.reads, [Fact::UserName, Fact::Groups, Fact::DomainOcid]);
+        // A record naming the domain only by its idcs- name: "prod" (a display name) is learned
+        // from the read; a record that gives another display name settles that it cannot apply.
+        let idcs = format!("idcs-{}", "0".repeat(32));
+        let o = p.outlook(Some("ana"), &[idcs]);
+        assert_eq!(o.reads, [Fact::Groups, Fact::DomainOcid]);
+        let o = p.outlook(Some("ana"), &["Staging".to_string()]);
+        assert_eq!(o.reads, [Fact::Groups]);
 
         let o = p.outlook(Some("BG-1"), &[]);
         assert!(o.decided.is_none(), "groups still pending");

@@ -381,6 +381,25 @@ pub struct ScanJob {
     pub page_size: u64,
 }
 
+/// The domain values a user is judged with: the job's, and the domain's OCID and display name
+/// learned from the user's `domainOcid` when the policy needs them (as reconcile does); a lookup
+/// that fails leaves the job's values.
+async fn domain_values_of(
+    engine: &Engine,
+    job: &ScanJob,
+    user: &Value,
+    deadline: Instant,
+) -> Vec<String> {
+    let values = job.domain_values.clone();
+    match engine
+        .domain_known(&job.domain, values.clone(), Some(user), deadline)
+        .await
+    {
+        Ok(known) => known.values,
+        Err(_) => values,
+    }
+}
+
 /// Pages through the listing and judges every user; `on_page(scanned, total)` after each page.
 ///
 /// The pages are the reconcile's: `meta.created` order with a keyset cursor
@@ -460,7 +479,8 @@ impl Scan {
         let position = &mut self.pager.position;
         for user in listed.iter().filter(|l| !position.done(l.at, l.id)) {
             if user.id.is_none_or(|id| self.seen.insert(id.to_owned())) {
-                report.push(row(user.user, &engine.policy, &job.domain_values));
+                let values = domain_values_of(engine, job, user.user, deadline).await;
+                report.push(row(user.user, &engine.policy, &values));
             }
         }
         let total = page.total_results.unwrap_or_default();

@@ -4,8 +4,9 @@
 use serde_json::{json, Value};
 
 use crate::enforcement::{actor_record, function_for, invoke, server, ALL_ON, DOMAIN_A};
-use crate::platform_harness::Call;
+use crate::platform_harness::{Call, FnProcess, Launch};
 use crate::support::fixtures::PROFILE_APPLIED;
+use crate::support::identity_domain_server::{hex_id, IdentityDomainServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kelvin_sign_look_alike_is_not_exempted_by_an_ascii_pattern() {
@@ -376,8 +377,6 @@ async fn tiny_records_against_hundred_megabyte_answers_stay_under_64_mib_call_af
 /// ways, or the user's auth tokens flip on every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_decision_per_user_whichever_path_brings_it() {
-    use crate::support::identity_domain_server::hex_id;
-    const PROD: &str = "ocid1.domain.oc1..aaaaaaaaproduction000000000000000000000000000000000";
     let policy = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/policies/break-glass-and-service-users.toml"
@@ -438,22 +437,219 @@ async fn one_decision_per_user_whichever_path_brings_it() {
     let r = &report["results"][0];
     assert_eq!(r["policy"], json!(["local-accounts-in-prod"]), "{report}");
     assert_eq!(r["outcome"], "unchanged", "{report}");
-    // 3. The README's reconcile body (the idcs- name): the display name is not known on this path,
-    // so the rule cannot be decided and nothing is written; the tokens never flip back on.
+    // 3. The README's reconcile body (the idcs- name): the listing's domainOcid and one GetDomain
+    // give the display name, so the same rule decides and nothing flips back on.
+    idd.set_domain_ocid(PROD);
+    idd.clear_requests();
     let (status, report) = invoke(&f, &json!({"reconcile": {"domain": DOMAIN_A}})).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(idd.user_caps(&id), after_audit, "no flip: {report}");
-    let user = report["users"]
-        .as_array()
-        .and_then(|u| u.iter().find(|u| u["userId"] == id.as_str()))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(user["outcome"], "rejected", "{report}");
-    assert!(
-        user["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("cannot be decided"),
+    assert_eq!(
+        (
+            &report["scanned"],
+            &report["unchanged"],
+            &report["rejected"]
+        ),
+        (&json!(1), &json!(1), &json!(0)),
         "{report}"
     );
+    assert_eq!(idd.count("GET", "/20160918/domains/"), 1);
+    // 4. An audit record with only the domain's name (in a fresh process): the same decision.
+    let fresh = crate::platform_harness::FnProcess::start(&launch_with_policy(&idd)).unwrap();
+    let (status, report) = invoke(&fresh, &actor_record(DOMAIN_A, &id, "local@example.com")).await;
+    assert_eq!(status, 200, "{report}");
+    let r = &report["results"][0];
+    assert_eq!(r["policy"], json!(["local-accounts-in-prod"]), "{report}");
+    assert_eq!(r["outcome"], "unchanged", "{report}");
+}
+
+/// The function on `idd` as DOMAIN_A (also its control plane) with the shipped
+/// break-glass-and-service-users.toml, whose `local-accounts-in-prod` rule names the domain by its
+/// display name "Production".
+fn launch_with_policy(idd: &IdentityDomainServer) -> Launch {
+    let policy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/policies/break-glass-and-service-users.toml"
+    ))
+    .unwrap();
+    Launch::function()
+        .env("DOMAINS", format!("{DOMAIN_A}={}", idd.base_url()))
+        .env("IDENTITY_CONTROL_PLANE_URL", idd.base_url())
+        .env("MAX_REQUESTS_PER_SECOND", "0")
+        .env("BULK_REQUESTS_PER_SECOND", "0")
+        .env("POLICY", policy)
+}
+
+const PROD: &str = "ocid1.domain.oc1..aaaaaaaaproduction000000000000000000000000000000000";
+
+/// A domain whose OCID is PROD and display name "Production", with `n` local (not federated) users
+/// with every capability on; their actor records carry only the domain's `idcs-` name.
+async fn production_with_local_users(n: u64) -> (IdentityDomainServer, Vec<Value>) {
+    domain_with_local_users("Production", n).await
+}
+
+/// As [`production_with_local_users`], the domain's display name being `display_name`.
+async fn domain_with_local_users(display_name: &str, n: u64) -> (IdentityDomainServer, Vec<Value>) {
+    let idd = server().await;
+    idd.add_listed_domain(
+        "ocid1.tenancy.oc1..t",
+        PROD,
+        display_name,
+        &idd.base_url(),
+        "ACTIVE",
+    );
+    idd.set_domain_ocid(PROD);
+    let records = (1..=n)
+        .map(|k| {
+            let (id, name) = (hex_id(100 + k), format!("local{k}@example.com"));
+            idd.add_user(&id, &name, ALL_ON, "samljit", false);
+            actor_record(DOMAIN_A, &id, &name)
+        })
+        .collect();
+    (idd, records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_and_reconcile_by_name_decide_by_display_name_with_one_get_domain() {
+    for bulk in ["auto", "off"] {
+        let (idd, records) = production_with_local_users(12).await;
+        let f = FnProcess::start(&launch_with_policy(&idd).env("BULK", bulk)).unwrap();
+        let (status, report) = invoke(&f, &Value::Array(records)).await;
+        assert_eq!(
+            (status, &report["applied"]),
+            (200, &json!(12)),
+            "{bulk}: {report}"
+        );
+        for r in report["results"].as_array().unwrap() {
+            assert_eq!(
+                r["policy"],
+                json!(["local-accounts-in-prod"]),
+                "{bulk}: {r}"
+            );
+        }
+        assert_eq!(
+            idd.count("GET", "/20160918/domains/"),
+            1,
+            "{bulk}: one lookup"
+        );
+        let reads = idd.requests();
+        assert!(
+            reads
+                .iter()
+                .any(|r| String::from_utf8_lossy(&r.body).contains("domainOcid")
+                    || r.target.contains("domainOcid")),
+            "{bulk}: the read asks for domainOcid"
+        );
+        // Reconcile by name in a fresh process: every user decided alike, one lookup again.
+        let (idd, _) = production_with_local_users(30).await;
+        let f = FnProcess::start(&launch_with_policy(&idd).env("BULK", bulk)).unwrap();
+        let (status, report) = invoke(&f, &json!({"reconcile": {"domain": DOMAIN_A}})).await;
+        assert_eq!(
+            (status, &report["applied"]),
+            (200, &json!(30)),
+            "{bulk}: {report}"
+        );
+        assert_eq!(
+            idd.count("GET", "/20160918/domains/"),
+            1,
+            "{bulk}: one lookup"
+        );
+        assert!((1..=30).all(|k| idd.user_caps(&hex_id(100 + k)).unwrap()[1] == Some(false)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_policy_never_asks_for_domain_ocid_nor_looks_a_domain_up() {
+    let (idd, records) = production_with_local_users(3).await;
+    let f = function_for(
+        &[(DOMAIN_A, &idd)],
+        &[("IDENTITY_CONTROL_PLANE_URL", &idd.base_url())],
+    );
+    let (status, report) = invoke(&f, &Value::Array(records)).await;
+    assert_eq!(status, 200, "{report}");
+    assert!(idd
+        .requests()
+        .iter()
+        .all(|r| !r.target.contains("domainOcid")));
+    assert_eq!(idd.count("GET", "/20160918/domains/"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_ocid_missing_malformed_unknown_or_of_another_domain_decides_nothing() {
+    const OTHER: &str = "ocid1.domain.oc1..aaaaaaaaotherdomain0000000000000000000000000000000";
+    const UNKNOWN: &str = "ocid1.domain.oc1..aaaaaaaaunknowndomain00000000000000000000000000000";
+    for bulk in ["auto", "off"] {
+        // Our domain is "Staging"; another domain, elsewhere, is "Production".
+        let (idd, records) = domain_with_local_users("Staging", 5).await;
+        idd.add_listed_domain(
+            "ocid1.tenancy.oc1..t",
+            OTHER,
+            "Production",
+            "http://127.0.0.1:1",
+            "ACTIVE",
+        );
+        let user = |k: u64| hex_id(100 + k);
+        idd.set_user_domain_ocid(&user(1), None);
+        idd.set_user_domain_ocid(&user(2), Some(json!("ocid1.domain.oc1..x/../../evil")));
+        idd.set_user_domain_ocid(&user(3), Some(json!(OTHER)));
+        idd.set_user_domain_ocid(&user(4), Some(json!(UNKNOWN)));
+        let f = FnProcess::start(&launch_with_policy(&idd).env("BULK", bulk)).unwrap();
+        let (status, report) = invoke(&f, &Value::Array(records)).await;
+        assert_eq!(status, 200, "{bulk}: {report}");
+        let results = report["results"].as_array().unwrap();
+        for (k, says) in [
+            (1, "carries no domainOcid"),
+            (2, "is not a domain OCID"),
+            (3, "not used"),
+            (4, "does not exist"),
+        ] {
+            let r = &results[k - 1];
+            assert_eq!(r["outcome"], "rejected", "{bulk}: {r}");
+            let reason = r["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains("cannot be decided") && reason.contains(says),
+                "{bulk}: {r}"
+            );
+            assert_eq!(
+                idd.user_caps(&user(k as u64)),
+                Some(ALL_ON),
+                "{bulk}: nothing written"
+            );
+        }
+        // The user whose domainOcid is its own domain's: "Staging", so the prod rule does not apply.
+        assert_eq!(results[4]["policy"], json!(["default"]), "{bulk}: {report}");
+        assert_eq!(idd.user_caps(&user(5)).unwrap()[1], Some(true), "{bulk}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_domain_that_fails_retryably_leaves_the_users_failed() {
+    use crate::support::identity_domain_server::Fault;
+    let (idd, records) = production_with_local_users(3).await;
+    let fault = Fault::Error {
+        status: 503,
+        detail: "busy".into(),
+    };
+    idd.add_fault("GET", "/20160918/domains/", fault, None);
+    let f = FnProcess::start(&launch_with_policy(&idd)).unwrap();
+    let (status, log) = invoke(&f, &Value::Array(records)).await;
+    assert_eq!(status, 502, "{log}");
+    assert!(
+        (1..=3).all(|k| idd.user_caps(&hex_id(100 + k)) == Some(ALL_ON)),
+        "nothing written"
+    );
+    let lookups = idd.count("GET", "/20160918/domains/");
+    assert!(lookups >= 1, "{lookups}");
+    idd.clear_faults();
+    // A retryable failure is remembered a few seconds (the users of one run share it), no longer.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let (status, report) = invoke(&f, &Value::Array(production_records(3))).await;
+    assert_eq!((status, &report["applied"]), (200, &json!(3)), "{report}");
+}
+
+/// The actor records of the first `n` users [`production_with_local_users`] adds.
+fn production_records(n: u64) -> Vec<Value> {
+    (1..=n)
+        .map(|k| actor_record(DOMAIN_A, &hex_id(100 + k), &format!("local{k}@example.com")))
+        .collect()
 }

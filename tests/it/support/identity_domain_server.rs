@@ -193,6 +193,8 @@ struct User {
     /// `(userCredentials attribute, credential id)`, in the order added (returned only when asked for).
     credentials: Vec<(String, String)>,
     created: u64,
+    /// `domainOcid` as answered when asked for (see "Users' domainOcid"); `None` leaves it out.
+    domain_ocid: Option<Value>,
     /// `meta.created` in milliseconds after 2026-11-01T00:00:00Z: `created / tick`, so with a
     /// tick above 1 several users share an instant (as a bulk import makes them).
     instant: u64,
@@ -226,6 +228,8 @@ struct Inner {
     ignore_start_index: bool,
     /// A user whose listing with `groups` is always over the page limit.
     oversized_user: Option<String>,
+    /// The domain's own OCID, answered as every new user's `domainOcid`.
+    domain_ocid: Option<String>,
 }
 
 /// The service's request-rate limit, scaled down: `per_second` tokens a second, at most `burst` saved
@@ -707,6 +711,7 @@ fn new_user(
         defined_tags: Vec::new(),
         credentials: Vec::new(),
         created: inner.next_created,
+        domain_ocid: inner.domain_ocid.clone().map(Value::from),
     }
 }
 
@@ -1108,6 +1113,9 @@ fn user_json(user: &User, attributes: &str) -> Value {
     // Like the service, `ocid` only when asked for.
     if let (Some(ocid), true) = (&user.ocid, wanted.contains(&"ocid")) {
         out.insert("ocid".into(), json!(ocid));
+    }
+    if let (Some(domain), true) = (&user.domain_ocid, wanted.contains(&"domainOcid")) {
+        out.insert("domainOcid".into(), domain.clone());
     }
     out.insert(
         "schemas".into(),
@@ -1781,6 +1789,28 @@ impl IdentityDomainServer {
     pub fn add_defined_tag_raw(&self, user_id: &str, entry: Value) {
         if let Some(user) = self.state.lock().users.get_mut(user_id) {
             user.defined_tags.push(entry);
+        }
+    }
+}
+
+// ---- Users' domainOcid (issue 24 item 1) --------------------------------------------------------
+
+impl IdentityDomainServer {
+    /// Gives this domain an OCID: every user, existing and new, answers it as `domainOcid` when the
+    /// read asks for that attribute (as the service returns readOnly core attributes it is asked for).
+    pub fn set_domain_ocid(&self, ocid: &str) {
+        let mut inner = self.state.lock();
+        inner.domain_ocid = Some(ocid.to_string());
+        for user in inner.users.values_mut() {
+            user.domain_ocid = Some(json!(ocid));
+        }
+    }
+
+    /// One user's `domainOcid` as answered, verbatim (another domain's OCID, a malformed value, a
+    /// number); `None` leaves it out of the answer.
+    pub fn set_user_domain_ocid(&self, id: &str, value: Option<Value>) {
+        if let Some(user) = self.state.lock().users.get_mut(id) {
+            user.domain_ocid = value;
         }
     }
 }
