@@ -728,7 +728,13 @@ impl Engine {
         deadline: Instant,
     ) -> Result<DomainKnown, Vec<RecordResult>> {
         let user = read.as_ref().ok().map(|a| &a.value);
-        self.domain_known(domain, self.domain_facts(work), user, deadline)
+        let mut values = self.domain_facts(work);
+        // The URL is known on every path (a reconcile by URL gives it too), so a rule decides
+        // alike whichever path brings the user.
+        if !values.iter().any(|v| v == domain.as_str()) {
+            values.push(domain.as_str().to_owned());
+        }
+        self.domain_known(domain, values, user, deadline)
             .await
             .map_err(|f| fail_all(work, f.reason, f.ecids, Outcome::Failed))
     }

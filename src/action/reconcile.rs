@@ -192,8 +192,9 @@ impl ReconcileReport {
     }
 }
 
-/// The values a reconcile request's domain is known by: as written, and the `idcs-…` name its URL
-/// carries (so a rule's `domains` may name either).
+/// The values a reconcile request's domain is known by: as written, the `idcs-…` name its URL
+/// carries (so a rule's `domains` may name either), and the URL itself (known on every path, so a
+/// request by URL never passes for a display name).
 pub fn domain_values(requested: &str, url: &DomainUrl) -> Vec<String> {
     let mut values = vec![requested.to_owned()];
     let label = url.host().split('.').next().unwrap_or_default();
@@ -201,6 +202,9 @@ pub fn domain_values(requested: &str, url: &DomainUrl) -> Vec<String> {
         if name.as_str() != requested {
             values.push(name.as_str().to_owned());
         }
+    }
+    if url.as_str() != requested {
+        values.push(url.as_str().to_owned());
     }
     values
 }

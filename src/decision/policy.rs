@@ -682,7 +682,11 @@ impl Policy {
             federated: any(|r| r.federated.is_some()),
             service_user: any(|r| r.service_user.is_some()),
             tags: self.tag_namespace.is_some(),
-            domain_ocid: any(|r| r.domains.iter().any(|d| domain_value_kind(d) != "name")),
+            domain_ocid: any(|r| {
+                r.domains
+                    .iter()
+                    .any(|d| matches!(domain_value_kind(d), "OCID" | "display name"))
+            }),
         }
     }
 
@@ -837,10 +841,13 @@ impl Policy {
 }
 
 /// The kind of name a domain value is, read from its shape: `ocid1.domain.…` is an `OCID`,
-/// `idcs-` and 32 hex digits a `name`, anything else a `display name`.
+/// `idcs-` and 32 hex digits a `name`, text with `://` a `URL` (known on every path), anything
+/// else a `display name`.
 fn domain_value_kind(value: &str) -> &'static str {
     if crate::intake::names::DomainOcid::parse(value).is_ok() {
         "OCID"
+    } else if value.contains("://") {
+        "URL"
     } else if crate::intake::names::DomainName::parse(value).is_ok() {
         "name"
     } else {

@@ -700,6 +700,29 @@ mod tests {
     }
 
     #[test]
+    fn a_display_name_rule_on_a_record_with_only_the_domain_name_waits_for_the_domain_ocid() {
+        // As the function does: the read asks for domainOcid, and the rule depends on it.
+        let config = config_with(
+            "[[rule]]\nname = \"prod\"\ndomains = [\"Production\"]\ncapabilities = \"auth_tokens=off\"\n",
+        );
+        let mut record: Value = serde_json::from_str(SAMPLE).unwrap();
+        let details = &mut record[0]["data"]["additionalDetails"];
+        details.as_object_mut().unwrap().remove("domainDisplayName");
+        let body = serde_json::to_vec(&json!([record[0].clone()])).unwrap();
+        let plan = records_plan(plan(&body, &config).unwrap());
+        let first = &plan["results"][0]["policy"];
+        assert_eq!(first["couldApply"][0]["rule"], "prod", "{plan}");
+        assert_eq!(first["couldApply"][0]["needs"], json!(["domainOcid"]));
+        assert_eq!(first["reads"], json!(["domainOcid"]));
+        assert!(first.get("decidedBy").is_none(), "{plan}");
+        let attributes = plan["policy"]["readAttributes"].as_str().unwrap();
+        assert!(
+            attributes.split(',').any(|a| a == "domainOcid"),
+            "{attributes}"
+        );
+    }
+
+    #[test]
     fn revoke_plans_a_delete_per_lingering_type_and_none_for_an_exempt_user() {
         let mut config = config_with(
             "default = \"api_keys=on,smtp_credentials=off\"\n[[rule]]\nname = \"bg\"\nusers = [\"li.*\"]\nexempt = true\n",

@@ -461,6 +461,19 @@ async fn one_decision_per_user_whichever_path_brings_it() {
     let r = &report["results"][0];
     assert_eq!(r["policy"], json!(["local-accounts-in-prod"]), "{report}");
     assert_eq!(r["outcome"], "unchanged", "{report}");
+    // 5. A reconcile by URL: the URL is no display name, so the rule is learned and decided alike.
+    let (status, report) = invoke(&fresh, &json!({"reconcile": {"domain": idd.base_url()}})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(idd.user_caps(&id), after_audit, "no flip: {report}");
+    assert_eq!(
+        (
+            &report["unchanged"],
+            &report["rejected"],
+            &report["applied"]
+        ),
+        (&json!(1), &json!(0), &json!(0)),
+        "{report}"
+    );
 }
 
 /// The function on `idd` as DOMAIN_A (also its control plane) with the shipped
@@ -652,4 +665,74 @@ fn production_records(n: u64) -> Vec<Value> {
     (1..=n)
         .map(|k| actor_record(DOMAIN_A, &hex_id(100 + k), &format!("local{k}@example.com")))
         .collect()
+}
+
+/// The operator's `report` of a domain named by URL judges its users as the function decides them:
+/// the display-name rule is learned from the users' domainOcid with one GetDomain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_report_by_url_decides_by_display_name_as_the_function_does() {
+    use crate::support::fixtures::{api_key_id, operator_home};
+    use crate::support::identity_domain_server::test_key_pem;
+    let idd = IdentityDomainServer::start(&test_key_pem(), vec![api_key_id()]).await;
+    idd.add_listed_domain(
+        "ocid1.tenancy.oc1..t",
+        PROD,
+        "Production",
+        &idd.base_url(),
+        "ACTIVE",
+    );
+    idd.set_domain_ocid(PROD);
+    for k in 1..=3 {
+        idd.add_user(
+            &hex_id(100 + k),
+            &format!("local{k}@example.com"),
+            ALL_ON,
+            "samljit",
+            false,
+        );
+    }
+    let home = operator_home("");
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("posture.json");
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/policies/break-glass-and-service-users.toml"
+    );
+    let out = tokio::process::Command::new(crate::platform_harness::FN_BINARY)
+        .args([
+            "report",
+            "--domain",
+            &idd.base_url(),
+            "--policy",
+            policy,
+            "--output",
+        ])
+        .arg(&out_path)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", "/usr/bin:/bin")
+        .env("MAX_REQUESTS_PER_SECOND", "0")
+        .env("IDENTITY_CONTROL_PLANE_URL", idd.base_url())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    let rows = report["users"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{report}");
+    for row in rows {
+        assert_eq!(row["decidedBy"], json!(["local-accounts-in-prod"]), "{row}");
+        assert_eq!(row["capabilities"]["auth_tokens"]["wanted"], false, "{row}");
+    }
+    assert_eq!(idd.count("GET", "/20160918/domains/"), 1);
+    assert!(
+        (1..=3).all(|k| idd.user_caps(&hex_id(100 + k)) == Some(ALL_ON)),
+        "read only"
+    );
 }
