@@ -1105,7 +1105,8 @@ fn print_apply(report: &Report, output: OutputKind) {
         "{:>5}  {:<9}  {:<32}  {:<30}  DETAIL",
         "INDEX", "OUTCOME", "USER ID", "USER NAME"
     );
-    for r in &report.results {
+    for record in &report.results {
+        let r = &record.user;
         let mut detail = if r.changed.is_empty() {
             r.reason.clone().unwrap_or_default()
         } else {
@@ -1122,7 +1123,7 @@ fn print_apply(report: &Report, output: OutputKind) {
         let _ = writeln!(
             out,
             "{:>5}  {:<9}  {:<32}  {:<30}  {}",
-            r.index,
+            record.index,
             r.outcome.as_str(),
             r.user_id.as_deref().unwrap_or("-"),
             r.user_name.as_deref().unwrap_or("-"),

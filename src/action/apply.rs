@@ -93,7 +93,8 @@ impl Outcome {
     }
 }
 
-/// One record's result, as the response and the log show it.
+/// One record's result, as the response and the log show it: where the record stands in the
+/// batch, and how its user ended.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordResult {
@@ -105,16 +106,27 @@ pub struct RecordResult {
     /// The domain as the record named it; `None` when the record did not get that far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    /// The user id or OCID as the record named it; `None` when the record did not get that far.
+    /// The user as the record named it (id or OCID, name) and how it ended; `userId` is `None`
+    /// when the record did not get that far.
+    #[serde(flatten)]
+    pub user: UserEntry,
+}
+
+/// How one user ended, as a report lists it: under each record of a batch ([`RecordResult`]) and
+/// for each user a reconcile lists.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserEntry {
+    /// The user's id (or, from a record, OCID) as named; `None` when not known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// The user's name from the record, when it gave one.
+    /// The user's name as the record or the listing gave it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
-    /// How the record ended.
+    /// How the user ended.
     pub outcome: Outcome,
     /// What decided the user's profile: rule names, `tag:<ns>.<key>`, or `default`; empty when the
-    /// record ended before the policy was consulted (ignored, rejected or failed before the read).
+    /// user ended before the policy was consulted (ignored, rejected or failed before the read).
     pub policy: Vec<String>,
     /// Attribute → [before, after]; `before` is null when the domain did not report a value.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -128,17 +140,15 @@ pub struct RecordResult {
     /// Why it ended so (e.g. "already compliant", the refusal); `None` for a plain write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Identity-domain request ids (`X-ORACLE-DMS-ECID`) for the calls made for this record.
+    /// Identity-domain request ids (`X-ORACLE-DMS-ECID`) of the calls made for this user.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_ids: Vec<String>,
 }
 
-impl RecordResult {
-    fn new(index: usize, outcome: Outcome) -> Self {
-        RecordResult {
-            index,
-            event_id: None,
-            domain: None,
+impl UserEntry {
+    /// A user that ended `outcome` before anything was learned of it.
+    pub(crate) fn new(outcome: Outcome) -> Self {
+        UserEntry {
             user_id: None,
             user_name: None,
             outcome,
@@ -151,18 +161,51 @@ impl RecordResult {
         }
     }
 
+    /// This user as `done` left it; `done`'s request ids follow those already here (the read's).
+    pub(crate) fn settled(mut self, done: Enforced) -> Self {
+        self.request_ids.extend(done.ecids);
+        UserEntry {
+            outcome: done.outcome,
+            reason: done.reason,
+            policy: done.policy,
+            changed: done.changed,
+            lingering: done.lingering,
+            revoked: done.revoked,
+            ..self
+        }
+    }
+}
+
+impl RecordResult {
+    fn new(index: usize, outcome: Outcome) -> Self {
+        RecordResult {
+            index,
+            event_id: None,
+            domain: None,
+            user: UserEntry::new(outcome),
+        }
+    }
+
     fn for_target(index: usize, target: &Target, outcome: Outcome) -> Self {
         RecordResult {
             event_id: target.event_id.clone(),
             domain: Some(target.domain.clone()),
-            user_id: Some(target.user_id.as_str().to_owned()),
-            user_name: target.user_name.clone(),
+            user: UserEntry {
+                user_id: Some(target.user_id.as_str().to_owned()),
+                user_name: target.user_name.clone(),
+                ..UserEntry::new(outcome)
+            },
             ..Self::new(index, outcome)
         }
     }
 
     fn reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
+        self.user.reason = Some(reason.into());
+        self
+    }
+
+    fn request_ids(mut self, ids: Vec<String>) -> Self {
+        self.user.request_ids = ids;
         self
     }
 }
@@ -250,11 +293,11 @@ impl Report {
 
     fn from_results(mut results: Vec<RecordResult>, dry_run: bool) -> Self {
         results.sort_by_key(|r| r.index);
-        let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+        let count = |o: Outcome| results.iter().filter(|r| r.user.outcome == o).count();
         let (mut lingering, mut revoked) = (Counts::new(), Counts::new());
         for r in &results {
-            add_counts(&mut lingering, &r.lingering);
-            add_counts(&mut revoked, &r.revoked);
+            add_counts(&mut lingering, &r.user.lingering);
+            add_counts(&mut revoked, &r.user.revoked);
         }
         let mut report = Report {
             received: results.len(),
@@ -277,13 +320,15 @@ impl Report {
             for r in report
                 .results
                 .iter()
-                .filter(|r| r.outcome == Outcome::Ignored)
+                .filter(|r| r.user.outcome == Outcome::Ignored)
             {
                 *summary
-                    .entry(r.reason.clone().unwrap_or_default())
+                    .entry(r.user.reason.clone().unwrap_or_default())
                     .or_insert(0) += 1;
             }
-            report.results.retain(|r| r.outcome != Outcome::Ignored);
+            report
+                .results
+                .retain(|r| r.user.outcome != Outcome::Ignored);
             report.ignored_summary = Some(summary);
         }
         report.fit_within(REPORT_MAX_BYTES);
@@ -308,7 +353,7 @@ impl Report {
             _ => 2,
         };
         let mut order: Vec<usize> = (0..self.results.len()).collect();
-        order.sort_by_key(|&i| (rank(self.results[i].outcome), self.results[i].index));
+        order.sort_by_key(|&i| (rank(self.results[i].user.outcome), self.results[i].index));
         let budget = limit.saturating_sub(REPORT_SUMMARY_ROOM);
         let mut used = 0;
         let mut listed = vec![false; self.results.len()];
@@ -329,20 +374,21 @@ impl Report {
             }
             not_listed.count += 1;
             let reason: String = r
+                .user
                 .reason
                 .as_deref()
                 .unwrap_or("")
                 .chars()
                 .take(200)
                 .collect();
-            let mut key = format!("{}: {reason}", r.outcome.as_str());
+            let mut key = format!("{}: {reason}", r.user.outcome.as_str());
             let known = not_listed.by_outcome_and_reason.contains_key(&key);
             if !known && not_listed.by_outcome_and_reason.len() >= SUMMARY_REASONS_MAX {
-                key = format!("{}: (other reasons)", r.outcome.as_str());
+                key = format!("{}: (other reasons)", r.user.outcome.as_str());
             }
             *not_listed.by_outcome_and_reason.entry(key).or_insert(0) += 1;
         }
-        kept.sort_by_key(|r| (rank(r.outcome), r.index));
+        kept.sort_by_key(|r| (rank(r.user.outcome), r.index));
         self.results = kept;
         self.not_listed = Some(not_listed);
     }
@@ -1133,10 +1179,9 @@ pub(crate) fn fail_all(
             } else {
                 duplicate_reason(first, &reason)
             };
-            RecordResult {
-                request_ids: ecids.clone(),
-                ..RecordResult::for_target(*index, target, outcome).reason(reason)
-            }
+            RecordResult::for_target(*index, target, outcome)
+                .reason(reason)
+                .request_ids(ecids.clone())
         })
         .collect()
 }
@@ -1164,22 +1209,18 @@ pub(crate) fn acted_result(
     done: Enforced,
 ) -> (RecordResult, FirstOutcome) {
     let (index, target) = &work.records[checked.actor];
-    let mut request_ids = checked.ecids.clone();
-    request_ids.extend(done.ecids);
+    let base =
+        RecordResult::for_target(*index, target, done.outcome).request_ids(checked.ecids.clone());
     let result = RecordResult {
-        policy: done.policy,
-        changed: done.changed,
-        lingering: done.lingering,
-        revoked: done.revoked,
-        reason: done.reason,
-        request_ids,
-        ..RecordResult::for_target(*index, target, done.outcome)
+        user: base.user.settled(done),
+        ..base
     };
     let reason = result
+        .user
         .reason
         .clone()
-        .unwrap_or_else(|| result.outcome.as_str().to_string());
-    let first = (*index, result.outcome, reason);
+        .unwrap_or_else(|| result.user.outcome.as_str().to_string());
+    let first = (*index, result.user.outcome, reason);
     (result, first)
 }
 
@@ -1205,10 +1246,9 @@ pub(crate) fn record_results(
                 continue;
             }
         }
-        results.push(RecordResult {
-            policy: checked.decision.policy().to_vec(),
-            ..duplicate_of(*index, target, first.0, first.1, &first.2, dry_run)
-        });
+        let mut duplicate = duplicate_of(*index, target, first.0, first.1, &first.2, dry_run);
+        duplicate.user.policy = checked.decision.policy().to_vec();
+        results.push(duplicate);
     }
     results
 }
@@ -1326,8 +1366,11 @@ fn settled_result(index: usize, triaged: Triage) -> RecordResult {
         } => RecordResult {
             event_id,
             domain,
-            user_id,
-            user_name,
+            user: UserEntry {
+                user_id,
+                user_name,
+                ..UserEntry::new(Outcome::Rejected)
+            },
             ..RecordResult::new(index, Outcome::Rejected)
         }
         .reason(reason),
@@ -1376,10 +1419,11 @@ pub(crate) fn unresolved(index: usize, target: &Target, error: &ResolveError) ->
         ResolveError::Rejected(reason) => {
             RecordResult::for_target(index, target, Outcome::Rejected).reason(reason.clone())
         }
-        ResolveError::Failed { reason, ecids } => RecordResult {
-            request_ids: ecids.clone(),
-            ..RecordResult::for_target(index, target, Outcome::Failed).reason(reason.clone())
-        },
+        ResolveError::Failed { reason, ecids } => {
+            RecordResult::for_target(index, target, Outcome::Failed)
+                .reason(reason.clone())
+                .request_ids(ecids.clone())
+        }
     }
 }
 
@@ -1393,12 +1437,13 @@ fn changed_map(changes: &[Change]) -> BTreeMap<&'static str, [Option<bool>; 2]> 
 /// Logs one record's outcome: called the moment the outcome is settled, so a record's line never
 /// waits for the batch (or the report, which may leave the record out) and survives a kill.
 pub fn log_record(r: &RecordResult) {
-    let changed = if r.changed.is_empty() {
+    let u = &r.user;
+    let changed = if u.changed.is_empty() {
         String::new()
     } else {
-        serde_json::to_string(&r.changed).unwrap_or_default()
+        serde_json::to_string(&u.changed).unwrap_or_default()
     };
-    let ids = r.request_ids.join(",");
+    let ids = u.request_ids.join(",");
     let counts = |c: &Counts| {
         if c.is_empty() {
             String::new()
@@ -1406,27 +1451,27 @@ pub fn log_record(r: &RecordResult) {
             serde_json::to_string(c).unwrap_or_default()
         }
     };
-    let (lingering, revoked) = (counts(&r.lingering), counts(&r.revoked));
+    let (lingering, revoked) = (counts(&u.lingering), counts(&u.revoked));
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
                 index = r.index,
                 event_id = r.event_id.as_deref().unwrap_or(""),
                 domain = r.domain.as_deref().unwrap_or(""),
-                user_id = r.user_id.as_deref().unwrap_or(""),
-                user_name = r.user_name.as_deref().unwrap_or(""),
-                outcome = r.outcome.as_str(),
-                policy = %r.policy.join(","),
+                user_id = u.user_id.as_deref().unwrap_or(""),
+                user_name = u.user_name.as_deref().unwrap_or(""),
+                outcome = u.outcome.as_str(),
+                policy = %u.policy.join(","),
                 changed = %changed,
                 lingering = %lingering,
                 revoked = %revoked,
-                reason = r.reason.as_deref().unwrap_or(""),
+                reason = u.reason.as_deref().unwrap_or(""),
                 request_ids = %ids,
                 "record"
             )
         };
     }
-    match r.outcome {
+    match u.outcome {
         Outcome::Failed => line!(error),
         Outcome::Rejected => line!(warn),
         _ => line!(info),
@@ -1493,7 +1538,7 @@ mod tests {
             .collect();
         let failed = results
             .iter()
-            .filter(|r| r.outcome == Outcome::Failed)
+            .filter(|r| r.user.outcome == Outcome::Failed)
             .count();
         let report = Report::from_results(results, false);
         let size = serde_json::to_vec(&report).unwrap().len();
@@ -1507,11 +1552,11 @@ mod tests {
         );
         assert!(report.results[..failed]
             .iter()
-            .all(|r| r.outcome == Outcome::Failed));
+            .all(|r| r.user.outcome == Outcome::Failed));
         assert!(report.results[failed..]
             .iter()
             .take(10)
-            .all(|r| r.outcome == Outcome::Rejected));
+            .all(|r| r.user.outcome == Outcome::Rejected));
         // A small report is left as it is.
         let small = Report::from_results(vec![RecordResult::new(0, Outcome::Applied)], false);
         assert!(small.not_listed.is_none());

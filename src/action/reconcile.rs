@@ -19,7 +19,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::action::apply::{Enforced, Engine, Outcome, Plan, Planned, START_MARGIN};
+pub use crate::action::apply::UserEntry;
+use crate::action::apply::{Engine, Outcome, Plan, Planned, START_MARGIN};
 use crate::action::credentials::{conclude, Lingering};
 use crate::action::domains::DomainKnown;
 use crate::clients::identity_domain::UserPage;
@@ -57,37 +58,6 @@ pub struct ReconcileJob {
     pub max_users: Option<u64>,
     /// Users asked for per page, clamped to 1..=[`MAX_PAGE_SIZE`].
     pub page_size: u64,
-}
-
-/// One listed user's result, as the reconcile report shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserEntry {
-    /// The user's SCIM id; `None` when the listing gave none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    /// The user's `userName`, when listed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_name: Option<String>,
-    /// How the user ended.
-    pub outcome: Outcome,
-    /// What decided the user's profile (see `RecordResult::policy`).
-    pub policy: Vec<String>,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    /// Attribute → [before, after] for each capability written (or that a dry run would write).
-    pub changed: std::collections::BTreeMap<&'static str, [Option<bool>; 2]>,
-    /// Credentials the user holds for a capability its profile turns off, by type.
-    #[serde(skip_serializing_if = "Counts::is_empty")]
-    pub lingering: Counts,
-    /// Of those, the ones revoked (in a dry run, that would be), by type.
-    #[serde(skip_serializing_if = "Counts::is_empty")]
-    pub revoked: Counts,
-    /// Why it ended so, when there is more to say than the outcome.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Identity-domain request ids (`X-ORACLE-DMS-ECID`) of the calls made for this user.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub request_ids: Vec<String>,
 }
 
 /// A reconcile run's answer.
@@ -689,13 +659,9 @@ fn oversized_entry(user: &Oversized) -> UserEntry {
     UserEntry {
         user_id: user.id.clone(),
         user_name: user.user_name.clone(),
-        outcome: Outcome::Rejected,
-        policy: Vec::new(),
-        changed: Default::default(),
         reason: Some(user.reason.clone()),
         request_ids: user.ecids.clone(),
-        lingering: Counts::new(),
-        revoked: Counts::new(),
+        ..UserEntry::new(Outcome::Rejected)
     }
 }
 
@@ -903,7 +869,7 @@ async fn settle_in_bulk(
                         Some(revocation) => conclude(done, revocation),
                         None => done,
                     };
-                    entry_from(base, decided.finish(done))
+                    base.settled(decided.finish(done))
                 }
             };
             (pos, Some(entry))
@@ -936,7 +902,7 @@ async fn reconcile_user(
             let done = planned
                 .settle(engine, &job.domain, &id, written, deadline)
                 .await;
-            entry_from(base, done)
+            base.settled(done)
         }
     };
     (pos, Some(entry))
@@ -982,13 +948,8 @@ fn listed_entry(user: &serde_json::Value, outcome: Outcome, reason: Option<Strin
     UserEntry {
         user_id: text("id"),
         user_name: text("userName"),
-        outcome,
-        policy: Vec::new(),
-        changed: Default::default(),
-        lingering: Counts::new(),
-        revoked: Counts::new(),
         reason,
-        request_ids: Vec::new(),
+        ..UserEntry::new(outcome)
     }
 }
 
@@ -1021,19 +982,6 @@ fn prepare(engine: &Engine, user: &serde_json::Value, known: DomainKnown) -> Pre
             (!engine.credential_attributes.is_empty()).then_some(user),
         ),
         base: entry(Outcome::Failed, None),
-    }
-}
-
-fn entry_from(base: UserEntry, done: Enforced) -> UserEntry {
-    UserEntry {
-        outcome: done.outcome,
-        reason: done.reason,
-        policy: done.policy,
-        changed: done.changed,
-        lingering: done.lingering,
-        revoked: done.revoked,
-        request_ids: done.ecids,
-        ..base
     }
 }
 

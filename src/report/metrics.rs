@@ -209,11 +209,17 @@ impl Counts {
             let domain = domain_dimension(r.domain.as_deref());
             *counts
                 .records
-                .entry((r.outcome.as_str(), domain))
+                .entry((r.user.outcome.as_str(), domain))
                 .or_default() += 1;
         }
         // Records summarised instead of listed (many ignored, a report past 5 MiB) still count.
-        let listed = |o: Outcome| report.results.iter().filter(|r| r.outcome == o).count();
+        let listed = |o: Outcome| {
+            report
+                .results
+                .iter()
+                .filter(|r| r.user.outcome == o)
+                .count()
+        };
         for (outcome, total) in [
             (Outcome::Applied, report.applied),
             (Outcome::Unchanged, report.unchanged),
