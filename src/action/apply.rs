@@ -90,7 +90,8 @@ impl Outcome {
     }
 }
 
-/// One record's result, as the response and the log show it.
+/// One record's result, as the response and the log show it: where the record stands in the
+/// batch, and how its user ended.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordResult {
@@ -102,16 +103,27 @@ pub struct RecordResult {
     /// The domain as the record named it; `None` when the record did not get that far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    /// The user id or OCID as the record named it; `None` when the record did not get that far.
+    /// The user as the record named it (id or OCID, name) and how it ended; `userId` is `None`
+    /// when the record did not get that far.
+    #[serde(flatten)]
+    pub user: UserEntry,
+}
+
+/// How one user ended, as a report lists it: under each record of a batch ([`RecordResult`]) and
+/// for each user a reconcile lists.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserEntry {
+    /// The user's id (or, from a record, OCID) as named; `None` when not known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// The user's name from the record, when it gave one.
+    /// The user's name as the record or the listing gave it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
-    /// How the record ended.
+    /// How the user ended.
     pub outcome: Outcome,
     /// What decided the user's profile: rule names, `tag:<ns>.<key>`, or `default`; empty when the
-    /// record ended before the policy was consulted (ignored, rejected or failed before the read).
+    /// user ended before the policy was consulted (ignored, rejected or failed before the read).
     pub policy: Vec<String>,
     /// Attribute → [before, after]; `before` is null when the domain did not report a value.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -125,17 +137,15 @@ pub struct RecordResult {
     /// Why it ended so (e.g. "already compliant", the refusal); `None` for a plain write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Identity-domain request ids (`X-ORACLE-DMS-ECID`) for the calls made for this record.
+    /// Identity-domain request ids (`X-ORACLE-DMS-ECID`) of the calls made for this user.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_ids: Vec<String>,
 }
 
-impl RecordResult {
-    pub(crate) fn new(index: usize, outcome: Outcome) -> Self {
-        RecordResult {
-            index,
-            event_id: None,
-            domain: None,
+impl UserEntry {
+    /// A user that ended `outcome` before anything was learned of it.
+    pub(crate) fn new(outcome: Outcome) -> Self {
+        UserEntry {
             user_id: None,
             user_name: None,
             outcome,
@@ -148,18 +158,51 @@ impl RecordResult {
         }
     }
 
+    /// This user as `done` left it; `done`'s request ids follow those already here (the read's).
+    pub(crate) fn settled(mut self, done: Enforced) -> Self {
+        self.request_ids.extend(done.ecids);
+        UserEntry {
+            outcome: done.outcome,
+            reason: done.reason,
+            policy: done.policy,
+            changed: done.changed,
+            lingering: done.lingering,
+            revoked: done.revoked,
+            ..self
+        }
+    }
+}
+
+impl RecordResult {
+    pub(crate) fn new(index: usize, outcome: Outcome) -> Self {
+        RecordResult {
+            index,
+            event_id: None,
+            domain: None,
+            user: UserEntry::new(outcome),
+        }
+    }
+
     fn for_target(index: usize, target: &Target, outcome: Outcome) -> Self {
         RecordResult {
             event_id: target.event_id.clone(),
             domain: Some(target.domain.clone()),
-            user_id: Some(target.user_id.as_str().to_owned()),
-            user_name: target.user_name.clone(),
+            user: UserEntry {
+                user_id: Some(target.user_id.as_str().to_owned()),
+                user_name: target.user_name.clone(),
+                ..UserEntry::new(outcome)
+            },
             ..Self::new(index, outcome)
         }
     }
 
     fn reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
+        self.user.reason = Some(reason.into());
+        self
+    }
+
+    fn request_ids(mut self, ids: Vec<String>) -> Self {
+        self.user.request_ids = ids;
         self
     }
 }
@@ -1025,10 +1068,9 @@ pub(crate) fn fail_all(
             } else {
                 duplicate_reason(first, &reason)
             };
-            RecordResult {
-                request_ids: ecids.clone(),
-                ..RecordResult::for_target(*index, target, outcome).reason(reason)
-            }
+            RecordResult::for_target(*index, target, outcome)
+                .reason(reason)
+                .request_ids(ecids.clone())
         })
         .collect()
 }
@@ -1056,22 +1098,18 @@ pub(crate) fn acted_result(
     done: Enforced,
 ) -> (RecordResult, FirstOutcome) {
     let (index, target) = &work.records[checked.actor];
-    let mut request_ids = checked.ecids.clone();
-    request_ids.extend(done.ecids);
+    let base =
+        RecordResult::for_target(*index, target, done.outcome).request_ids(checked.ecids.clone());
     let result = RecordResult {
-        policy: done.policy,
-        changed: done.changed,
-        lingering: done.lingering,
-        revoked: done.revoked,
-        reason: done.reason,
-        request_ids,
-        ..RecordResult::for_target(*index, target, done.outcome)
+        user: base.user.settled(done),
+        ..base
     };
     let reason = result
+        .user
         .reason
         .clone()
-        .unwrap_or_else(|| result.outcome.as_str().to_string());
-    let first = (*index, result.outcome, reason);
+        .unwrap_or_else(|| result.user.outcome.as_str().to_string());
+    let first = (*index, result.user.outcome, reason);
     (result, first)
 }
 
@@ -1097,10 +1135,9 @@ pub(crate) fn record_results(
                 continue;
             }
         }
-        results.push(RecordResult {
-            policy: checked.decision.policy().to_vec(),
-            ..duplicate_of(*index, target, first.0, first.1, &first.2, dry_run)
-        });
+        let mut duplicate = duplicate_of(*index, target, first.0, first.1, &first.2, dry_run);
+        duplicate.user.policy = checked.decision.policy().to_vec();
+        results.push(duplicate);
     }
     results
 }
@@ -1218,8 +1255,11 @@ fn settled_result(index: usize, triaged: Triage) -> RecordResult {
         } => RecordResult {
             event_id,
             domain,
-            user_id,
-            user_name,
+            user: UserEntry {
+                user_id,
+                user_name,
+                ..UserEntry::new(Outcome::Rejected)
+            },
             ..RecordResult::new(index, Outcome::Rejected)
         }
         .reason(reason),
@@ -1268,10 +1308,11 @@ pub(crate) fn unresolved(index: usize, target: &Target, error: &ResolveError) ->
         ResolveError::Rejected(reason) => {
             RecordResult::for_target(index, target, Outcome::Rejected).reason(reason.clone())
         }
-        ResolveError::Failed { reason, ecids } => RecordResult {
-            request_ids: ecids.clone(),
-            ..RecordResult::for_target(index, target, Outcome::Failed).reason(reason.clone())
-        },
+        ResolveError::Failed { reason, ecids } => {
+            RecordResult::for_target(index, target, Outcome::Failed)
+                .reason(reason.clone())
+                .request_ids(ecids.clone())
+        }
     }
 }
 
@@ -1285,12 +1326,13 @@ fn changed_map(changes: &[Change]) -> BTreeMap<&'static str, [Option<bool>; 2]> 
 /// Logs one record's outcome: called the moment the outcome is settled, so a record's line never
 /// waits for the batch (or the report, which may leave the record out) and survives a kill.
 pub fn log_record(r: &RecordResult) {
-    let changed = if r.changed.is_empty() {
+    let u = &r.user;
+    let changed = if u.changed.is_empty() {
         String::new()
     } else {
-        serde_json::to_string(&r.changed).unwrap_or_default()
+        serde_json::to_string(&u.changed).unwrap_or_default()
     };
-    let ids = r.request_ids.join(",");
+    let ids = u.request_ids.join(",");
     let counts = |c: &Counts| {
         if c.is_empty() {
             String::new()
@@ -1298,27 +1340,27 @@ pub fn log_record(r: &RecordResult) {
             serde_json::to_string(c).unwrap_or_default()
         }
     };
-    let (lingering, revoked) = (counts(&r.lingering), counts(&r.revoked));
+    let (lingering, revoked) = (counts(&u.lingering), counts(&u.revoked));
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
                 index = r.index,
                 event_id = r.event_id.as_deref().unwrap_or(""),
                 domain = r.domain.as_deref().unwrap_or(""),
-                user_id = r.user_id.as_deref().unwrap_or(""),
-                user_name = r.user_name.as_deref().unwrap_or(""),
-                outcome = r.outcome.as_str(),
-                policy = %r.policy.join(","),
+                user_id = u.user_id.as_deref().unwrap_or(""),
+                user_name = u.user_name.as_deref().unwrap_or(""),
+                outcome = u.outcome.as_str(),
+                policy = %u.policy.join(","),
                 changed = %changed,
                 lingering = %lingering,
                 revoked = %revoked,
-                reason = r.reason.as_deref().unwrap_or(""),
+                reason = u.reason.as_deref().unwrap_or(""),
                 request_ids = %ids,
                 "record"
             )
         };
     }
-    match r.outcome {
+    match u.outcome {
         Outcome::Failed => line!(error),
         Outcome::Rejected => line!(warn),
         _ => line!(info),

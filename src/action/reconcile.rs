@@ -19,7 +19,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::action::apply::{Enforced, Engine, Outcome, Plan, Planned, START_MARGIN};
+pub use crate::action::apply::UserEntry;
+use crate::action::apply::{Engine, Outcome, Plan, Planned, START_MARGIN};
 use crate::action::credentials::{conclude, Lingering};
 use crate::action::domains::DomainKnown;
 use crate::clients::identity_domain::UserPage;
@@ -57,37 +58,6 @@ pub struct ReconcileJob {
     pub max_users: Option<u64>,
     /// Users asked for per page, clamped to 1..=[`MAX_PAGE_SIZE`].
     pub page_size: u64,
-}
-
-/// One listed user's result, as the reconcile report shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserEntry {
-    /// The user's SCIM id; `None` when the listing gave none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    /// The user's `userName`, when listed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_name: Option<String>,
-    /// How the user ended.
-    pub outcome: Outcome,
-    /// What decided the user's profile (see `RecordResult::policy`).
-    pub policy: Vec<String>,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    /// Attribute → [before, after] for each capability written (or that a dry run would write).
-    pub changed: std::collections::BTreeMap<&'static str, [Option<bool>; 2]>,
-    /// Credentials the user holds for a capability its profile turns off, by type.
-    #[serde(skip_serializing_if = "Counts::is_empty")]
-    pub lingering: Counts,
-    /// Of those, the ones revoked (in a dry run, that would be), by type.
-    #[serde(skip_serializing_if = "Counts::is_empty")]
-    pub revoked: Counts,
-    /// Why it ended so, when there is more to say than the outcome.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Identity-domain request ids (`X-ORACLE-DMS-ECID`) of the calls made for this user.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub request_ids: Vec<String>,
 }
 
 /// A reconcile run's answer.
@@ -152,6 +122,29 @@ pub enum StopReason {
 }
 
 impl ReconcileReport {
+    /// A run of `job` that has done nothing yet.
+    fn new(job: &ReconcileJob, dry_run: bool) -> Self {
+        ReconcileReport {
+            domain: job.domain.as_str().to_string(),
+            filter: job.filter.clone(),
+            start_index: job.start_index.max(1),
+            scanned: 0,
+            applied: 0,
+            unchanged: 0,
+            rejected: 0,
+            failed: 0,
+            dry_run,
+            lingering: Counts::new(),
+            revoked: Counts::new(),
+            total_results: None,
+            next_start_index: None,
+            next_after: None,
+            stopped_because: None,
+            error: None,
+            users: Vec::new(),
+        }
+    }
+
     /// Whether the invocation should fail so the caller retries (a page or a write failed).
     pub fn needs_retry(&self) -> bool {
         self.failed > 0 || self.error.is_some()
@@ -197,10 +190,11 @@ pub fn keyset_filter(filter: &str, created: &str) -> String {
     }
 }
 
-/// Where the scan stands: the cursor, the users done at its instant, and (for the older form)
-/// the index of the next user.
+/// Where a scan in `meta.created` order stands: the cursor, the users done at its instant, and
+/// (for the older form) the index of the next user. The reconcile and the posture report page
+/// with it alike.
 #[derive(Debug)]
-struct Position {
+pub(crate) struct Position {
     /// The last user done: `meta.created` as given, parsed, and the user's id.
     last: Option<(String, OffsetDateTime, String)>,
     /// Ids done whose `meta.created` is the cursor's instant.
@@ -212,14 +206,15 @@ struct Position {
 }
 
 impl Position {
-    fn new(job: &ReconcileJob) -> Self {
+    /// A scan from `start_index` (1-based; 0 is read as 1), or after the cursor `after`.
+    pub(crate) fn new(start_index: u64, after: Option<&Cursor>) -> Self {
         let mut position = Position {
             last: None,
             same_instant: HashSet::new(),
             offset: 1,
-            index: job.start_index.max(1),
+            index: start_index.max(1),
         };
-        if let Some(after) = &job.after {
+        if let Some(after) = after {
             // Checked when the request was read; a cursor that does not parse starts from the top.
             if let Ok(at) = parse_instant(&after.created) {
                 position.last = Some((after.created.clone(), at, after.id.clone()));
@@ -238,12 +233,78 @@ impl Position {
         }
     }
 
+    /// The filter, `startIndex` and `count` of the next page: `page_size` users, at most
+    /// `budget_left`, plus the users done at the cursor's instant (they come again at the top of a
+    /// keyset page, so they do not eat the budget).
+    fn next_page(
+        &self,
+        filter: &str,
+        page_size: u64,
+        budget_left: Option<u64>,
+    ) -> (String, u64, u64) {
+        let overlap = match (&self.last, self.offset) {
+            (Some(_), 1) => self.same_instant.len() as u64,
+            _ => 0,
+        };
+        let count = budget_left
+            .map_or(page_size, |left| left.min(page_size))
+            .saturating_add(overlap)
+            .min(MAX_PAGE_SIZE);
+        let (filter, start) = self.query(filter);
+        (filter, start, count)
+    }
+
+    /// Moves past a whole page read from `start` (every user done) and says whether it held the
+    /// end of what the domain reported (`totalResults`) for the page's query.
+    pub(crate) fn past_page(&mut self, listed: &[Listed<'_>], start: u64, total: u64) -> bool {
+        let before = self.instant();
+        self.past(listed);
+        if (start - 1) + listed.len() as u64 >= total {
+            return true;
+        }
+        // A page of users all created at the cursor's instant moves on within that instant.
+        self.offset = if self.instant() == before && before.is_some() {
+            self.offset + listed.len() as u64
+        } else {
+            1
+        };
+        false
+    }
+
+    /// Moves the cursor past these users, done.
+    fn past(&mut self, users: &[Listed<'_>]) {
+        for user in users {
+            self.advance(user.created, user.at, user.id);
+        }
+    }
+
+    /// Steps over the user one page of which is too large by itself: `named` is that user, or
+    /// `None` when it was done before (the scan then moves on within the cursor's instant).
+    fn step_over(&mut self, named: Option<&Oversized>) {
+        match named {
+            Some(user) => {
+                let id = user.id.as_deref().unwrap_or_default();
+                self.advance(&user.created, user.at, Some(id));
+                self.offset = 1;
+            }
+            None => self.offset += 1,
+        }
+    }
+
+    /// Where the scan stands, as an error message says it.
+    fn where_from(&self) -> String {
+        match &self.last {
+            Some((created, _, id)) => format!("after user {id} (created {created})"),
+            None => format!("index {}", self.index),
+        }
+    }
+
     fn instant(&self) -> Option<OffsetDateTime> {
         self.last.as_ref().map(|(_, at, _)| *at)
     }
 
     /// True when the user at `at` with `id` was done before (at the cursor's instant).
-    fn done(&self, at: OffsetDateTime, id: Option<&str>) -> bool {
+    pub(crate) fn done(&self, at: OffsetDateTime, id: Option<&str>) -> bool {
         self.instant() == Some(at) && id.is_some_and(|id| self.same_instant.contains(id))
     }
 
@@ -285,149 +346,93 @@ impl Position {
 }
 
 /// One user of a page: its JSON, id and `meta.created`.
-struct Listed<'a> {
-    user: &'a serde_json::Value,
-    id: Option<&'a str>,
-    created: &'a str,
-    at: OffsetDateTime,
+pub(crate) struct Listed<'a> {
+    pub(crate) user: &'a serde_json::Value,
+    pub(crate) id: Option<&'a str>,
+    pub(crate) created: &'a str,
+    pub(crate) at: OffsetDateTime,
 }
 
 /// Pages through `job`'s listing and brings each user to the profile the policy decides, until the
 /// end, `max_users`, the deadline or a page that cannot be trusted.
 pub async fn reconcile(engine: &Engine, job: &ReconcileJob, deadline: Instant) -> ReconcileReport {
-    let mut report = ReconcileReport {
-        domain: job.domain.as_str().to_string(),
-        filter: job.filter.clone(),
-        start_index: job.start_index.max(1),
-        scanned: 0,
-        applied: 0,
-        unchanged: 0,
-        rejected: 0,
-        failed: 0,
-        dry_run: engine.dry_run,
-        lingering: Counts::new(),
-        revoked: Counts::new(),
-        total_results: None,
-        next_start_index: None,
-        next_after: None,
-        stopped_because: None,
-        error: None,
-        users: Vec::new(),
-    };
-    let mut page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
-    let mut position = Position::new(job);
+    let mut report = ReconcileReport::new(job, engine.dry_run);
+    let mut pager = Pager::new(
+        Position::new(job.start_index, job.after.as_ref()),
+        job.page_size,
+    );
     let mut seen: HashSet<String> = HashSet::new();
     loop {
         let budget_left = job.max_users.map(|m| m.saturating_sub(report.scanned));
-        let stop = if budget_left == Some(0) {
-            Some(StopReason::MaxUsers)
-        } else if Instant::now() + START_MARGIN >= deadline {
-            Some(StopReason::Deadline)
-        } else {
-            None
-        };
-        if let Some(reason) = stop {
+        if let Some(reason) = stop_before_page(budget_left, deadline) {
             report.stopped_because = Some(reason);
-            stopped_here(&mut report, &position);
+            stopped_here(&mut report, &pager.position);
             break;
         }
-        // Users done at the cursor's instant come again at the top of a keyset page: ask for
-        // them on top of the budget so they do not eat it.
-        let overlap = match (&position.last, position.offset) {
-            (Some(_), 1) => position.same_instant.len() as u64,
-            _ => 0,
-        };
-        let count = budget_left
-            .map_or(page_size, |left| left.min(page_size))
-            .saturating_add(overlap)
-            .min(MAX_PAGE_SIZE);
-        let (filter, start) = position.query(&job.filter);
-        let page = match read_page(engine, job, &filter, start, count, deadline).await {
-            PageRead::Page(page, asked) => {
-                page_size = page_size.min(asked.max(1));
-                page
-            }
-            PageRead::Alone(why) => {
-                // One user's listing passes the page limit by itself: final for that user, and
-                // the scan goes on past it.
-                match skip_oversized(engine, job, &filter, start, &position, why, deadline).await {
-                    Ok(Some((created, at, id, entry))) => {
-                        seen.insert(id.clone());
-                        tally(&mut report, entry);
-                        position.advance(&created, at, Some(&id));
-                        position.offset = 1;
-                    }
-                    Ok(None) => position.offset += 1,
-                    Err(reason) => {
-                        report.error = Some(format!(
-                            "listing users from {}: {reason}",
-                            where_from(&position)
-                        ));
-                        stopped_here(&mut report, &position);
-                        break;
-                    }
+        let next = pager
+            .next(engine, &job.domain, &job.filter, budget_left, deadline)
+            .await;
+        // Nothing after the cursor was looked at or trusted: the caller continues from there.
+        let (page, start, count) = match next {
+            Ok(Next::Page { page, start, count }) => (page, start, count),
+            Ok(Next::Oversized(named)) => {
+                if let Some(user) = &named {
+                    seen.insert(user.id.clone().unwrap_or_default());
+                    tally(&mut report, oversized_entry(user));
                 }
-                page_size = job.page_size.clamp(1, MAX_PAGE_SIZE);
                 continue;
             }
-            PageRead::Failed(reason) => {
-                // Nothing after the cursor was looked at: the caller continues from there.
-                report.error = Some(format!(
-                    "listing users from {}: {reason}",
-                    where_from(&position)
-                ));
-                stopped_here(&mut report, &position);
+            Err(reason) => {
+                report.error = Some(reason);
+                stopped_here(&mut report, &pager.position);
                 break;
             }
         };
-        let listed = match check_page(&page, start, count, position.instant()) {
+        let listed = match pager.check(&page, start, count) {
             Ok(listed) => listed,
             Err(reason) => {
-                // The scan cannot tell what it missed: it ends as incomplete, to continue from here.
-                report.error = Some(format!(
-                    "incomplete listing from {}: {reason}",
-                    where_from(&position)
-                ));
-                stopped_here(&mut report, &position);
+                report.error = Some(reason);
+                stopped_here(&mut report, &pager.position);
                 break;
             }
         };
+        let position = &mut pager.position;
         let total = page.total_results.unwrap_or_default();
-        report.total_results = Some(run_total(&report, job, &position, &listed, start, total));
-        let before = position.instant();
+        report.total_results = Some(run_total(&report, job, position, &listed, start, total));
         let left = budget_left.unwrap_or(u64::MAX);
         let stopped = run_page(
             engine,
             job,
             &listed,
-            &position,
+            position,
             &mut seen,
             &mut report,
             left,
             deadline,
         )
         .await;
-        let done = stopped.map_or(listed.len(), |(pos, _)| pos);
-        for user in &listed[..done] {
-            position.advance(user.created, user.at, user.id);
-        }
-        if let Some((_, reason)) = stopped {
+        if let Some((done, reason)) = stopped {
+            position.past(&listed[..done]);
             report.stopped_because = Some(reason);
-            stopped_here(&mut report, &position);
+            stopped_here(&mut report, position);
             break;
         }
-        // The end of what the domain reported for this query is in this page.
-        if (start - 1) + listed.len() as u64 >= total {
+        if position.past_page(&listed, start, total) {
             break;
         }
-        // A page of users all created at the cursor's instant moves on within that instant.
-        position.offset = if position.instant() == before && before.is_some() {
-            position.offset + listed.len() as u64
-        } else {
-            1
-        };
     }
     report
+}
+
+/// Why a run stops before its next page, if it does: no budget left, or too little time.
+fn stop_before_page(budget_left: Option<u64>, deadline: Instant) -> Option<StopReason> {
+    if budget_left == Some(0) {
+        Some(StopReason::MaxUsers)
+    } else if Instant::now() + START_MARGIN >= deadline {
+        Some(StopReason::Deadline)
+    } else {
+        None
+    }
 }
 
 /// Users from where the run started to the end of the listing, as far as this page says: the
@@ -459,10 +464,90 @@ fn stopped_here(report: &mut ReconcileReport, position: &Position) {
     report.next_after = position.cursor();
 }
 
-fn where_from(position: &Position) -> String {
-    match &position.last {
-        Some((created, _, id)) => format!("after user {id} (created {created})"),
-        None => format!("index {}", position.index),
+/// A scan of a domain's users in `meta.created` order, page by page: the reconcile's and the
+/// posture report's. Its errors say where the scan stopped.
+#[derive(Debug)]
+pub(crate) struct Pager {
+    /// Where the scan stands.
+    pub(crate) position: Position,
+    /// Users asked per page: smaller after an answer too large, back to `page_size` past it.
+    asked: u64,
+    page_size: u64,
+}
+
+/// What [`Pager::next`] read.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Next {
+    /// A page, asked from `start` for `count` users: check it with [`Pager::check`].
+    Page {
+        page: UserPage,
+        start: u64,
+        count: u64,
+    },
+    /// One user's listing passes the page limit by itself: final for that user (`None`: done
+    /// before), and the cursor has moved past it.
+    Oversized(Option<Oversized>),
+}
+
+impl Pager {
+    /// A scan from `position`, `page_size` users a page (clamped to 1..=[`MAX_PAGE_SIZE`]).
+    pub(crate) fn new(position: Position, page_size: u64) -> Self {
+        let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        Pager {
+            position,
+            asked: page_size,
+            page_size,
+        }
+    }
+
+    /// Reads the next page of the users `filter` selects, at most `budget_left` new ones.
+    pub(crate) async fn next(
+        &mut self,
+        engine: &Engine,
+        domain: &DomainUrl,
+        filter: &str,
+        budget_left: Option<u64>,
+        deadline: Instant,
+    ) -> Result<Next, String> {
+        let (filter, start, count) = self.position.next_page(filter, self.asked, budget_left);
+        let why = match read_page(engine, domain, &filter, start, count, deadline).await {
+            PageRead::Page(page, fit) => {
+                self.asked = self.asked.min(fit.max(1));
+                return Ok(Next::Page { page, start, count });
+            }
+            PageRead::Alone(why) => why,
+            PageRead::Failed(reason) => return Err(self.stopped("listing users", &reason)),
+        };
+        let named = name_oversized(
+            engine,
+            domain,
+            &filter,
+            start,
+            &self.position,
+            why,
+            deadline,
+        )
+        .await
+        .map_err(|reason| self.stopped("listing users", &reason))?;
+        self.position.step_over(named.as_ref());
+        self.asked = self.page_size;
+        Ok(Next::Oversized(named))
+    }
+
+    /// The page's users, when it can be trusted to say where the scan stands (see [`check_page`]).
+    pub(crate) fn check<'p>(
+        &self,
+        page: &'p UserPage,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Listed<'p>>, String> {
+        check_page(page, start, count, self.position.instant())
+            .map_err(|reason| self.stopped("incomplete listing", &reason))
+    }
+
+    /// `what from <where the scan stands>: reason`.
+    fn stopped(&self, what: &str, reason: &str) -> String {
+        format!("{what} from {}: {reason}", self.position.where_from())
     }
 }
 
@@ -481,7 +566,7 @@ enum PageRead {
 /// at the same place.
 async fn read_page(
     engine: &Engine,
-    job: &ReconcileJob,
+    domain: &DomainUrl,
     filter: &str,
     start: u64,
     mut count: u64,
@@ -491,7 +576,7 @@ async fn read_page(
         let attributes = engine.read_attributes(true);
         match engine
             .client
-            .list_users(&job.domain, filter, start, count, &attributes, deadline)
+            .list_users(domain, filter, start, count, &attributes, deadline)
             .await
         {
             Ok(answer) => return PageRead::Page(answer.value, count),
@@ -500,7 +585,7 @@ async fn read_page(
                     return PageRead::Alone(failure.to_string());
                 }
                 let smaller = (count / 2).max(1);
-                tracing::warn!(domain = %job.domain, count, smaller, "a page of users is too large; asking for fewer");
+                tracing::warn!(%domain, count, smaller, "a page of users is too large; asking for fewer");
                 count = smaller;
             }
             Err(failure) => return PageRead::Failed(failure.to_string()),
@@ -508,21 +593,37 @@ async fn read_page(
     }
 }
 
+/// A user whose listing alone is too large, named by a read without the policy's attributes.
+#[derive(Debug)]
+pub(crate) struct Oversized {
+    /// `meta.created` as listed, and parsed.
+    pub(crate) created: String,
+    pub(crate) at: OffsetDateTime,
+    /// The SCIM id as listed.
+    pub(crate) id: Option<String>,
+    /// `userName`, when listed.
+    pub(crate) user_name: Option<String>,
+    /// Why the user cannot be judged: final, a retry would not shrink it.
+    pub(crate) reason: String,
+    /// Request ids of the read that named it.
+    pub(crate) ecids: Vec<String>,
+}
+
 /// The user whose listing alone is too large, read again without the policy's attributes (groups,
-/// tags) so it can be named, with its `rejected` entry. `Ok(None)` when that user was done already
-/// (it shares the cursor's instant): the scan steps over it.
-async fn skip_oversized(
+/// tags) so it can be named. `Ok(None)` when that user was done already (it shares the cursor's
+/// instant): the scan steps over it.
+async fn name_oversized(
     engine: &Engine,
-    job: &ReconcileJob,
+    domain: &DomainUrl,
     filter: &str,
     start: u64,
     position: &Position,
     why: String,
     deadline: Instant,
-) -> Result<Option<(String, OffsetDateTime, String, UserEntry)>, String> {
+) -> Result<Option<Oversized>, String> {
     let answer = engine
         .client
-        .list_users(&job.domain, filter, start, 1, &[], deadline)
+        .list_users(domain, filter, start, 1, &[], deadline)
         .await
         .map_err(|f| format!("naming a user whose listing is too large: {f}"))?;
     let listed = check_page(&answer.value, start, 1, position.instant())?;
@@ -531,30 +632,37 @@ async fn skip_oversized(
             "a page of one user is too large ({why}), and without its groups the user is gone"
         ));
     };
-    let id = user.id.unwrap_or_default().to_owned();
     if position.done(user.at, user.id) {
         return Ok(None);
     }
+    let id = user.id.map(str::to_owned);
     let reason = format!(
         "the user's listing alone is too large ({why}); it will not shrink on a retry (a user in thousands of groups?)"
     );
-    tracing::warn!(domain = %job.domain, user_id = %id, reason = %reason, "user skipped");
-    let entry = UserEntry {
-        user_id: user.id.map(str::to_owned),
+    tracing::warn!(%domain, user_id = %id.as_deref().unwrap_or_default(), reason = %reason, "user skipped");
+    Ok(Some(Oversized {
+        created: user.created.to_owned(),
+        at: user.at,
+        id,
         user_name: user
             .user
             .get("userName")
             .and_then(|v| v.as_str())
             .map(str::to_owned),
-        outcome: Outcome::Rejected,
-        policy: Vec::new(),
-        changed: Default::default(),
-        reason: Some(reason),
-        request_ids: answer.ecids,
-        lingering: Counts::new(),
-        revoked: Counts::new(),
-    };
-    Ok(Some((user.created.to_owned(), user.at, id, entry)))
+        reason,
+        ecids: answer.ecids,
+    }))
+}
+
+/// The `rejected` entry of a user whose listing alone is too large.
+fn oversized_entry(user: &Oversized) -> UserEntry {
+    UserEntry {
+        user_id: user.id.clone(),
+        user_name: user.user_name.clone(),
+        reason: Some(user.reason.clone()),
+        request_ids: user.ecids.clone(),
+        ..UserEntry::new(Outcome::Rejected)
+    }
 }
 
 /// Processes a page's users not done before, at most `budget` of them; returns the page position
@@ -761,7 +869,7 @@ async fn settle_in_bulk(
                         Some(revocation) => conclude(done, revocation),
                         None => done,
                     };
-                    entry_from(base, decided.finish(done))
+                    base.settled(decided.finish(done))
                 }
             };
             (pos, Some(entry))
@@ -794,7 +902,7 @@ async fn reconcile_user(
             let done = planned
                 .settle(engine, &job.domain, &id, written, deadline)
                 .await;
-            entry_from(base, done)
+            base.settled(done)
         }
     };
     (pos, Some(entry))
@@ -840,13 +948,8 @@ fn listed_entry(user: &serde_json::Value, outcome: Outcome, reason: Option<Strin
     UserEntry {
         user_id: text("id"),
         user_name: text("userName"),
-        outcome,
-        policy: Vec::new(),
-        changed: Default::default(),
-        lingering: Counts::new(),
-        revoked: Counts::new(),
         reason,
-        request_ids: Vec::new(),
+        ..UserEntry::new(outcome)
     }
 }
 
@@ -879,19 +982,6 @@ fn prepare(engine: &Engine, user: &serde_json::Value, known: DomainKnown) -> Pre
             (!engine.credential_attributes.is_empty()).then_some(user),
         ),
         base: entry(Outcome::Failed, None),
-    }
-}
-
-fn entry_from(base: UserEntry, done: Enforced) -> UserEntry {
-    UserEntry {
-        outcome: done.outcome,
-        reason: done.reason,
-        policy: done.policy,
-        changed: done.changed,
-        lingering: done.lingering,
-        revoked: done.revoked,
-        request_ids: done.ecids,
-        ..base
     }
 }
 
@@ -972,7 +1062,7 @@ mod tests {
             max_users: None,
             page_size: 10,
         };
-        let mut position = Position::new(&job);
+        let mut position = Position::new(job.start_index, job.after.as_ref());
         assert_eq!(position.query(&job.filter), ("userName pr".to_owned(), 1));
         assert_eq!(position.cursor(), None);
         let t = "2026-11-01T00:00:01.5Z";
@@ -991,10 +1081,7 @@ mod tests {
             (b.as_str(), vec![a.clone()])
         );
         // The next hop starts where this one stopped.
-        let resumed = Position::new(&ReconcileJob {
-            after: Some(cursor),
-            ..job.clone()
-        });
+        let resumed = Position::new(1, Some(&cursor));
         assert!(resumed.done(at, Some(&a)) && resumed.done(at, Some(&b)));
         assert!(!resumed.done(at, Some(&"c".repeat(32))));
         // A later instant forgets the earlier one's ids.

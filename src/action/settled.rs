@@ -169,12 +169,12 @@ fn slot(outcome: Outcome) -> usize {
 impl ResultStore {
     /// Counts `r` and keeps its text (an ignored record's only while few enough are to be listed).
     pub(crate) fn push(&mut self, r: &RecordResult) {
-        self.counts[slot(r.outcome)] += 1;
-        add_counts(&mut self.lingering, &r.lingering);
-        add_counts(&mut self.revoked, &r.revoked);
+        self.counts[slot(r.user.outcome)] += 1;
+        add_counts(&mut self.lingering, &r.user.lingering);
+        add_counts(&mut self.revoked, &r.user.revoked);
         self.count_domain(r);
-        if r.outcome == Outcome::Ignored {
-            let reason = r.reason.clone().unwrap_or_default();
+        if r.user.outcome == Outcome::Ignored {
+            let reason = r.user.reason.clone().unwrap_or_default();
             *self.ignored_reasons.entry(reason).or_insert(0) += 1;
             if self.counts[slot(Outcome::Ignored)] > IGNORED_LISTED_MAX {
                 return;
@@ -185,11 +185,14 @@ impl ResultStore {
             // Plain structs of strings and numbers cannot fail to serialise; the count still holds.
             return;
         }
-        self.listing.push(r.index, r.outcome, &self.scratch);
+        self.listing.push(r.index, r.user.outcome, &self.scratch);
     }
 
     fn count_domain(&mut self, r: &RecordResult) {
-        let mut key = (r.outcome.as_str(), domain_dimension(r.domain.as_deref()));
+        let mut key = (
+            r.user.outcome.as_str(),
+            domain_dimension(r.domain.as_deref()),
+        );
         if self.by_domain.len() >= DOMAIN_KEYS_MAX && !self.by_domain.contains_key(&key) {
             key.1 = OTHER_DOMAIN.to_owned();
         }
@@ -329,8 +332,8 @@ mod tests {
 
     fn result(index: usize, outcome: Outcome, reason: &str) -> RecordResult {
         let mut r = RecordResult::new(index, outcome);
-        r.reason = Some(reason.to_owned());
-        r.user_id = Some(format!("{index:032x}"));
+        r.user.reason = Some(reason.to_owned());
+        r.user.user_id = Some(format!("{index:032x}"));
         r
     }
 
@@ -349,7 +352,7 @@ mod tests {
             .collect();
         let failed = results
             .iter()
-            .filter(|r| r.outcome == Outcome::Failed)
+            .filter(|r| r.user.outcome == Outcome::Failed)
             .count();
         let report = store_of(results).into_report(false);
         let size = serde_json::to_vec(&report).unwrap().len();

@@ -174,7 +174,7 @@ pub mod calls {
     }
 
     /// One page of `GET /admin/v1/Users`, sorted by creation time so pages stay stable while users
-    /// are added during the scan.
+    /// are added during the scan. An empty `filter` lists every user (no `filter` is sent).
     pub fn list_page(
         domain: &DomainUrl,
         filter: &str,
@@ -185,18 +185,19 @@ pub mod calls {
         let attributes = list_attributes(policy);
         let start = start_index.to_string();
         let count = count.to_string();
-        let url = domain.endpoint(
-            &["admin", "v1", "Users"],
-            &[
-                ("filter", filter),
-                ("attributes", &attributes),
-                ("sortBy", "meta.created"),
-                // The SDK's enum spelling; it accepts nothing else.
-                ("sortOrder", "ASCENDING"),
-                ("startIndex", &start),
-                ("count", &count),
-            ],
-        );
+        let mut query = vec![
+            ("filter", filter),
+            ("attributes", &attributes),
+            ("sortBy", "meta.created"),
+            // The SDK's enum spelling; it accepts nothing else.
+            ("sortOrder", "ASCENDING"),
+            ("startIndex", &start),
+            ("count", &count),
+        ];
+        if filter.trim().is_empty() {
+            query.remove(0);
+        }
+        let url = domain.endpoint(&["admin", "v1", "Users"], &query);
         call(Method::GET, url, Intent::Read).with_answer_limit(PAGE_ANSWER_LIMIT)
     }
 }

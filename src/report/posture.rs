@@ -1,25 +1,23 @@
 //! The posture report (`report --domain …`): every user of a domain against the profile the policy
 //! decides for it, read only.
 //!
-//! [`scan`] pages through the domain's users (the same listing as reconcile, with the attributes the
-//! policy needs) and [`row`] judges each one with the same [`Policy::decide`] the function uses, so
+//! [`scan`] pages through the domain's users (the same listing and keyset cursor as reconcile, with
+//! the attributes the policy needs) and [`row`] judges each one with the same [`Policy::decide`] the function uses, so
 //! the report says what the function would do. Nothing is written. [`PostureReport`] is the data;
 //! [`to_csv`] and the JSON (`serde`) carry the same rows, and [`crate::report::html`] draws it.
 
 use std::collections::{BTreeMap, HashSet};
 
-use reqwest::Method;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::action::apply::Engine;
-use crate::clients::identity_domain::{calls, list_attributes, UserPage};
+use crate::action::reconcile::{Next, Oversized, Pager, Position};
 use crate::decision::credentials::{counts, lingering};
 use crate::decision::policy::{Decision, Policy, UserFacts};
 use crate::decision::profile::{Capability, CurrentCapabilities};
 use crate::intake::names::DomainUrl;
-use crate::transport::{Call, Intent, PAGE_ANSWER_LIMIT};
 
 /// The service's largest page.
 pub const PAGE_SIZE: u64 = 1000;
@@ -98,6 +96,15 @@ pub struct Cell {
     pub wanted: Option<bool>,
     /// The verdict.
     pub state: CellState,
+}
+
+impl Cell {
+    /// A capability of a user that could not be judged.
+    const UNKNOWN: Cell = Cell {
+        current: None,
+        wanted: None,
+        state: CellState::Unknown,
+    };
 }
 
 /// One user's row.
@@ -361,30 +368,6 @@ pub fn row(user: &Value, policy: &Policy, domain_values: &[String]) -> Row {
     row
 }
 
-/// One page of `GET /admin/v1/Users` for the report: every user (or those `filter` selects), in
-/// creation order, with the attributes the policy reads.
-fn page_call(
-    domain: &DomainUrl,
-    filter: Option<&str>,
-    attributes: &str,
-    start: u64,
-    count: u64,
-) -> Call {
-    let (start, count) = (start.to_string(), count.to_string());
-    let mut query = vec![
-        ("attributes", attributes),
-        ("sortBy", "meta.created"),
-        ("sortOrder", "ASCENDING"),
-        ("startIndex", start.as_str()),
-        ("count", count.as_str()),
-    ];
-    if let Some(f) = filter {
-        query.insert(0, ("filter", f));
-    }
-    let url = domain.endpoint(&["admin", "v1", "Users"], &query);
-    calls::call(Method::GET, url, Intent::Read).with_answer_limit(PAGE_ANSWER_LIMIT)
-}
-
 /// What a scan reads and how it reports its way through the listing.
 #[derive(Debug, Clone)]
 pub struct ScanJob {
@@ -418,7 +401,12 @@ async fn domain_values_of(
 }
 
 /// Pages through the listing and judges every user; `on_page(scanned, total)` after each page.
-/// A page that cannot be read ends the scan with the report marked incomplete.
+///
+/// The pages are the reconcile's: `meta.created` order with a keyset cursor
+/// ([`crate::action::reconcile`]), so a user deleted or created during the scan shifts nothing, and
+/// a page that cannot be trusted to say where the scan stands (no `totalResults`, fewer users than
+/// due, out of order, a repeat, another `startIndex` than asked) or cannot be read ends the scan
+/// with the report marked incomplete, saying where and why.
 pub async fn scan(
     engine: &Engine,
     job: &ScanJob,
@@ -430,47 +418,22 @@ pub async fn scan(
     // Credentials as the function reads them (none with CREDENTIALS=off); exempt users' are dropped
     // unexamined by `row`.
     report.credentials_read = !engine.credential_attributes.is_empty();
-    let attributes = list_attributes(&engine.read_attributes(true));
-    let count = job.page_size.clamp(1, PAGE_SIZE);
-    let mut seen = HashSet::new();
-    let mut index = 1u64;
+    let mut scan = Scan {
+        pager: Pager::new(Position::new(1, None), job.page_size.min(PAGE_SIZE)),
+        seen: HashSet::new(),
+        total: None,
+    };
     loop {
-        let call = page_call(
-            &job.domain,
-            job.filter.as_deref(),
-            &attributes,
-            index,
-            count,
-        );
-        let page = match read_page(engine, &call, deadline).await {
-            Ok(page) => page,
-            Err(e) => {
-                report.complete = false;
-                report.error = Some(format!("listing users from index {index}: {e}"));
-                break;
+        match scan.next_page(engine, job, &mut report, deadline).await {
+            Ok(more) => {
+                on_page(report.summary.users, scan.total);
+                if !more {
+                    break;
+                }
             }
-        };
-        let held = page.resources.len() as u64;
-        for user in &page.resources {
-            // A user listed twice (the listing shifted under the scan) is reported once.
-            let id = user.get("id").and_then(Value::as_str).map(str::to_owned);
-            if id.is_none_or(|id| seen.insert(id)) {
-                let values = domain_values_of(engine, job, user, deadline).await;
-                report.push(row(user, &engine.policy, &values));
-            }
-        }
-        let total = page.total_results;
-        on_page(report.summary.users, total);
-        index += held;
-        match total {
-            Some(t) if held > 0 && index <= t => continue,
-            Some(_) => break,
-            None => {
+            Err(reason) => {
                 report.complete = false;
-                report.error = Some(format!(
-                    "the page from index {} has no totalResults, so the end of the listing is unknown",
-                    index - held
-                ));
+                report.error = Some(reason);
                 break;
             }
         }
@@ -479,13 +442,72 @@ pub async fn scan(
     report
 }
 
-async fn read_page(engine: &Engine, call: &Call, deadline: Instant) -> Result<UserPage, String> {
-    let answer = engine
-        .client
-        .send(call, deadline)
-        .await
-        .map_err(|f| f.to_string())?;
-    serde_json::from_slice(&answer.body).map_err(|e| format!("user list: {e}"))
+/// Where a report's scan stands.
+struct Scan {
+    pager: Pager,
+    /// Users reported, so one listed twice (the listing shifted under the scan) counts once.
+    seen: HashSet<String>,
+    /// The users reported plus those still ahead, as far as the last page said.
+    total: Option<u64>,
+}
+
+impl Scan {
+    /// Reads and judges the next page: `Ok(true)` while there is more, `Ok(false)` at the end of
+    /// the listing, `Err` when the scan cannot go on and be sure it missed nobody.
+    async fn next_page(
+        &mut self,
+        engine: &Engine,
+        job: &ScanJob,
+        report: &mut PostureReport,
+        deadline: Instant,
+    ) -> Result<bool, String> {
+        let filter = job.filter.as_deref().unwrap_or_default();
+        let next = self
+            .pager
+            .next(engine, &job.domain, filter, None, deadline)
+            .await?;
+        let (page, start, count) = match next {
+            Next::Page { page, start, count } => (page, start, count),
+            Next::Oversized(named) => {
+                if let Some(user) = &named {
+                    self.report_oversized(report, user);
+                }
+                return Ok(true);
+            }
+        };
+        let listed = self.pager.check(&page, start, count)?;
+        let position = &mut self.pager.position;
+        for user in listed.iter().filter(|l| !position.done(l.at, l.id)) {
+            if user.id.is_none_or(|id| self.seen.insert(id.to_owned())) {
+                let values = domain_values_of(engine, job, user.user, deadline).await;
+                report.push(row(user.user, &engine.policy, &values));
+            }
+        }
+        let total = page.total_results.unwrap_or_default();
+        let ahead = total.saturating_sub(start - 1 + listed.len() as u64);
+        self.total = Some(report.summary.users + ahead);
+        Ok(!position.past_page(&listed, start, total))
+    }
+    /// A user whose listing alone is too large: reported unreadable, with why.
+    fn report_oversized(&mut self, report: &mut PostureReport, user: &Oversized) {
+        if let Some(id) = &user.id {
+            if !self.seen.insert(id.clone()) {
+                return;
+            }
+        }
+        report.push(Row {
+            user_id: user.id.clone(),
+            user_name: user.user_name.clone(),
+            status: UserStatus::Unreadable,
+            decided_by: Vec::new(),
+            reason: Some(user.reason.clone()),
+            capabilities: Capability::ALL
+                .iter()
+                .map(|c| (c.name(), Cell::UNKNOWN))
+                .collect(),
+            lingering: BTreeMap::new(),
+        });
+    }
 }
 
 /// The report as CSV (RFC 4180, CRLF line ends), one row per user, the same rows as the JSON.

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::enforcement::{function_for, invoke, server, ALL_ON, DOMAIN_A, PROFILE_APPLIED};
+use crate::enforcement::{
+    function_for, invoke, jit_users, server, ALL_ON, DOMAIN_A, PROFILE_APPLIED,
+};
 use crate::platform_harness::{deadline_in, Call};
 use crate::support::identity_domain_server::{hex_id, Fault, IdentityDomainServer};
 
@@ -315,15 +317,7 @@ async fn a_rate_limited_domain_is_reconciled_without_failures_and_few_429s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletions_between_pages_and_a_server_ignoring_start_index_hide_nobody() {
     let idd = server().await;
-    for n in 0..30 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-    }
+    jit_users(&idd, 0..30);
     idd.set_max_page(10);
     // After the first page, one of its users is deleted: a startIndex of 11 would now skip user 10.
     idd.remove_user_after_list_pages(1, &hex_id(3));
@@ -340,15 +334,7 @@ async fn deletions_between_pages_and_a_server_ignoring_start_index_hide_nobody()
     // A server that answers every page from the first user: the keyset needs no startIndex, so
     // the run still sees everyone; a run asked to start at 11 is refused as incomplete.
     let idd = server().await;
-    for n in 0..30 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-    }
+    jit_users(&idd, 0..30);
     idd.set_max_page(10);
     idd.set_ignore_start_index(true);
     let f = function_for(&[(DOMAIN_A, &idd)], &[]);
@@ -400,15 +386,7 @@ async fn a_page_too_large_is_asked_again_with_fewer_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_too_large_to_list_alone_is_rejected_and_the_scan_goes_on() {
     let idd = server().await;
-    for n in 0..30 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-    }
+    jit_users(&idd, 0..30);
     idd.set_oversized_user(&hex_id(17));
     let policy =
         r#"rule = [{name = "developers", groups = ["Developers"], capabilities = "api_keys=on"}]"#;

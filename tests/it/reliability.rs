@@ -520,15 +520,7 @@ async fn reconcile_never_claims_a_scan_it_did_not_make() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_honours_a_server_that_lists_fewer_users_per_page_than_asked() {
     let idd = server().await;
-    for n in 0..30 {
-        idd.add_user(
-            &hex_id(n),
-            &format!("u{n}@example.com"),
-            ALL_ON,
-            "samljit",
-            true,
-        );
-    }
+    jit_users(&idd, 0..30);
     idd.set_max_page(7);
     let f = function_for(&[(DOMAIN_A, &idd)], &[]);
     let (status, report) = invoke(&f, &json!({"reconcile": {"domain": DOMAIN_A}})).await;

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::enforcement::jit_users;
 use crate::platform_harness::FN_BINARY;
 use crate::support::fixtures::{self, api_key_id, ALL_ON};
-use crate::support::identity_domain_server::{hex_id, test_key_pem, IdentityDomainServer};
+use crate::support::identity_domain_server::{hex_id, test_key_pem, Fault, IdentityDomainServer};
 use crate::support::png;
 
 /// Users in the report's test domain.
@@ -357,4 +358,111 @@ async fn the_html_report_renders_in_headless_chromium_with_its_numbers_and_chart
     if let Ok(keep) = std::env::var("OUC_REPORT_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+}
+
+/// A domain of `users` JIT users (`hex_id(0..users)`) whose pages hold at most 10.
+async fn paged_domain(users: u64, created_tick: u64) -> IdentityDomainServer {
+    let idd = IdentityDomainServer::start(&test_key_pem(), vec![api_key_id()]).await;
+    idd.set_created_tick(created_tick);
+    jit_users(&idd, 0..users);
+    idd.set_max_page(10);
+    idd
+}
+
+/// `report --output <json>` of `idd`, pages of 10: the exit code, stderr and the report.
+async fn paged_report(idd: &IdentityDomainServer) -> (Option<i32>, String, Value) {
+    let home = fixtures::operator_home("");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("posture.json");
+    let args = ["--domain", &idd.base_url(), "--page-size", "10", "--output"];
+    let out = run_report(
+        home.path(),
+        &[&args[..], &[path.to_str().unwrap()]].concat(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("report JSON");
+    (out.status.code(), stderr, report)
+}
+
+/// The ids a report lists, sorted.
+fn reported_ids(report: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = report["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Issue 24, item 5, for `report`: it pages like the reconcile (`meta.created` order, keyset
+/// cursor), so a user deleted between pages, a server that ignores `startIndex`, users created
+/// during the report or sharing one instant hide nobody; a listing it cannot trust or read ends
+/// the report marked incomplete, saying where, and the command exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_pages_by_cursor_and_never_claims_users_it_did_not_see() {
+    let all = |n: u64| -> Vec<String> {
+        let mut ids: Vec<String> = (0..n).map(hex_id).collect();
+        ids.sort();
+        ids
+    };
+    // User 3 is deleted after the first page (which reported it): a startIndex of 11 would then
+    // skip user 10.
+    let idd = paged_domain(30, 1).await;
+    idd.remove_user_after_list_pages(1, &hex_id(3));
+    let (code, stderr, report) = paged_report(&idd).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["complete"], true);
+    assert_eq!(reported_ids(&report), all(30), "{stderr}");
+
+    // Every page from the first user: the cursor needs no startIndex.
+    let idd = paged_domain(30, 1).await;
+    idd.set_ignore_start_index(true);
+    let (code, stderr, report) = paged_report(&idd).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(reported_ids(&report), all(30));
+
+    // 25 users to a millisecond (a bulk import), and one created during the report.
+    let idd = paged_domain(30, 25).await;
+    idd.add_user_after_list_pages(2, &hex_id(30), "late@example.com", ALL_ON, "samljit");
+    let (code, stderr, report) = paged_report(&idd).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(reported_ids(&report), all(31));
+    assert_eq!(report["summary"]["users"], 31);
+
+    // A later page that holds fewer users than it promises: incomplete, never "complete".
+    let short = serde_json::json!({"totalResults": 21, "itemsPerPage": 10, "startIndex": 1,
+        "Resources": []});
+    let (error, stderr) = incomplete_after_first_page(Fault::Answer(short)).await;
+    assert!(
+        error.starts_with(&format!("incomplete listing from after user {}", hex_id(9)))
+            && error.contains("the page holds 0 users where 10 were due"),
+        "{error}"
+    );
+    assert!(
+        stderr.contains("INCOMPLETE: incomplete listing from after user"),
+        "{stderr}"
+    );
+
+    // A later page refused: incomplete, with the refusal.
+    let (error, _) = incomplete_after_first_page(Fault::Status(403)).await;
+    assert!(
+        error.starts_with(&format!("listing users from after user {}", hex_id(9)))
+            && error.contains("403"),
+        "{error}"
+    );
+}
+
+/// A report of 30 users whose pages after the first get `fault`: it must exit 1, marked
+/// incomplete with the first page's 10 users. The report's `error`, and stderr.
+async fn incomplete_after_first_page(fault: Fault) -> (String, String) {
+    let idd = paged_domain(30, 1).await;
+    idd.add_fault("GET", "meta.created%20ge", fault, None);
+    let (code, stderr, report) = paged_report(&idd).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(report["complete"], false);
+    assert_eq!(report["summary"]["users"], 10);
+    (report["error"].as_str().unwrap().to_owned(), stderr)
 }
