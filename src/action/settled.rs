@@ -255,8 +255,10 @@ fn fit_within(listing: &mut Listing, limit: usize) -> Option<NotListed> {
     let mut used = 0;
     let mut not_listed = NotListed::default();
     for e in entries {
-        if used + e.len as usize + 1 <= budget && not_listed.count == 0 {
-            used += e.len as usize + 1;
+        // Each listed text costs its length and a comma.
+        let cost = e.len as usize + 1;
+        if used + cost <= budget && not_listed.count == 0 {
+            used += cost;
             listing.entries.push(e);
             continue;
         }
