@@ -1153,9 +1153,8 @@ const STOPPING_BEFORE_WRITE: &str =
 const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an identity domain from \
      before the attribute) and console is unmanaged, so the write left it out";
 
-/// A later record for a user already acted on: the first record's outcome class, never `unchanged`
-/// for a user that was not made compliant. In a dry run nothing was written, so a duplicate of a
-/// would-be write says what its first record says (`applied`, would be written), not `unchanged`.
+/// A later record for a user already acted on: its first record's outcome, mapped by
+/// [`duplicate_outcome`].
 fn duplicate_of(
     index: usize,
     target: &Target,
@@ -1164,13 +1163,21 @@ fn duplicate_of(
     first_reason: &str,
     dry_run: bool,
 ) -> RecordResult {
-    let outcome = match first_outcome {
+    let outcome = duplicate_outcome(first_outcome, dry_run);
+    RecordResult::for_target(index, target, outcome).reason(duplicate_reason(first, first_reason))
+}
+
+/// The outcome of a duplicate whose first record ended `first`: that outcome's class, never
+/// `unchanged` for a user that was not made compliant. In a dry run nothing was written, so a
+/// duplicate of a would-be write says what its first record says (`applied`, would be written),
+/// not `unchanged`. `plan` predicts duplicates with it too.
+pub(crate) fn duplicate_outcome(first: Outcome, dry_run: bool) -> Outcome {
+    match first {
         Outcome::Applied if dry_run => Outcome::Applied,
         Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
         Outcome::Rejected => Outcome::Rejected,
         Outcome::Failed => Outcome::Failed,
-    };
-    RecordResult::for_target(index, target, outcome).reason(duplicate_reason(first, first_reason))
+    }
 }
 
 fn duplicate_reason(first: usize, first_reason: &str) -> String {

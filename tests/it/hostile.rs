@@ -92,7 +92,7 @@ async fn in_a_dry_run_a_duplicate_of_a_would_be_write_says_applied() {
     let mut batch = crate::enforcement::jit_users(&idd, 0..2);
     batch.extend(batch.clone());
     let f = function_for(&[(DOMAIN_A, &idd)], &[("DRY_RUN", "true")]);
-    let (status, report) = invoke(&f, &Value::Array(batch)).await;
+    let (status, report) = invoke(&f, &Value::Array(batch.clone())).await;
     assert_eq!(status, 200, "{report}");
     for (index, reason) in [
         (0, "dry run: would be written"),
@@ -105,6 +105,39 @@ async fn in_a_dry_run_a_duplicate_of_a_would_be_write_says_applied() {
     }
     assert_eq!(report["applied"], 4, "{report}");
     assert_eq!(idd.count("PUT", "/"), 0, "a dry run writes nothing");
+    // `plan` predicts the duplicates as the function ends them.
+    let plan = plan_of(
+        &batch,
+        &[
+            ("DOMAINS", &format!("{DOMAIN_A}={}", idd.base_url())),
+            ("DRY_RUN", "true"),
+        ],
+    );
+    for index in 0..4 {
+        let r = &plan["results"][index];
+        assert_eq!(
+            r["predictedOutcome"],
+            json!(["applied", "unchanged"]),
+            "{plan}"
+        );
+    }
+}
+
+/// What the `plan` command prints for `batch`, with `env` only.
+fn plan_of(batch: &[Value], env: &[(&str, &str)]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batch.json");
+    std::fs::write(&path, Value::from(batch.to_vec()).to_string()).unwrap();
+    let out = std::process::Command::new(crate::platform_harness::FN_BINARY)
+        .arg("plan")
+        .arg(&path)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"))
 }
 
 /// A failure reason says each part once: an error's `Display` is its own part, the log site prints
