@@ -57,6 +57,28 @@ impl NoDecision {
     }
 }
 
+/// `policy`'s decision for a user as read or listed, given what is known of its domain: what
+/// [`Engine::decide`] gives the function, and the posture report its rows.
+pub(crate) fn decide(
+    policy: &Policy,
+    user: &serde_json::Value,
+    known: DomainKnown,
+) -> Result<Decision, NoDecision> {
+    let facts = UserFacts::from_scim(user, known.values).map_err(NoDecision::Unusable)?;
+    let decision = policy.decide(&facts);
+    if matches!(decision, Decision::Exempt { .. }) {
+        return Ok(decision);
+    }
+    // A rule that cannot be decided must not act (one decision per user, whichever path brings
+    // it): nothing is written, and the reason says what is missing and why it could not be
+    // learned.
+    match (policy.undecided_domains(&facts), known.why_unknown) {
+        (None, _) => Ok(decision),
+        (Some(reason), Some(why)) => Err(NoDecision::Undecided(format!("{reason}; {why}"))),
+        (Some(reason), None) => Err(NoDecision::Undecided(reason)),
+    }
+}
+
 /// Work is not started on a user with less than this left before the deadline: one read and one write
 /// must fit, with room to answer.
 pub const START_MARGIN: Duration = Duration::from_millis(1500);
@@ -682,21 +704,7 @@ impl Engine {
         user: &serde_json::Value,
         known: DomainKnown,
     ) -> Result<Decision, NoDecision> {
-        let facts = UserFacts::from_scim(user, known.values).map_err(NoDecision::Unusable)?;
-        let decision = self.policy.decide(&facts);
-        if !matches!(decision, Decision::Exempt { .. }) {
-            // A rule that cannot be decided must not act (one decision per user, whichever path
-            // brings it): nothing is written, and the reason says what is missing and why it
-            // could not be learned.
-            if let Some(reason) = self.policy.undecided_domains(&facts) {
-                let reason = match known.why_unknown {
-                    Some(why) => format!("{reason}; {why}"),
-                    None => reason,
-                };
-                return Err(NoDecision::Undecided(reason));
-            }
-        }
-        Ok(decision)
+        decide(&self.policy, user, known)
     }
 
     /// The attributes a read (or a listing) asks for: the policy's facts, and the credentials the
