@@ -5,7 +5,9 @@
 //! read every user (searches of at most 50 per domain, single GETs for users an answer lacks),
 //! check and decide each exactly as the single path does, then write what must be written (Bulk
 //! requests of at most 50 operations and 1 MB, one in flight per domain; single PUTs for a lone
-//! write, for operations Bulk refuses, and where the domain refuses Bulk). A domain that refuses
+//! write, for operations Bulk refuses, and where the domain refuses Bulk), one Bulk request's worth
+//! of users at a time, each user's records logged as soon as that request (and any revocation after
+//! it) settles. A domain that refuses
 //! `.search` or `/Bulk` as such is remembered for the life of the process and logged once; since
 //! a refused request wrote nothing, its users then go singly, none lost and none written twice.
 
@@ -27,7 +29,7 @@ use crate::action::ledger::OpenCall;
 use crate::clients::identity_domain::{Answer, Failure, Settled, UserPage};
 use crate::clients::scim_bulk::{
     bulk_call, chunks, judge_answer, match_search, refused_as_unsupported, search_call,
-    BulkOperation, OpResult, MAX_SEARCH_USERS,
+    BulkOperation, OpResult, MAX_OPERATIONS, MAX_SEARCH_USERS,
 };
 use crate::decision::credentials::Held;
 use crate::intake::names::{DomainOcid, DomainUrl, UserId, UserRef};
@@ -183,7 +185,8 @@ impl Engine {
     }
 
     /// Users whose domain URL is known, read, decided and written in windows (see the module
-    /// documentation); each window's records are logged as soon as the window settles.
+    /// documentation); each record is logged as soon as it settles: at the read for a user that goes
+    /// no further, else with the Bulk request that carries its write.
     async fn process_in_bulk(
         &self,
         work: Vec<(DomainUrl, RouteWork)>,
@@ -192,9 +195,7 @@ impl Engine {
         deadline: Instant,
     ) {
         for window in work.chunks(WINDOW) {
-            for r in self.bulk_window(window, call, deadline).await {
-                results.push(r);
-            }
+            self.bulk_window(window, call, results, deadline).await;
         }
     }
 
@@ -202,8 +203,9 @@ impl Engine {
         &self,
         work: &[(DomainUrl, RouteWork)],
         call: &OpenCall,
+        results: &SettledResults<'_>,
         deadline: Instant,
-    ) -> Vec<RecordResult> {
+    ) {
         let not_started = if Instant::now() + START_MARGIN >= deadline {
             Some(DEADLINE_BEFORE_START)
         } else {
@@ -213,7 +215,8 @@ impl Engine {
             let late = |(_, w): &(DomainUrl, RouteWork)| {
                 fail_all(w, reason.into(), Vec::new(), Outcome::Failed)
             };
-            return work.iter().flat_map(late).collect();
+            work.iter().flat_map(late).for_each(|r| results.push(r));
+            return;
         }
         let keys: Vec<(DomainUrl, UserRef)> = work
             .iter()
@@ -224,7 +227,6 @@ impl Engine {
         // One attribute list serves a whole search, so every read asks for the credentials (an
         // exempt user's are dropped unexamined).
         let keep = !self.credential_attributes.is_empty();
-        let mut results = Vec::new();
         // Users to act on (work index, what the read established, the plan), and later work for
         // a user already among them (named once by id, once by OCID).
         let mut acting: Vec<(usize, Checked, Planned)> = Vec::new();
@@ -238,14 +240,14 @@ impl Engine {
             {
                 Ok(known) => known,
                 Err(settled) => {
-                    results.extend(settled);
+                    settled.into_iter().for_each(|r| results.push(r));
                     continue;
                 }
             };
             let checked = match self.check_read(&work[i].1, read, keep, known) {
                 Ok(checked) => checked,
                 Err(settled) => {
-                    results.extend(settled);
+                    settled.into_iter().for_each(|r| results.push(r));
                     continue;
                 }
             };
@@ -258,7 +260,33 @@ impl Engine {
             let planned = self.plan(&checked.decision, &checked.current, checked.held.as_ref());
             acting.push((i, checked, planned));
         }
-        let writes = acting
+        // One Bulk request's worth of writes at a time, each user's records logged as its request
+        // settles (a kill mid-window leaves no accepted write without its line).
+        let mut firsts: Vec<FirstOutcome> = Vec::with_capacity(acting.len());
+        while !acting.is_empty() {
+            let cut = holding_writes(&acting, MAX_OPERATIONS).max(1);
+            let chunk: Vec<_> = acting.drain(..cut).collect();
+            for (records, first) in self.write_chunk(work, chunk, deadline).await {
+                records.into_iter().for_each(|r| results.push(r));
+                firsts.push(first);
+            }
+        }
+        for (i, checked, first) in repeats {
+            record_results(&work[i].1, &checked, None, &firsts[first], self.dry_run)
+                .into_iter()
+                .for_each(|r| results.push(r));
+        }
+    }
+
+    /// Writes `chunk`'s users (at most one Bulk request's worth), then revokes what lingers; each
+    /// user's records and its outcome, in `chunk`'s order.
+    async fn write_chunk(
+        &self,
+        work: &[(DomainUrl, RouteWork)],
+        chunk: Vec<(usize, Checked, Planned)>,
+        deadline: Instant,
+    ) -> Vec<(Vec<RecordResult>, FirstOutcome)> {
+        let writes = chunk
             .iter()
             .enumerate()
             .filter_map(|(k, (i, checked, planned))| match &planned.plan {
@@ -271,9 +299,9 @@ impl Engine {
         let mut written = self.write_all(writes, deadline).await;
         // The writes are settled: the lingering credentials are noted, and those to revoke are
         // deleted together, per domain.
-        let mut noted = Vec::with_capacity(acting.len());
+        let mut noted = Vec::with_capacity(chunk.len());
         let mut to_revoke: HashMap<DomainUrl, Vec<(usize, UserId, Vec<Held>)>> = HashMap::new();
-        for (k, (i, checked, planned)) in acting.into_iter().enumerate() {
+        for (k, (i, checked, planned)) in chunk.into_iter().enumerate() {
             let domain = &work[i].0;
             let (lingering, decided) =
                 planned.noted(self, domain, &checked.user_id, written.remove(&k));
@@ -291,32 +319,17 @@ impl Engine {
             noted.push((i, checked, done, decided));
         }
         let mut revocations = self.revoke_all(to_revoke, deadline).await;
-        let mut firsts: Vec<FirstOutcome> = Vec::with_capacity(noted.len());
+        let mut settled = Vec::with_capacity(noted.len());
         for (k, (i, checked, done, decided)) in noted.into_iter().enumerate() {
             let done = match revocations.remove(&k) {
                 Some(revocation) => conclude(done, revocation),
                 None => done,
             };
             let (result, first) = acted_result(&work[i].1, &checked, decided.finish(done));
-            results.extend(record_results(
-                &work[i].1,
-                &checked,
-                Some(result),
-                &first,
-                self.dry_run,
-            ));
-            firsts.push(first);
+            let records = record_results(&work[i].1, &checked, Some(result), &first, self.dry_run);
+            settled.push((records, first));
         }
-        for (i, checked, first) in repeats {
-            results.extend(record_results(
-                &work[i].1,
-                &checked,
-                None,
-                &firsts[first],
-                self.dry_run,
-            ));
-        }
-        results
+        settled
     }
 
     /// Every domain's credential deletes (`slot, user, credentials` per domain), domains side by
@@ -703,4 +716,18 @@ fn chunk_pending(pending: Vec<Pending>) -> Vec<Vec<Pending>> {
         .into_iter()
         .map(|n| rest.by_ref().take(n).collect())
         .collect()
+}
+
+/// How many of `acting`'s first users hold at most `max` writes (at least one user).
+fn holding_writes(acting: &[(usize, Checked, Planned)], max: usize) -> usize {
+    let mut writes = 0;
+    for (n, (_, _, planned)) in acting.iter().enumerate() {
+        if matches!(planned.plan, Plan::Write { .. }) {
+            if writes == max {
+                return n;
+            }
+            writes += 1;
+        }
+    }
+    acting.len()
 }

@@ -464,3 +464,40 @@ async fn reconcile_writes_with_bulk_and_dry_run_sends_none() {
     assert_eq!(status, 200);
     assert_eq!(counts(&idd).1, 0);
 }
+
+/// Issue 24 item 3 with `BULK=auto`: a user's records are logged the moment the Bulk request that
+/// carries its write settles, not when the batch (or the window of users read together) ends, so a
+/// kill mid-batch leaves every accepted write with its line. 150 users, three Bulk requests of 50;
+/// each takes 2 s to answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bulk_requests_records_are_logged_as_soon_as_it_settles() {
+    let idd = server().await;
+    let batch = jit_users(&idd, 0..150);
+    idd.add_fault("POST", BULK, Fault::Stall(Duration::from_secs(2)), None);
+    let f = std::sync::Arc::new(function(&idd, &[]));
+    let call = {
+        let f = std::sync::Arc::clone(&f);
+        tokio::spawn(async move { invoke(&f, &Value::Array(batch)).await })
+    };
+    // The first Bulk request has been answered (the server records a request as it answers); the
+    // second is waiting its 2 s.
+    let start = std::time::Instant::now();
+    while counts(&idd).1 < 1 && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let applied_so_far = f
+        .stderr
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "record" && v["outcome"] == "applied")
+        .count();
+    assert!(!call.is_finished(), "the batch is still running");
+    assert_eq!(
+        applied_so_far, 50,
+        "the first request's users, logged already"
+    );
+    let (status, report) = call.await.unwrap();
+    assert_eq!((status, &report["applied"]), (200, &json!(150)), "{report}");
+}

@@ -388,42 +388,43 @@ async fn tiny_records_against(
     peaks
 }
 
+/// Runs [`tiny_records_against`] and asserts every call's peak under [`PEAK_LIMIT_MIB`].
+async fn tiny_records_stay_under_the_limit(
+    fault: crate::support::identity_domain_server::Fault,
+    calls: usize,
+    bulk: &str,
+) {
+    let what = format!("{fault:?}").chars().take(40).collect::<String>();
+    let peaks = tiny_records_against(fault, calls, bulk).await;
+    println!("39,000 tiny records, BULK={bulk}, {what}, {calls} calls: peak RSS {peaks:.1?} MiB");
+    assert!(peaks.iter().all(|p| *p < PEAK_LIMIT_MIB), "{peaks:.1?} MiB");
+}
+
+/// 100 MB answers, without a `content-length`, so each is read until the limit.
+fn hundred_megabytes() -> crate::support::identity_domain_server::Fault {
+    crate::support::identity_domain_server::Fault::Huge {
+        status: 200,
+        bytes: 100_000_000,
+        declared: false,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_records_against_endless_answers_stay_under_64_mib_call_after_call() {
-    let peaks = tiny_records_against(
-        crate::support::identity_domain_server::Fault::Endless,
-        3,
-        "off",
-    )
-    .await;
-    println!("39,000 tiny records, endless answers, 3 calls: peak RSS {peaks:.1?} MiB");
-    assert!(peaks.iter().all(|p| *p < PEAK_LIMIT_MIB), "{peaks:.1?} MiB");
+    let endless = crate::support::identity_domain_server::Fault::Endless;
+    tiny_records_stay_under_the_limit(endless, 3, "off").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_records_against_hundred_megabyte_answers_stay_under_64_mib_call_after_call() {
-    let huge = crate::support::identity_domain_server::Fault::Huge {
-        status: 200,
-        bytes: 100_000_000,
-        declared: false,
-    };
-    let peaks = tiny_records_against(huge, 3, "off").await;
-    println!("39,000 tiny records, 100 MB answers, 3 calls: peak RSS {peaks:.1?} MiB");
-    assert!(peaks.iter().all(|p| *p < PEAK_LIMIT_MIB), "{peaks:.1?} MiB");
+    tiny_records_stay_under_the_limit(hundred_megabytes(), 3, "off").await;
 }
 
 /// The same with `BULK=auto` (the default): searches of 50 users answer 100 MB, and the single reads
 /// that follow them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_records_with_bulk_against_hundred_megabyte_answers_stay_under_64_mib() {
-    let huge = crate::support::identity_domain_server::Fault::Huge {
-        status: 200,
-        bytes: 100_000_000,
-        declared: false,
-    };
-    let peaks = tiny_records_against(huge, 2, "auto").await;
-    println!("39,000 tiny records, BULK=auto, 100 MB answers, 2 calls: peak RSS {peaks:.1?} MiB");
-    assert!(peaks.iter().all(|p| *p < PEAK_LIMIT_MIB), "{peaks:.1?} MiB");
+    tiny_records_stay_under_the_limit(hundred_megabytes(), 2, "auto").await;
 }
 
 /// The shipped break-glass policy (`domains = ["Production"]`, a display name, with `federated =

@@ -343,7 +343,8 @@ impl Transport {
             extra.remove(0);
         }
         // Signed in place, on the worker running the request: with AWS-LC a signature takes
-        // about 0.35 ms, less than a hand-off to another thread would cost.
+        // 0.4 to 0.9 ms of CPU on the machines measured (bench/README.md), and a hand-off to
+        // another thread would only add to it.
         let signed = sign_request(
             &SignableRequest {
                 method: call.method.as_str(),
