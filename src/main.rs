@@ -1060,11 +1060,12 @@ async fn report_command(ctx: OperatorContext, args: ReportArgs) -> Result<ExitCo
         }
     };
     eprintln!(
-        "report: {} users: {} to change, {} compliant, {} exempt, {} unreadable{written}{}",
+        "report: {} users: {} to change, {} compliant, {} exempt, {} undecided, {} unreadable{written}{}",
         s.users,
         s.to_change,
         s.compliant,
         s.exempt,
+        s.undecided,
         s.unreadable,
         report
             .error

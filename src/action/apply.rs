@@ -57,6 +57,28 @@ impl NoDecision {
     }
 }
 
+/// `policy`'s decision for a user as read or listed, given what is known of its domain: what
+/// [`Engine::decide`] gives the function, and the posture report its rows.
+pub(crate) fn decide(
+    policy: &Policy,
+    user: &serde_json::Value,
+    known: DomainKnown,
+) -> Result<Decision, NoDecision> {
+    let facts = UserFacts::from_scim(user, known.values).map_err(NoDecision::Unusable)?;
+    let decision = policy.decide(&facts);
+    if matches!(decision, Decision::Exempt { .. }) {
+        return Ok(decision);
+    }
+    // A rule that cannot be decided must not act (one decision per user, whichever path brings
+    // it): nothing is written, and the reason says what is missing and why it could not be
+    // learned.
+    match (policy.undecided_domains(&facts), known.why_unknown) {
+        (None, _) => Ok(decision),
+        (Some(reason), Some(why)) => Err(NoDecision::Undecided(format!("{reason}; {why}"))),
+        (Some(reason), None) => Err(NoDecision::Undecided(reason)),
+    }
+}
+
 /// Work is not started on a user with less than this left before the deadline: one read and one write
 /// must fit, with room to answer.
 pub const START_MARGIN: Duration = Duration::from_millis(1500);
@@ -682,21 +704,7 @@ impl Engine {
         user: &serde_json::Value,
         known: DomainKnown,
     ) -> Result<Decision, NoDecision> {
-        let facts = UserFacts::from_scim(user, known.values).map_err(NoDecision::Unusable)?;
-        let decision = self.policy.decide(&facts);
-        if !matches!(decision, Decision::Exempt { .. }) {
-            // A rule that cannot be decided must not act (one decision per user, whichever path
-            // brings it): nothing is written, and the reason says what is missing and why it
-            // could not be learned.
-            if let Some(reason) = self.policy.undecided_domains(&facts) {
-                let reason = match known.why_unknown {
-                    Some(why) => format!("{reason}; {why}"),
-                    None => reason,
-                };
-                return Err(NoDecision::Undecided(reason));
-            }
-        }
-        Ok(decision)
+        decide(&self.policy, user, known)
     }
 
     /// The attributes a read (or a listing) asks for: the policy's facts, and the credentials the
@@ -1153,9 +1161,8 @@ const STOPPING_BEFORE_WRITE: &str =
 const CONSOLE_LEFT_OUT: &str = "the user's answer has no canUseConsole (an identity domain from \
      before the attribute) and console is unmanaged, so the write left it out";
 
-/// A later record for a user already acted on: the first record's outcome class, never `unchanged`
-/// for a user that was not made compliant. In a dry run nothing was written, so a duplicate of a
-/// would-be write says what its first record says (`applied`, would be written), not `unchanged`.
+/// A later record for a user already acted on: its first record's outcome, mapped by
+/// [`duplicate_outcome`].
 fn duplicate_of(
     index: usize,
     target: &Target,
@@ -1164,13 +1171,21 @@ fn duplicate_of(
     first_reason: &str,
     dry_run: bool,
 ) -> RecordResult {
-    let outcome = match first_outcome {
+    let outcome = duplicate_outcome(first_outcome, dry_run);
+    RecordResult::for_target(index, target, outcome).reason(duplicate_reason(first, first_reason))
+}
+
+/// The outcome of a duplicate whose first record ended `first`: that outcome's class, never
+/// `unchanged` for a user that was not made compliant. In a dry run nothing was written, so a
+/// duplicate of a would-be write says what its first record says (`applied`, would be written),
+/// not `unchanged`. `plan` predicts duplicates with it too.
+pub(crate) fn duplicate_outcome(first: Outcome, dry_run: bool) -> Outcome {
+    match first {
         Outcome::Applied if dry_run => Outcome::Applied,
         Outcome::Applied | Outcome::Unchanged | Outcome::Ignored => Outcome::Unchanged,
         Outcome::Rejected => Outcome::Rejected,
         Outcome::Failed => Outcome::Failed,
-    };
-    RecordResult::for_target(index, target, outcome).reason(duplicate_reason(first, first_reason))
+    }
 }
 
 fn duplicate_reason(first: usize, first_reason: &str) -> String {

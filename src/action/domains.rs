@@ -42,6 +42,16 @@ pub(crate) struct DomainKnown {
     pub(crate) why_unknown: Option<String>,
 }
 
+impl DomainKnown {
+    /// `values`, with nothing left to say about what is missing.
+    pub(crate) fn of(values: Vec<String>) -> Self {
+        Self {
+            values,
+            why_unknown: None,
+        }
+    }
+}
+
 /// A lookup that may succeed on a retry: the user is `failed`.
 #[derive(Debug, Clone)]
 pub(crate) struct LookupFailed {
@@ -103,10 +113,7 @@ impl Engine {
         user: Option<&Value>,
         deadline: Instant,
     ) -> Result<DomainKnown, LookupFailed> {
-        let mut known = DomainKnown {
-            values,
-            why_unknown: None,
-        };
+        let mut known = DomainKnown::of(values);
         let Some(user) = user.filter(|u| self.needs_domain_lookup(u, &known.values)) else {
             return Ok(known);
         };

@@ -10,7 +10,7 @@
 pub mod apply;
 mod bulk;
 pub mod credentials;
-mod domains;
+pub(crate) mod domains;
 pub mod ledger;
 pub mod reconcile;
 pub mod settled;

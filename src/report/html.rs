@@ -22,7 +22,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #d0d7de;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f6f8fa;position:sticky;top:0}tbody tr:nth-child(even){background:#fafbfc}
 td.c{text-align:center;white-space:nowrap}.s-compliant{color:#2e7d32}.s-to_change{background:#fff4e5;color:#bf360c;font-weight:600}
-.s-exempt{color:#1565c0}.s-unmanaged{color:#8c959f}.s-unknown,.s-unreadable{color:#b71c1c}
+.s-exempt{color:#1565c0}.s-unmanaged{color:#8c959f}.s-unknown,.s-unreadable{color:#b71c1c}.s-undecided{color:#b71c1c;font-weight:600}
 code{background:#f6f8fa;padding:1px 4px;border-radius:4px;overflow-wrap:anywhere}ul.rules{margin:4px 0}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px}
 ";
@@ -79,10 +79,11 @@ fn summary(page: &mut String, r: &PostureReport) {
         ("compliant", "ok", s.compliant, "compliant"),
         ("to-change", "change", s.to_change, "to change"),
         ("exempt", "exempt", s.exempt, "exempt"),
+        ("undecided", "bad", s.undecided, "undecided"),
         ("unreadable", "bad", s.unreadable, "unreadable"),
     ];
     for (id, class, n, label) in cards {
-        if id == "unreadable" && n == 0 {
+        if matches!(id, "undecided" | "unreadable") && n == 0 {
             continue;
         }
         let _ = write!(
@@ -193,7 +194,7 @@ fn policy(page: &mut String, r: &PostureReport) {
 
 fn table(page: &mut String, r: &PostureReport) {
     page.push_str(
-        "<h2>Users</h2><p class=\"meta\">To change first, then unreadable, exempt and compliant; by user name. \
+        "<h2>Users</h2><p class=\"meta\">To change first, then undecided (a rule the function cannot decide: it would write nothing), unreadable, exempt and compliant; by user name. \
          A cell reads <em>current → profile</em> where they differ.</p>\n<table id=\"users\"><thead><tr><th>user</th><th>status</th><th>decided by</th>",
     );
     for c in Capability::ALL {
@@ -272,6 +273,7 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::domains::DomainKnown;
     use crate::decision::policy::Policy;
     use crate::intake::names::DomainUrl;
     use crate::report::posture::{row, PolicyShown};
@@ -283,7 +285,7 @@ mod tests {
         let domain = DomainUrl::parse("http://127.0.0.1:9").unwrap();
         let mut report = PostureReport::new(&domain, None, PolicyShown::new(&policy, "built-in"));
         let evil = json!({"id": "0123456789abcdef0123456789abcdef", "userName": "<script>alert(1)</script>\"'&"});
-        report.push(row(&evil, &policy, &[]));
+        report.push(row(&evil, &policy, DomainKnown::of(Vec::new())));
         let page = render(&report);
         assert!(!page.to_lowercase().contains("<script"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));

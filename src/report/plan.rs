@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::action::apply::Outcome;
+use crate::action::apply::{duplicate_outcome, Outcome};
 use crate::action::reconcile::{domain_values, DEFAULT_FILTER};
 use crate::clients::identity_domain::{list_attributes, user_attributes};
 use crate::clients::scim_bulk::{bulk_body, chunks, search_body, BulkOperation, MAX_SEARCH_USERS};
@@ -144,8 +144,9 @@ struct PlannedRecord {
     #[serde(skip)]
     action: PlannedAction,
     /// The report's outcome words this record could end with, predicted offline: `["applied",
-    /// "unchanged"]` for a user to enforce, `["unchanged"]` for a duplicate or an exempt user,
-    /// `["ignored"]`, `["rejected"]`.
+    /// "unchanged"]` for a user to enforce, `["unchanged"]` for an exempt user, `["ignored"]`,
+    /// `["rejected"]`; a duplicate's are its first record's as the function maps them (`unchanged`,
+    /// or in `DRY_RUN` `["applied", "unchanged"]` for a user to enforce).
     predicted_outcome: Vec<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
@@ -266,19 +267,22 @@ pub fn plan(body: &[u8], config: &Config) -> Result<Plan, String> {
     }));
     for user in users {
         let domains = user.domain_values();
-        let mut first: Option<usize> = None;
+        // The first record and what it is predicted to end with.
+        let mut first: Option<(usize, Vec<Outcome>)> = None;
         for (index, target) in &user.records {
-            let entry = match first {
-                Some(first) => PlannedRecord {
+            let entry = match &first {
+                Some((first, outcomes)) => PlannedRecord {
                     action: PlannedAction::Duplicate,
+                    predicted_outcome: duplicate_prediction(outcomes, config.dry_run),
                     reason: Some(format!(
                         "duplicate of record {first}: the user is processed once"
                     )),
                     ..acting(*index, target)
                 },
                 None => {
-                    first = Some(*index);
-                    enforce(*index, target, &domains, config)
+                    let entry = enforce(*index, target, &domains, config);
+                    first = Some((*index, prediction(&entry)));
+                    entry
                 }
             };
             results.push(entry);
@@ -375,16 +379,29 @@ fn bulk_plan(results: &[PlannedRecord], config: &Config) -> Vec<BulkPlan> {
         .collect()
 }
 
-/// The outcomes the function's report could give a record, as far as the record alone tells.
+/// The outcomes the function's report could give a record, as far as the record alone tells; a
+/// duplicate's come from its first record's ([`duplicate_prediction`]).
 fn prediction(r: &PlannedRecord) -> Vec<Outcome> {
     let exempt = r.policy.as_ref().is_some_and(|p| p.exempt.is_some());
     match r.action {
         PlannedAction::Enforce if exempt => vec![Outcome::Unchanged],
         PlannedAction::Enforce => vec![Outcome::Applied, Outcome::Unchanged],
-        PlannedAction::Duplicate => vec![Outcome::Unchanged],
+        PlannedAction::Duplicate => r.predicted_outcome.clone(),
         PlannedAction::Ignore => vec![Outcome::Ignored],
         PlannedAction::Reject => vec![Outcome::Rejected],
     }
+}
+
+/// What a duplicate may end with: each outcome its first record may end with, mapped as the
+/// function maps it ([`duplicate_outcome`]), once each.
+fn duplicate_prediction(first: &[Outcome], dry_run: bool) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(first.len());
+    for outcome in first.iter().map(|&o| duplicate_outcome(o, dry_run)) {
+        if !outcomes.contains(&outcome) {
+            outcomes.push(outcome);
+        }
+    }
+    outcomes
 }
 
 fn acting(index: usize, target: &Target) -> PlannedRecord {
@@ -669,6 +686,45 @@ mod tests {
             let enforced = r["predictedOutcome"] == json!(["applied", "unchanged"]);
             assert_eq!(r.get("policy").is_some(), enforced, "{r}");
         }
+    }
+
+    #[test]
+    fn a_duplicate_is_predicted_as_the_function_maps_its_first_record() {
+        // Record 2 of the sample names the same user as record 0.
+        let predicted = |policy: &str, dry_run: bool| {
+            let mut config = config_with(policy);
+            config.dry_run = dry_run;
+            let plan = records_plan(plan(SAMPLE.as_bytes(), &config).unwrap());
+            let r = |i: usize| plan["results"][i]["predictedOutcome"].clone();
+            (r(0), r(2), plan["predicted"].clone())
+        };
+        let enforce = "default = \"api_keys=off\"\n";
+        let (first, duplicate, counts) = predicted(enforce, false);
+        assert_eq!(first, json!(["applied", "unchanged"]));
+        assert_eq!(duplicate, json!(["unchanged"]), "a write happened once");
+        assert_eq!(counts["unchanged"], 1, "{counts}");
+        // In DRY_RUN nothing is written, so the duplicate says what its first record says.
+        let (first, duplicate, counts) = predicted(enforce, true);
+        assert_eq!(duplicate, first);
+        assert_eq!(duplicate, json!(["applied", "unchanged"]));
+        assert_eq!(
+            (&counts["appliedOrUnchanged"], &counts["unchanged"]),
+            (&json!(4), &json!(0)),
+            "{counts}"
+        );
+        // A duplicate of an exempt user is unchanged, dry run or not.
+        let exempt = "[[rule]]\nname = \"bg\"\nusers = [\"ana.*\"]\nexempt = true\n";
+        for dry_run in [false, true] {
+            let (first, duplicate, _) = predicted(exempt, dry_run);
+            assert_eq!(
+                (&first, &duplicate),
+                (&json!(["unchanged"]), &json!(["unchanged"]))
+            );
+        }
+        assert_eq!(
+            duplicate_prediction(&[Outcome::Rejected, Outcome::Failed], false),
+            [Outcome::Rejected, Outcome::Failed]
+        );
     }
 
     #[test]

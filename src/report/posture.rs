@@ -2,8 +2,9 @@
 //! decides for it, read only.
 //!
 //! [`scan`] pages through the domain's users (the same listing and keyset cursor as reconcile, with
-//! the attributes the policy needs) and [`row`] judges each one with the same [`Policy::decide`] the function uses, so
-//! the report says what the function would do. Nothing is written. [`PostureReport`] is the data;
+//! the attributes the policy needs) and [`row`] judges each one with the function's own decision
+//! ([`decide`]: the policy, and the refusal of a rule that cannot be decided), so the report says
+//! what the function would do. Nothing is written. [`PostureReport`] is the data;
 //! [`to_csv`] and the JSON (`serde`) carry the same rows, and [`crate::report::html`] draws it.
 
 use std::collections::{BTreeMap, HashSet};
@@ -12,11 +13,12 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::action::apply::Engine;
+use crate::action::apply::{decide, Engine, NoDecision};
+use crate::action::domains::DomainKnown;
 use crate::action::reconcile::{Next, Oversized, Pager, Position};
 use crate::decision::credentials::{counts, lingering};
-use crate::decision::policy::{Decision, Policy, UserFacts};
-use crate::decision::profile::{Capability, CurrentCapabilities};
+use crate::decision::policy::{Decision, Policy};
+use crate::decision::profile::{Capability, CurrentCapabilities, Profile};
 use crate::intake::names::DomainUrl;
 
 /// The service's largest page.
@@ -38,6 +40,9 @@ pub const CREDENTIAL_TYPES: [&str; 6] = [
 pub enum UserStatus {
     /// A managed capability differs (or its value is unknown): the function would write.
     ToChange,
+    /// A rule may apply but cannot be decided from what is known of the user's domain: the
+    /// function would reject the user and write nothing (see the row's `reason`).
+    Undecided,
     /// The listing's answer for the user could not be judged (see the row's `reason`).
     Unreadable,
     /// A rule or tag exempts the user: never touched.
@@ -51,6 +56,7 @@ impl UserStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             UserStatus::ToChange => "to_change",
+            UserStatus::Undecided => "undecided",
             UserStatus::Unreadable => "unreadable",
             UserStatus::Exempt => "exempt",
             UserStatus::Compliant => "compliant",
@@ -156,6 +162,8 @@ pub struct Summary {
     pub to_change: u64,
     /// Users a rule or tag exempts.
     pub exempt: u64,
+    /// Users the function would reject because a rule cannot be decided.
+    pub undecided: u64,
     /// Users whose listing could not be judged.
     pub unreadable: u64,
     /// Per capability name.
@@ -258,6 +266,7 @@ impl PostureReport {
             UserStatus::Compliant => s.compliant += 1,
             UserStatus::ToChange => s.to_change += 1,
             UserStatus::Exempt => s.exempt += 1,
+            UserStatus::Undecided => s.undecided += 1,
             UserStatus::Unreadable => s.unreadable += 1,
         }
         for (name, cell) in &row.capabilities {
@@ -276,8 +285,8 @@ impl PostureReport {
         self.users.push(row);
     }
 
-    /// Rows to change first (what needs attention), then unreadable, exempt and compliant; by user
-    /// name within each.
+    /// Rows to change first (what needs attention), then undecided, unreadable, exempt and
+    /// compliant; by user name within each.
     pub fn sort(&mut self) {
         self.users.sort_by(|a, b| {
             (a.status, &a.user_name, &a.user_id).cmp(&(b.status, &b.user_name, &b.user_id))
@@ -285,87 +294,101 @@ impl PostureReport {
     }
 }
 
-/// Judges one listed user against `policy` (pure: the same decision the function makes).
-/// `lingering` counts what the credentials extension holds for capabilities turned off.
-pub fn row(user: &Value, policy: &Policy, domain_values: &[String]) -> Row {
+/// Judges one listed user as the function decides it ([`decide`]), given what is known of its
+/// domain. `lingering` counts what the credentials extension holds for capabilities turned off.
+pub(crate) fn row(user: &Value, policy: &Policy, known: DomainKnown) -> Row {
     let text = |k: &str| user.get(k).and_then(Value::as_str).map(str::to_owned);
     let current = CurrentCapabilities::from_user(user);
-    let cells = |state: &dyn Fn(Capability) -> (Option<bool>, CellState)| {
-        Capability::ALL
-            .iter()
-            .map(|&c| {
-                let (wanted, state) = state(c);
-                let current = current.get(c);
-                (
-                    c.name(),
-                    Cell {
-                        current,
-                        wanted,
-                        state,
-                    },
-                )
-            })
-            .collect::<BTreeMap<_, _>>()
-    };
     let mut row = Row {
         user_id: text("id"),
         user_name: text("userName"),
         status: UserStatus::Unreadable,
         decided_by: Vec::new(),
         reason: None,
-        capabilities: BTreeMap::new(),
+        capabilities: cells(&current, |_| (None, CellState::Unknown)),
         lingering: BTreeMap::new(),
     };
-    let facts = match UserFacts::from_scim(user, domain_values.to_vec()) {
-        Ok(facts) => facts,
-        Err(e) => {
-            row.reason = Some(format!("listed user: unexpected answer: {e}"));
-            row.capabilities = cells(&|_| (None, CellState::Unknown));
-            return row;
+    match decide(policy, user, known) {
+        Err(no) => {
+            if matches!(no, NoDecision::Undecided(_)) {
+                row.status = UserStatus::Undecided;
+            }
+            row.reason = Some(no.settled("listed user").1);
         }
-    };
-    match policy.decide(&facts) {
-        Decision::Exempt { policy, reason } => {
+        Ok(Decision::Exempt { policy, reason }) => {
             row.status = UserStatus::Exempt;
             row.decided_by = policy;
             row.reason = Some(reason);
-            row.capabilities = cells(&|_| (None, CellState::Exempt));
+            row.capabilities = cells(&current, |_| (None, CellState::Exempt));
         }
-        Decision::Enforce {
+        Ok(Decision::Enforce {
             profile,
             policy,
             notes,
-        } => {
+        }) => {
             row.decided_by = policy;
-            let mut notes = notes;
-            // The extension is absent when the listing did not ask for it: nothing is counted then.
-            match lingering(user, &profile) {
-                Ok(held) => {
-                    row.lingering = counts(&held)
-                        .into_iter()
-                        .map(|(kind, n)| (kind.to_owned(), n as u64))
-                        .collect();
-                }
-                Err(e) => notes.push(format!("credentials not counted: {e}")),
-            }
-            row.reason = (!notes.is_empty()).then(|| notes.join("; "));
-            row.capabilities = cells(&|c| match profile.get(c) {
-                None => (None, CellState::Unmanaged),
-                Some(want) if current.get(c) == Some(want) => (Some(want), CellState::Compliant),
-                Some(want) => (Some(want), CellState::ToChange),
-            });
-            let differs = row
-                .capabilities
-                .values()
-                .any(|cell| cell.state == CellState::ToChange);
-            row.status = if differs {
-                UserStatus::ToChange
-            } else {
-                UserStatus::Compliant
-            };
+            enforced(&mut row, user, &current, &profile, notes);
         }
     }
     row
+}
+
+/// One cell per capability, in [`Capability::ALL`] order: the user's value, and what `state` says.
+fn cells(
+    current: &CurrentCapabilities,
+    state: impl Fn(Capability) -> (Option<bool>, CellState),
+) -> BTreeMap<&'static str, Cell> {
+    Capability::ALL
+        .iter()
+        .map(|&c| {
+            let (wanted, state) = state(c);
+            let current = current.get(c);
+            (
+                c.name(),
+                Cell {
+                    current,
+                    wanted,
+                    state,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Fills the row of a user the function enforces `profile` on: each capability's verdict, the
+/// lingering credentials, and to change or compliant.
+fn enforced(
+    row: &mut Row,
+    user: &Value,
+    current: &CurrentCapabilities,
+    profile: &Profile,
+    mut notes: Vec<String>,
+) {
+    // The extension is absent when the listing did not ask for it: nothing is counted then.
+    match lingering(user, profile) {
+        Ok(held) => {
+            row.lingering = counts(&held)
+                .into_iter()
+                .map(|(kind, n)| (kind.to_owned(), n as u64))
+                .collect();
+        }
+        Err(e) => notes.push(format!("credentials not counted: {e}")),
+    }
+    row.reason = (!notes.is_empty()).then(|| notes.join("; "));
+    row.capabilities = cells(current, |c| match profile.get(c) {
+        None => (None, CellState::Unmanaged),
+        Some(want) if current.get(c) == Some(want) => (Some(want), CellState::Compliant),
+        Some(want) => (Some(want), CellState::ToChange),
+    });
+    let differs = row
+        .capabilities
+        .values()
+        .any(|cell| cell.state == CellState::ToChange);
+    row.status = if differs {
+        UserStatus::ToChange
+    } else {
+        UserStatus::Compliant
+    };
 }
 
 /// What a scan reads and how it reports its way through the listing.
@@ -381,22 +404,29 @@ pub struct ScanJob {
     pub page_size: u64,
 }
 
-/// The domain values a user is judged with: the job's, and the domain's OCID and display name
-/// learned from the user's `domainOcid` when the policy needs them (as reconcile does); a lookup
-/// that fails leaves the job's values.
-async fn domain_values_of(
+/// What a user is judged with: the job's domain values, and the domain's OCID and display name
+/// learned from the user's `domainOcid` when the policy needs them (as reconcile does). A lookup
+/// that may succeed on a retry leaves the rule undecided here, saying so: the function would fail
+/// the user and retry, writing nothing.
+async fn domain_known_for(
     engine: &Engine,
     job: &ScanJob,
     user: &Value,
     deadline: Instant,
-) -> Vec<String> {
+) -> DomainKnown {
     let values = job.domain_values.clone();
     match engine
         .domain_known(&job.domain, values.clone(), Some(user), deadline)
         .await
     {
-        Ok(known) => known.values,
-        Err(_) => values,
+        Ok(known) => known,
+        Err(failed) => DomainKnown {
+            values,
+            why_unknown: Some(format!(
+                "looking the domain up failed (the function would fail the user for a retry): {}",
+                failed.reason
+            )),
+        },
     }
 }
 
@@ -479,8 +509,8 @@ impl Scan {
         let position = &mut self.pager.position;
         for user in listed.iter().filter(|l| !position.done(l.at, l.id)) {
             if user.id.is_none_or(|id| self.seen.insert(id.to_owned())) {
-                let values = domain_values_of(engine, job, user.user, deadline).await;
-                report.push(row(user.user, &engine.policy, &values));
+                let known = domain_known_for(engine, job, user.user, deadline).await;
+                report.push(row(user.user, &engine.policy, known));
             }
         }
         let total = page.total_results.unwrap_or_default();
@@ -604,6 +634,11 @@ capabilities = "api_keys=on"
         Policy::parse(POLICY, None, None).unwrap()
     }
 
+    /// `user` judged knowing nothing of its domain.
+    fn judge(user: &Value, p: &Policy) -> Row {
+        row(user, p, DomainKnown::of(Vec::new()))
+    }
+
     fn user(name: &str, on: bool) -> Value {
         let caps: serde_json::Map<String, Value> = Capability::ALL
             .iter()
@@ -624,15 +659,15 @@ capabilities = "api_keys=on"
             u
         };
         // Developers keep API keys: only the SMTP credential lingers.
-        let dev = row(&with_credentials("dev1"), &p, &[]);
+        let dev = judge(&with_credentials("dev1"), &p);
         assert_eq!(
             dev.lingering,
             BTreeMap::from([("smtpCredentials".to_owned(), 1)])
         );
-        let other = row(&with_credentials("ana"), &p, &[]);
+        let other = judge(&with_credentials("ana"), &p);
         assert_eq!(other.lingering.values().sum::<u64>(), 2);
         // An exempt user's credentials are never counted.
-        assert!(row(&with_credentials("breakglass-1"), &p, &[])
+        assert!(judge(&with_credentials("breakglass-1"), &p)
             .lingering
             .is_empty());
         let mut report = PostureReport::new(
@@ -652,7 +687,7 @@ capabilities = "api_keys=on"
     #[test]
     fn each_user_is_judged_by_the_rule_that_decides_it() {
         let p = policy();
-        let dev = row(&user("dev1", false), &p, &[]);
+        let dev = judge(&user("dev1", false), &p);
         assert_eq!(dev.status, UserStatus::ToChange);
         assert_eq!(dev.decided_by, ["developers"]);
         assert_eq!(dev.capabilities["api_keys"].state, CellState::ToChange);
@@ -663,7 +698,7 @@ capabilities = "api_keys=on"
         );
         assert_eq!(dev.capabilities["console"].state, CellState::Unmanaged);
 
-        let glass = row(&user("breakglass-1", true), &p, &[]);
+        let glass = judge(&user("breakglass-1", true), &p);
         assert_eq!(glass.status, UserStatus::Exempt);
         assert_eq!(glass.reason.as_deref(), Some("exempt by rule break-glass"));
         assert!(glass
@@ -671,12 +706,60 @@ capabilities = "api_keys=on"
             .values()
             .all(|c| c.state == CellState::Exempt));
 
-        let other = row(&user("ana", false), &p, &[]);
+        let other = judge(&user("ana", false), &p);
         assert_eq!(other.status, UserStatus::Compliant);
         assert_eq!(other.decided_by, ["default"]);
 
-        let odd = row(&json!({"id": "x", "groups": "not a list"}), &p, &[]);
+        let odd = judge(&json!({"id": "x", "groups": "not a list"}), &p);
         assert_eq!(odd.status, UserStatus::Unreadable);
+    }
+
+    #[test]
+    fn a_rule_the_function_cannot_decide_leaves_the_user_undecided() {
+        let p = Policy::parse(
+            "[[rule]]\nname = \"prod\"\ndomains = [\"Production\"]\ncapabilities = \"auth_tokens=off\"\n",
+            None,
+            None,
+        )
+        .unwrap();
+        let by_name = || vec![format!("idcs-{}", "0".repeat(32))];
+        let u = user("ana", true);
+        let undecided = row(
+            &u,
+            &p,
+            DomainKnown {
+                values: by_name(),
+                why_unknown: Some("the user's answer carries no domainOcid".into()),
+            },
+        );
+        assert_eq!(undecided.status, UserStatus::Undecided);
+        let reason = undecided.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains("rule prod") && reason.contains("carries no domainOcid"),
+            "{reason}"
+        );
+        assert!(undecided.decided_by.is_empty());
+        assert_eq!(
+            undecided.capabilities["auth_tokens"].state,
+            CellState::Unknown
+        );
+        // Known by its display name, the same user is decided.
+        let mut values = by_name();
+        values.push("Production".into());
+        let decided = row(&u, &p, DomainKnown::of(values));
+        assert_eq!(
+            (decided.status, decided.decided_by.clone()),
+            (UserStatus::ToChange, vec!["prod".to_owned()])
+        );
+        let domain = DomainUrl::parse("http://127.0.0.1:9").unwrap();
+        let mut r = PostureReport::new(&domain, None, PolicyShown::new(&p, "test"));
+        r.push(decided);
+        r.push(undecided);
+        r.sort();
+        assert_eq!((r.summary.undecided, r.summary.to_change), (1, 1));
+        assert_eq!(r.summary.capabilities["auth_tokens"].to_change, 1);
+        let csv = to_csv(&r);
+        assert!(csv.contains(",ana,undecided,,\"rule prod"), "{csv}");
     }
 
     #[test]
@@ -689,7 +772,7 @@ capabilities = "api_keys=on"
             user("breakglass-1", true),
             user("ana", false),
         ] {
-            r.push(row(&u, &p, &[]));
+            r.push(judge(&u, &p));
         }
         r.sort();
         assert_eq!(
@@ -725,7 +808,7 @@ capabilities = "api_keys=on"
         let p = policy();
         let domain = DomainUrl::parse("http://127.0.0.1:9").unwrap();
         let mut r = PostureReport::new(&domain, None, PolicyShown::new(&p, "test"));
-        r.push(row(&user("dev1", false), &p, &[]));
+        r.push(judge(&user("dev1", false), &p));
         let csv = to_csv(&r);
         let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
         assert_eq!(lines.len(), 2);

@@ -92,7 +92,7 @@ async fn in_a_dry_run_a_duplicate_of_a_would_be_write_says_applied() {
     let mut batch = crate::enforcement::jit_users(&idd, 0..2);
     batch.extend(batch.clone());
     let f = function_for(&[(DOMAIN_A, &idd)], &[("DRY_RUN", "true")]);
-    let (status, report) = invoke(&f, &Value::Array(batch)).await;
+    let (status, report) = invoke(&f, &Value::Array(batch.clone())).await;
     assert_eq!(status, 200, "{report}");
     for (index, reason) in [
         (0, "dry run: would be written"),
@@ -105,6 +105,39 @@ async fn in_a_dry_run_a_duplicate_of_a_would_be_write_says_applied() {
     }
     assert_eq!(report["applied"], 4, "{report}");
     assert_eq!(idd.count("PUT", "/"), 0, "a dry run writes nothing");
+    // `plan` predicts the duplicates as the function ends them.
+    let plan = plan_of(
+        &batch,
+        &[
+            ("DOMAINS", &format!("{DOMAIN_A}={}", idd.base_url())),
+            ("DRY_RUN", "true"),
+        ],
+    );
+    for index in 0..4 {
+        let r = &plan["results"][index];
+        assert_eq!(
+            r["predictedOutcome"],
+            json!(["applied", "unchanged"]),
+            "{plan}"
+        );
+    }
+}
+
+/// What the `plan` command prints for `batch`, with `env` only.
+fn plan_of(batch: &[Value], env: &[(&str, &str)]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batch.json");
+    std::fs::write(&path, Value::from(batch.to_vec()).to_string()).unwrap();
+    let out = std::process::Command::new(crate::platform_harness::FN_BINARY)
+        .arg("plan")
+        .arg(&path)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"))
 }
 
 /// A failure reason says each part once: an error's `Display` is its own part, the log site prints
@@ -527,6 +560,12 @@ async fn production_with_local_users(n: u64) -> (IdentityDomainServer, Vec<Value
 /// As [`production_with_local_users`], the domain's display name being `display_name`.
 async fn domain_with_local_users(display_name: &str, n: u64) -> (IdentityDomainServer, Vec<Value>) {
     let idd = server().await;
+    let records = local_users_on(&idd, display_name, n);
+    (idd, records)
+}
+
+/// On `idd`, as [`domain_with_local_users`] sets its server up: the actor records of its users.
+fn local_users_on(idd: &IdentityDomainServer, display_name: &str, n: u64) -> Vec<Value> {
     idd.add_listed_domain(
         "ocid1.tenancy.oc1..t",
         PROD,
@@ -535,14 +574,13 @@ async fn domain_with_local_users(display_name: &str, n: u64) -> (IdentityDomainS
         "ACTIVE",
     );
     idd.set_domain_ocid(PROD);
-    let records = (1..=n)
+    (1..=n)
         .map(|k| {
             let (id, name) = (hex_id(100 + k), format!("local{k}@example.com"));
             idd.add_user(&id, &name, ALL_ON, "samljit", false);
             actor_record(DOMAIN_A, &id, &name)
         })
-        .collect();
-    (idd, records)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,46 +729,98 @@ fn production_records(n: u64) -> Vec<Value> {
 }
 
 /// The operator's `report` of a domain named by URL judges its users as the function decides them:
-/// the display-name rule is learned from the users' domainOcid with one GetDomain.
+/// the display-name rule is learned from the users' domainOcid with one GetDomain; a user whose
+/// domainOcid is absent is `undecided` in the report and `rejected` by the function, and a
+/// GetDomain that fails leaves every user it was needed for `undecided`. Nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_report_by_url_decides_by_display_name_as_the_function_does() {
-    use crate::support::fixtures::{api_key_id, operator_home};
-    use crate::support::identity_domain_server::test_key_pem;
-    let idd = IdentityDomainServer::start(&test_key_pem(), vec![api_key_id()]).await;
-    idd.add_listed_domain(
-        "ocid1.tenancy.oc1..t",
-        PROD,
-        "Production",
-        &idd.base_url(),
-        "ACTIVE",
-    );
-    idd.set_domain_ocid(PROD);
-    for k in 1..=3 {
-        idd.add_user(
-            &hex_id(100 + k),
-            &format!("local{k}@example.com"),
-            ALL_ON,
-            "samljit",
-            false,
-        );
-    }
-    let home = operator_home("");
+    use crate::support::fixtures::api_key_id;
+    use crate::support::identity_domain_server::{test_key_pem, test_rpst, Fault};
+    // Signed by the operator's API key (the report) and by the function's resource principal.
+    let keys = vec![api_key_id(), format!("ST${}", test_rpst())];
+    let idd = IdentityDomainServer::start(&test_key_pem(), keys).await;
+    local_users_on(&idd, "Production", 3);
+    idd.set_user_domain_ocid(&hex_id(103), None);
     let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("posture.json");
+    let report = operator_report(&idd, &dir.path().join("posture.json")).await;
+    let rows = report["users"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{report}");
+    for row in rows {
+        if row["userName"] == "local3@example.com" {
+            assert_undecided(row, "carries no domainOcid");
+        } else {
+            assert_eq!(row["decidedBy"], json!(["local-accounts-in-prod"]), "{row}");
+            assert_eq!(row["capabilities"]["auth_tokens"]["wanted"], false, "{row}");
+        }
+    }
+    assert_eq!(report["summary"]["undecided"], 1, "{report}");
+    assert_eq!(idd.count("GET", "/20160918/domains/"), 1);
+    assert!(
+        (1..=3).all(|k| idd.user_caps(&hex_id(100 + k)) == Some(ALL_ON)),
+        "read only"
+    );
+    // CSV and HTML carry the same status.
+    let csv = operator_report_text(&idd, &dir.path().join("posture.csv")).await;
+    assert!(csv.contains(",local3@example.com,undecided,,"), "{csv}");
+    let html = operator_report_text(&idd, &dir.path().join("posture.html")).await;
+    assert!(
+        html.contains("id=\"summary-undecided\"><span class=\"n\">1</span>")
+            && html.contains("<td class=\"s-undecided\">undecided</td>"),
+        "{html}"
+    );
+    // The function on the same users: the one the report calls undecided is rejected.
+    let f = FnProcess::start(&launch_with_policy(&idd)).unwrap();
+    let (status, log) = invoke(&f, &json!({"reconcile": {"domain": idd.base_url()}})).await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(
+        (&log["applied"], &log["rejected"]),
+        (&json!(2), &json!(1)),
+        "{log}"
+    );
+    assert_eq!(idd.user_caps(&hex_id(103)), Some(ALL_ON), "nothing written");
+    // A GetDomain that fails: no user the lookup was needed for is decided.
+    idd.set_user_domain_ocid(&hex_id(103), Some(json!(PROD)));
+    let busy = Fault::Error {
+        status: 503,
+        detail: "busy".into(),
+    };
+    idd.add_fault("GET", "/20160918/domains/", busy, None);
+    let report = operator_report(&idd, &dir.path().join("failing.json")).await;
+    for row in report["users"].as_array().unwrap() {
+        assert_undecided(row, "looking the domain up failed");
+    }
+    assert_eq!(report["summary"]["undecided"], 3, "{report}");
+}
+
+/// A report row of a user the function would not decide, saying `why`.
+fn assert_undecided(row: &Value, why: &str) {
+    assert_eq!(row["status"], "undecided", "{row}");
+    assert_eq!(row["decidedBy"], json!([]), "{row}");
+    let reason = row["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("rule local-accounts-in-prod") && reason.contains(why),
+        "{row}"
+    );
+}
+
+/// `report --domain <idd's URL> --output <path>` with the shipped break-glass policy, as JSON.
+async fn operator_report(idd: &IdentityDomainServer, path: &std::path::Path) -> Value {
+    let text = operator_report_text(idd, path).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// As [`operator_report`], the file's text in the format its name gives.
+async fn operator_report_text(idd: &IdentityDomainServer, path: &std::path::Path) -> String {
+    use crate::support::fixtures::operator_home;
+    let home = operator_home("");
     let policy = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/policies/break-glass-and-service-users.toml"
     );
     let out = tokio::process::Command::new(crate::platform_harness::FN_BINARY)
-        .args([
-            "report",
-            "--domain",
-            &idd.base_url(),
-            "--policy",
-            policy,
-            "--output",
-        ])
-        .arg(&out_path)
+        .args(["report", "--domain", &idd.base_url(), "--policy", policy])
+        .arg("--output")
+        .arg(path)
         .env_clear()
         .env("HOME", home.path())
         .env("PATH", "/usr/bin:/bin")
@@ -740,22 +830,7 @@ async fn the_operator_report_by_url_decides_by_display_name_as_the_function_does
         .output()
         .await
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
-    let rows = report["users"].as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{report}");
-    for row in rows {
-        assert_eq!(row["decidedBy"], json!(["local-accounts-in-prod"]), "{row}");
-        assert_eq!(row["capabilities"]["auth_tokens"]["wanted"], false, "{row}");
-    }
-    assert_eq!(idd.count("GET", "/20160918/domains/"), 1);
-    assert!(
-        (1..=3).all(|k| idd.user_caps(&hex_id(100 + k)) == Some(ALL_ON)),
-        "read only"
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    std::fs::read_to_string(path).unwrap()
 }
