@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use crate::action::apply::{log_record, NotListed, Outcome, RecordResult, Report};
 use crate::action::ledger::OpenCall;
 use crate::decision::credentials::{add_counts, Counts};
-use crate::report::metrics::domain_dimension;
+use crate::report::metrics::{domain_dimension, OTHER_DOMAIN};
 
 /// Above this many ignored records the report summarises them instead of listing each.
 pub const IGNORED_LISTED_MAX: usize = 100;
@@ -29,8 +29,6 @@ const SUMMARY_REASONS_MAX: usize = 500;
 const BLOCK_BYTES: usize = 1024 * 1024;
 /// Distinct `(outcome, domain)` pairs counted for metrics; later domains count as `other`.
 const DOMAIN_KEYS_MAX: usize = 256;
-/// The domain dimension of records past [`DOMAIN_KEYS_MAX`].
-const OTHER_DOMAIN: &str = "other";
 
 /// Records by outcome and domain (the metrics' dimensions), for every record of the batch.
 pub type RecordsByDomain = BTreeMap<(&'static str, String), u64>;

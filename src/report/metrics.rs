@@ -49,7 +49,7 @@ const INVALID_DOMAIN: &str = "invalid";
 /// The dimension value for a record that names no domain.
 const NO_DOMAIN: &str = "none";
 /// The dimension value that folds domains past [`MAX_CALLS`].
-const OTHER_DOMAIN: &str = "other";
+pub(crate) const OTHER_DOMAIN: &str = "other";
 
 /// The validated metrics configuration; `None` from [`MetricsConfig::from_lookup`] when
 /// `METRICS_COMPARTMENT_ID` is unset.
