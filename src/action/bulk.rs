@@ -339,9 +339,26 @@ impl Engine {
         by_domain: HashMap<DomainUrl, Vec<(usize, UserId, Vec<Held>)>>,
         deadline: Instant,
     ) -> HashMap<usize, Revocation> {
-        let domains = by_domain.into_iter().map(|(domain, users)| async move {
+        self.per_domain(by_domain, |domain, users| async move {
             self.revoke_in_domain(&domain, users, deadline).await
-        });
+        })
+        .await
+    }
+
+    /// `work` for each domain's share, domains side by side (at most `max_concurrency`); every
+    /// slot's outcome.
+    async fn per_domain<T, R, Fut, Out>(
+        &self,
+        by_domain: HashMap<DomainUrl, T>,
+        work: impl Fn(DomainUrl, T) -> Fut,
+    ) -> HashMap<usize, R>
+    where
+        Fut: std::future::Future<Output = Out>,
+        Out: IntoIterator<Item = (usize, R)>,
+    {
+        let domains = by_domain
+            .into_iter()
+            .map(|(domain, share)| work(domain, share));
         futures_util::stream::iter(domains)
             .buffer_unordered(self.max_concurrency.max(1))
             .flat_map(futures_util::stream::iter)
@@ -459,14 +476,10 @@ impl Engine {
                 .or_default()
                 .push((slot, user, body));
         }
-        let domains = by_domain.into_iter().map(|(domain, pending)| async move {
+        self.per_domain(by_domain, |domain, pending| async move {
             self.write_domain(&domain, pending, deadline).await
-        });
-        futures_util::stream::iter(domains)
-            .buffer_unordered(self.max_concurrency.max(1))
-            .flat_map(futures_util::stream::iter)
-            .collect()
-            .await
+        })
+        .await
     }
 
     /// One domain's writes: Bulk rounds while retryable operations remain, then single PUTs for
